@@ -1,0 +1,33 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Each installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+export PYTHONWARNINGS ?= ignore::UserWarning,ignore::DeprecationWarning,ignore::FutureWarning
+DEMO_OUT ?= demo-out
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+# Idempotent: rebuilt only when the pins or setup.py change.
+$(STAMP): requirements.txt setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/kepkreator evaluate --generator default:digits --validator default:digits -n 2000 \
+		--json-out $(DEMO_OUT)/evaluation.json
+
+test: install
+	$(BIN)/python -m pytest -q -n 2 tests
+
+bench: install
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache $(DEMO_OUT)

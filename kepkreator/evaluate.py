@@ -1,0 +1,82 @@
+"""Measure a generator with a validator: agreement, IS/BCIS/WCIS, Frechet distance to real data."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from kepkreator.data import Dataset
+from kepkreator.metrics import ClassStats, class_report, frechet_distance
+from kepkreator.models.bundle import CARD_NAME, load_bundle
+
+
+def sample_generator(generator, per_class: int, seed: int, batch_size: int = 2048):
+    """Class-balanced samples: z from a seeded generator, labels 0..C-1 each ``per_class`` times."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(generator.class_set.num_classes), per_class)
+    z = generator.sample_latent(rng, len(labels))
+    images = np.concatenate([generator.generate(z[i:i + batch_size], labels[i:i + batch_size])
+                             for i in range(0, len(labels), batch_size)])
+    return images, labels
+
+
+def evaluate_generator(generator_ref, validator_ref, per_class: int = 1000, seed: int = 0,
+                       real: Dataset | None = None, real_limit: int = 10000) -> dict:
+    generator = load_bundle(generator_ref, "generator")
+    validator = load_bundle(validator_ref, "validator")
+    if generator.class_set != validator.class_set:
+        from kepkreator.errors import KepKreatorError
+        raise KepKreatorError(f"generator class set {generator.class_set.name!r} differs from "
+                              f"validator class set {validator.class_set.name!r}")
+    labels_text = list(generator.class_set.chars)
+    images, labels = sample_generator(generator, per_class, seed)
+    probs = validator.probabilities(images)
+    report = {"generator": str(generator.path), "validator": str(validator.path),
+              "class_set": generator.class_set.name, "per_class_requested": per_class,
+              "seed": seed,
+              "generated": class_report(ClassStats.from_probabilities(probs, labels), labels_text)}
+    if real is not None and len(real):
+        if len(real) > real_limit:
+            real = real.subset(np.random.default_rng(seed).permutation(len(real))[:real_limit])
+        real_probs = validator.probabilities(real.images)
+        report["real"] = class_report(ClassStats.from_probabilities(real_probs, real.labels),
+                                      labels_text)
+        report["real"]["source"] = [p.get("source") for p in real.provenance if "source" in p]
+        report["bcis_ratio_generated_to_real"] = (report["generated"]["bcis"]
+                                                  / report["real"]["bcis"])
+        n = min(len(images), len(real))
+        report["frechet_distance"] = frechet_distance(validator.features(images[:n]),
+                                                      validator.features(real.images[:n]))
+    return report
+
+
+def record_in_card(bundle_path: str | Path, report: dict, key: str = "evaluation") -> None:
+    """Put an evaluation into the bundle's card, so the numbers travel with the weights."""
+    card_path = Path(bundle_path) / CARD_NAME
+    card = json.loads(card_path.read_text())
+    summary = {k: v for k, v in report.items() if k not in ("generator",)}
+    card.setdefault("metrics", {})[key] = summary
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+
+
+def format_table(report: dict) -> str:
+    gen = report["generated"]
+    real = report.get("real", {}).get("per_class", {})
+    lines = [f"{'class':>5} {'n':>6} {'agreement':>9} {'confidence':>10}"
+             + (f" {'real acc':>8}" if real else "")]
+    for label, row in gen["per_class"].items():
+        line = f"{label:>5} {row['samples']:>6} {row['agreement']:>9.4f} {row['mean_confidence']:>10.4f}"
+        if real and label in real:
+            line += f" {real[label]['agreement']:>8.4f}"
+        lines.append(line)
+    lines.append(f"{'all':>5} {gen['samples']:>6} {gen['agreement']:>9.4f} "
+                 f"{gen['mean_confidence']:>10.4f}"
+                 + (f" {report['real']['agreement']:>8.4f}" if real else ""))
+    lines.append(f"generated: IS {gen['is']:.3f}  BCIS {gen['bcis']:.3f}  WCIS {gen['wcis']:.3f}")
+    if "real" in report:
+        r = report["real"]
+        lines.append(f"real:      IS {r['is']:.3f}  BCIS {r['bcis']:.3f}  WCIS {r['wcis']:.3f}"
+                     f"  (BCIS ratio {report['bcis_ratio_generated_to_real']:.3f}, "
+                     f"Frechet distance {report['frechet_distance']:.3f})")
+    return "\n".join(lines)

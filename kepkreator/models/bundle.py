@@ -1,0 +1,291 @@
+"""A model bundle is a directory: a Keras file plus ``card.json`` that says how to drive it.
+
+Every consumer (training, evaluation, the pipeline, rendering) loads models through
+``load_bundle``, so a foreign model only needs an honest card to work everywhere. The card's
+``signature`` describes the model's own conventions (label encoding and offset, pixel range,
+orientation); ``Generator``/``Validator`` translate to the package's one convention at the edge:
+uint8 images, white ink on black, upright, labels as class-set indices.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kepkreator.classsets import ClassSet, get_class_set
+from kepkreator.errors import BundleError, KepKreatorError
+
+CARD_NAME = "card.json"
+CARD_FORMAT = "kepkreator-bundle/1"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+RANGES = ("tanh", "sigmoid", "uint8")  # [-1, 1], [0, 1], [0, 255]
+ORIENTATIONS = ("upright", "emnist")
+LABEL_ENCODINGS = ("int", "onehot")
+
+
+def to_model_range(images_uint8: np.ndarray, pixel_range: str) -> np.ndarray:
+    x = images_uint8.astype(np.float32)
+    if pixel_range == "tanh":
+        return x * (2.0 / 255.0) - 1.0
+    if pixel_range == "sigmoid":
+        return x * (1.0 / 255.0)
+    return x
+
+
+def from_model_range(images: np.ndarray, pixel_range: str) -> np.ndarray:
+    x = np.asarray(images, dtype=np.float32)
+    if pixel_range == "tanh":
+        x = (x + 1.0) * 127.5
+    elif pixel_range == "sigmoid":
+        x = x * 255.0
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def _keras_custom_objects():
+    import keras
+
+    from kepkreator.models.networks import CUSTOM_OBJECTS
+
+    class Conv2DTransposeCompat(keras.layers.Conv2DTranspose):
+        """Keras 2.13/2.14 wrote ``groups`` into Conv2DTranspose configs; Keras 3 rejects it."""
+
+        def __init__(self, *args, groups=1, **kwargs):
+            super().__init__(*args, **kwargs)
+
+    return {**CUSTOM_OBJECTS, "Conv2DTranspose": Conv2DTransposeCompat}
+
+
+def load_keras_model(path: Path):
+    import keras
+    try:
+        return keras.models.load_model(path, compile=False, custom_objects=_keras_custom_objects())
+    except Exception as exc:  # Keras raises many types for unreadable files; all are user errors
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BundleError(f"cannot load model {path}: {first_line[:300]}") from None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_bundle_path(ref: str | os.PathLike, kind: str | None = None) -> Path:
+    """A bundle directory, or ``default:<set>`` for the package's shipped ``<set>/<kind>``."""
+    ref = str(ref)
+    if ref.startswith("default:"):
+        name = ref.split(":", 1)[1]
+        candidates = [ASSETS / name] + ([ASSETS / name / kind] if kind else [])
+        for path in candidates:
+            if (path / CARD_NAME).is_file():
+                return path
+        known = sorted(p.parent.relative_to(ASSETS).as_posix()
+                       for p in ASSETS.glob(f"*/*/{CARD_NAME}"))
+        raise BundleError(f"no shipped bundle {ref!r}" + (f" of kind {kind}" if kind else "")
+                          + f" (shipped: {', '.join(known) or 'none'})")
+    path = Path(ref)
+    if not path.exists():
+        raise BundleError(f"bundle not found: {path}")
+    if not (path / CARD_NAME).is_file():
+        raise BundleError(f"not a model bundle (no {CARD_NAME}): {path}")
+    return path
+
+
+def read_card(path: Path) -> dict:
+    try:
+        card = json.loads((path / CARD_NAME).read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"malformed {path / CARD_NAME}: {exc}") from None
+    for key in ("kind", "class_set", "model_file", "signature"):
+        if key not in card:
+            raise BundleError(f"{path / CARD_NAME} lacks the key {key!r}")
+    if card["kind"] not in ("generator", "validator"):
+        raise BundleError(f"{path / CARD_NAME}: kind must be generator or validator")
+    return card
+
+
+@dataclass
+class Bundle:
+    path: Path
+    card: dict
+    model: object  # keras.Model
+    class_set: ClassSet
+
+    @property
+    def signature(self) -> dict:
+        return self.card["signature"]
+
+    @property
+    def card_sha256(self) -> str:
+        return sha256_file(self.path / CARD_NAME)
+
+    def _orient(self, images: np.ndarray) -> np.ndarray:
+        """Model orientation <-> upright: transposition is its own inverse."""
+        if self.signature.get("orientation", "upright") == "emnist":
+            return np.ascontiguousarray(np.swapaxes(images, 1, 2))
+        return images
+
+
+class Generator(Bundle):
+    @property
+    def latent_dim(self) -> int:
+        return int(self.signature["latent_dim"])
+
+    def sample_latent(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.standard_normal((n, self.latent_dim), dtype=np.float32)
+
+    def model_inputs(self, z: np.ndarray, labels: np.ndarray) -> list[np.ndarray]:
+        sig = self.signature
+        labels = self.class_set.check_indices(np.asarray(labels, np.int64))
+        model_labels = labels + int(sig.get("label_offset", 0))
+        if sig.get("label_encoding", "int") == "onehot":
+            encoded = np.eye(int(sig.get("label_classes", self.class_set.num_classes)),
+                             dtype=np.float32)[model_labels]
+        else:
+            encoded = model_labels.reshape(-1, *sig.get("label_shape", [1])).astype(
+                sig.get("label_dtype", "int32"))
+        inputs = {"z": z.astype(np.float32), "label": encoded}
+        return [inputs[name] for name in sig.get("inputs", ["z", "label"])]
+
+    def postprocess(self, raw: np.ndarray) -> np.ndarray:
+        images = np.asarray(raw).reshape(len(raw), 28, 28)
+        return self._orient(from_model_range(images, self.signature["output_range"]))
+
+    def generate(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """(n, 28, 28) uint8 upright images of the requested classes."""
+        return self.postprocess(self.model.predict_on_batch(self.model_inputs(z, labels)))
+
+
+class Validator(Bundle):
+    def preprocess(self, images_uint8: np.ndarray) -> np.ndarray:
+        x = self._orient(np.asarray(images_uint8).reshape(-1, 28, 28))
+        return to_model_range(x, self.signature["input_range"])[..., None]
+
+    def postprocess(self, raw: np.ndarray) -> np.ndarray:
+        raw = np.asarray(raw, dtype=np.float32)
+        if self.signature.get("output", "probabilities") == "logits":
+            raw = np.exp(raw - raw.max(1, keepdims=True))
+            raw /= raw.sum(1, keepdims=True)
+        return raw
+
+    def probabilities(self, images_uint8: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+        out = [self.postprocess(self.model.predict_on_batch(self.preprocess(
+            images_uint8[i:i + batch_size]))) for i in range(0, len(images_uint8), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.class_set.num_classes), np.float32)
+
+    def feature_model(self):
+        """The model cut at its penultimate layer, for Frechet distances."""
+        import keras
+        name = self.signature.get("features_layer")
+        layer = (self.model.get_layer(name) if name
+                 else self.model.layers[-2] if len(self.model.layers) > 1 else None)
+        if layer is None:
+            raise BundleError(f"{self.path}: cannot find a feature layer")
+        return keras.Model(self.model.inputs, layer.output)
+
+    def features(self, images_uint8: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+        model = self.feature_model()
+        out = [np.asarray(model.predict_on_batch(self.preprocess(images_uint8[i:i + batch_size])))
+               for i in range(0, len(images_uint8), batch_size)]
+        return np.concatenate(out).reshape(len(images_uint8), -1)
+
+
+def _check_signature(card: dict, model, class_set: ClassSet, path: Path) -> None:
+    sig = card["signature"]
+    where = f"bundle {path}"
+    shapes = [tuple(t.shape) for t in model.inputs]
+    out_shape = tuple(model.outputs[0].shape)
+    if card["kind"] == "generator":
+        for key in ("latent_dim", "output_range"):
+            if key not in sig:
+                raise BundleError(f"{where}: card signature lacks {key!r}")
+        if sig["output_range"] not in RANGES:
+            raise BundleError(f"{where}: output_range must be one of {RANGES}")
+        if len(shapes) != 2:
+            raise BundleError(f"{where}: a generator needs 2 inputs (z, label), model has "
+                              f"{len(shapes)}")
+        order = sig.get("inputs", ["z", "label"])
+        z_shape, label_shape = shapes[order.index("z")], shapes[order.index("label")]
+        if z_shape[-1] != int(sig["latent_dim"]):
+            raise BundleError(f"{where}: card says latent_dim {sig['latent_dim']}, model's z "
+                              f"input is {z_shape}")
+        if sig.get("label_encoding", "int") == "onehot":
+            classes = int(sig.get("label_classes", class_set.num_classes))
+            if label_shape[-1] != classes:
+                raise BundleError(f"{where}: one-hot label input is {label_shape}, card wants "
+                                  f"{classes} classes")
+        if int(np.prod([d for d in out_shape[1:]])) != 784:
+            raise BundleError(f"{where}: generator output {out_shape} is not 28x28")
+    else:
+        if sig.get("input_range") not in RANGES:
+            raise BundleError(f"{where}: input_range must be one of {RANGES}")
+        if len(shapes) != 1 or int(np.prod(shapes[0][1:])) != 784:
+            raise BundleError(f"{where}: a validator takes one 28x28 image input, model has "
+                              f"{shapes}")
+        if out_shape[-1] != class_set.num_classes:
+            raise BundleError(f"{where}: model has {out_shape[-1]} outputs, class set "
+                              f"{class_set.name!r} has {class_set.num_classes}")
+    if sig.get("orientation", "upright") not in ORIENTATIONS:
+        raise BundleError(f"{where}: orientation must be one of {ORIENTATIONS}")
+
+
+def load_bundle(ref: str | os.PathLike, kind: str | None = None) -> Generator | Validator:
+    path = resolve_bundle_path(ref, kind)
+    card = read_card(path)
+    if kind and card["kind"] != kind:
+        raise BundleError(f"{path} is a {card['kind']} bundle, a {kind} is needed here")
+    try:
+        class_set = get_class_set(card["class_set"])
+    except KepKreatorError as exc:
+        raise BundleError(f"{path / CARD_NAME}: {exc}") from None
+    if "labels" in card and list(card["labels"]) != list(class_set.chars):
+        raise BundleError(f"{path / CARD_NAME}: labels do not match class set {class_set.name!r}")
+    model_file = path / card["model_file"]
+    if not model_file.is_file():
+        raise BundleError(f"bundle {path} lacks its model file {card['model_file']}")
+    model = load_keras_model(model_file)
+    _check_signature(card, model, class_set, path)
+    cls = Generator if card["kind"] == "generator" else Validator
+    return cls(path=path, card=card, model=model, class_set=class_set)
+
+
+def write_bundle(path: str | Path, model, card: dict) -> Path:
+    """Save model + card; the card is written last, so a bundle with a card is complete."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    card = {"format": CARD_FORMAT, "model_file": "model.keras", **card}
+    model.save(path / card["model_file"])
+    card["model_sha256"] = sha256_file(path / card["model_file"])
+    (path / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    return path
+
+
+def import_model(model_file: str | Path, card_file: str | Path, out: str | Path) -> Path:
+    """Wrap a foreign Keras file into a bundle with a hand-written card, and prove it loads."""
+    import shutil
+    model_file, card_file, out = Path(model_file), Path(card_file), Path(out)
+    if not model_file.is_file():
+        raise BundleError(f"model file not found: {model_file}")
+    try:
+        card = json.loads(Path(card_file).read_text())
+    except FileNotFoundError:
+        raise BundleError(f"card not found: {card_file}") from None
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"malformed card {card_file}: {exc}") from None
+    out.mkdir(parents=True, exist_ok=True)
+    card["model_file"] = model_file.name
+    shutil.copyfile(model_file, out / model_file.name)
+    card["model_sha256"] = sha256_file(out / model_file.name)
+    (out / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    try:
+        load_bundle(out)
+    except BundleError:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return out

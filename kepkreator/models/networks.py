@@ -1,0 +1,143 @@
+"""Generator, discriminator and validator networks, as plain Keras 3 (any backend can run them).
+
+The discriminator conditions twice over, which is what the seed project lacked: a projection
+term <embed(y), phi(x)> (Miyato & Koyama 2018) makes the real/fake score label-aware, and an
+auxiliary classifier head (Odena et al. 2017) trained on real labels pushes the generator to make
+samples of the requested class.
+"""
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+IMAGE_SHAPE = (28, 28, 1)
+
+GENERATOR_PRESETS = {
+    # Ours: DCGAN-style, label embedding joined to z, batch-normalised upsampling.
+    "default": dict(style="dcgan", latent_dim=64, embed_dim=32, channels=128),
+    # The seed's generator (latent 96, Embedding(C,10)->Dense(392,tanh)->7x7x8 label map,
+    # Dense(4704,tanh)->7x7x96, two stride-2 transposed convs, tanh), with the label path used.
+    "kepkreator-2023": dict(style="seed", latent_dim=96, embed_dim=10, channels=64),
+    # Small enough for tests and tuning trials.
+    "tiny": dict(style="dcgan", latent_dim=16, embed_dim=8, channels=16),
+}
+DISCRIMINATOR_PRESETS = {
+    "default": dict(channels=64, dropout=0.3),
+    "kepkreator-2023": dict(channels=64, dropout=0.4),
+    "tiny": dict(channels=8, dropout=0.0),
+}
+VALIDATOR_PRESETS = {
+    # ~11k parameters like the seed's validation CNN: Conv8-BN-Pool-Conv16-Conv16-BN-Pool-Conv32.
+    "tiny": dict(widths=(8, 16, 16, 32), dense=0, dropout=0.0),
+    "default": dict(widths=(32, 32, 64, 64, 128), dense=128, dropout=0.3),
+}
+
+
+def _preset(table, name, overrides):
+    if name not in table:
+        from kepkreator.errors import KepKreatorError
+        raise KepKreatorError(f"unknown preset {name!r} (known: {', '.join(table)})")
+    params = dict(table[name])
+    params.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return params
+
+
+def build_generator(num_classes: int, preset: str = "default", **overrides) -> keras.Model:
+    """(z (n, latent_dim) float, label (n, 1) int) -> (n, 28, 28, 1) in [-1, 1], upright."""
+    p = _preset(GENERATOR_PRESETS, preset, overrides)
+    z = keras.Input((p["latent_dim"],), name="z")
+    label = keras.Input((1,), name="label", dtype="int32")
+    embedded = layers.Embedding(num_classes, p["embed_dim"], name="label_embedding")(label)
+    ch = p["channels"]
+    if p["style"] == "seed":
+        label_map = layers.Dense(7 * 7 * 8, activation="tanh")(layers.Flatten()(embedded))
+        label_map = layers.Reshape((7, 7, 8))(label_map)
+        h = layers.Dense(7 * 7 * 96, activation="tanh")(z)
+        h = layers.Concatenate()([layers.Reshape((7, 7, 96))(h), label_map])
+        for _ in range(2):
+            h = layers.Conv2DTranspose(ch, 4, strides=2, padding="same", activation="tanh")(h)
+        image = layers.Conv2D(1, 7, padding="same", activation="tanh", name="image")(h)
+    else:
+        h = layers.Concatenate()([z, layers.Flatten()(embedded)])
+        h = layers.Dense(7 * 7 * ch, use_bias=False)(h)
+        h = layers.ReLU()(layers.BatchNormalization()(h))
+        h = layers.Reshape((7, 7, ch))(h)
+        for width in (ch // 2, ch // 4):
+            h = layers.Conv2DTranspose(width, 4, strides=2, padding="same", use_bias=False)(h)
+            h = layers.ReLU()(layers.BatchNormalization()(h))
+        image = layers.Conv2D(1, 3, padding="same", activation="tanh", name="image")(h)
+    return keras.Model([z, label], image, name="generator")
+
+
+class ProjectionScore(layers.Layer):
+    """Real/fake logit: linear(phi) + <embed(label), phi>."""
+
+    def __init__(self, num_classes: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+
+    def build(self, input_shape):
+        dim = input_shape[0][-1]
+        self.linear = layers.Dense(1)
+        self.linear.build((None, dim))
+        self.embed = layers.Embedding(self.num_classes, dim)
+        self.embed.build((None, 1))
+
+    def call(self, inputs):
+        features, label = inputs
+        projected = keras.ops.sum(self.embed(label)[:, 0, :] * features, axis=-1, keepdims=True)
+        return self.linear(features) + projected
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
+def build_discriminator(num_classes: int, preset: str = "default", **overrides) -> keras.Model:
+    """(image, label) -> (real/fake logit (n, 1), class logits (n, C))."""
+    p = _preset(DISCRIMINATOR_PRESETS, preset, overrides)
+    image = keras.Input(IMAGE_SHAPE, name="image")
+    label = keras.Input((1,), name="label", dtype="int32")
+    ch = p["channels"]
+    h = image
+    for width in (ch, ch * 2):
+        h = layers.Conv2D(width, 4, strides=2, padding="same")(h)
+        h = layers.LeakyReLU(0.2)(h)
+        if p["dropout"]:
+            h = layers.Dropout(p["dropout"])(h)
+    h = layers.Flatten()(h)
+    features = layers.LeakyReLU(0.2)(layers.Dense(ch * 4)(h))
+    score = ProjectionScore(num_classes, name="projection")([features, label])
+    class_logits = layers.Dense(num_classes, name="class_logits")(features)
+    return keras.Model([image, label], [score, class_logits], name="discriminator")
+
+
+def build_validator(num_classes: int, preset: str = "default", **overrides) -> keras.Model:
+    """(n, 28, 28, 1) in [-1, 1] -> class probabilities; the penultimate layer is 'features'."""
+    p = _preset(VALIDATOR_PRESETS, preset, overrides)
+    image = keras.Input(IMAGE_SHAPE, name="image")
+    h = image
+    widths = p["widths"]
+    if p["dense"] == 0:  # the seed's tiny layout
+        h = layers.Conv2D(widths[0], 3, padding="same", activation="relu")(h)
+        h = layers.MaxPooling2D()(layers.BatchNormalization()(h))
+        h = layers.Conv2D(widths[1], 3, padding="same", activation="relu")(h)
+        h = layers.Conv2D(widths[2], 3, padding="same", activation="relu")(h)
+        h = layers.MaxPooling2D()(layers.BatchNormalization()(h))
+        h = layers.Conv2D(widths[3], 3, padding="same", activation="relu")(h)
+        h = layers.MaxPooling2D()(layers.BatchNormalization()(h))
+        features = layers.GlobalAveragePooling2D(name="features")(h)
+    else:
+        for i, width in enumerate(widths):
+            h = layers.Conv2D(width, 3, padding="same", use_bias=False)(h)
+            h = layers.ReLU()(layers.BatchNormalization()(h))
+            if i in (1, 3):
+                h = layers.MaxPooling2D()(h)
+        h = layers.GlobalAveragePooling2D()(h)
+        features = layers.Dense(p["dense"], activation="relu", name="features")(h)
+        if p["dropout"]:
+            features = layers.Dropout(p["dropout"])(features)
+    probs = layers.Dense(num_classes, activation="softmax", name="probabilities")(features)
+    return keras.Model(image, probs, name="validator")
+
+
+CUSTOM_OBJECTS = {"ProjectionScore": ProjectionScore}

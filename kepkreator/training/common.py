@@ -1,0 +1,81 @@
+"""Pieces shared by both trainers: data splits, sample grids, callbacks, provenance."""
+from __future__ import annotations
+
+import json
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from kepkreator.data import Dataset, hash_split, load_sources
+
+
+def split_data(sources: list[str], class_set: str, holdout: float, eval_sources: list[str],
+               split_seed: int) -> tuple[Dataset, Dataset | None, dict]:
+    """Train and evaluation sets: an explicit eval source, or a hash holdout of the training data.
+
+    Images that occur in the eval set are removed from training, so no test image is ever seen.
+    """
+    data = load_sources(sources, class_set)
+    info = {"sources": sources, "provenance": data.provenance}
+    if eval_sources:
+        evaluation = load_sources(eval_sources, class_set)
+        from kepkreator.data.splits import image_hashes
+        overlap = np.isin(image_hashes(data.images), image_hashes(evaluation.images))
+        data = data.subset(~overlap)
+        info.update(eval_sources=eval_sources, removed_from_train_as_in_eval=int(overlap.sum()))
+    elif holdout > 0:
+        test = hash_split(data.images, holdout, split_seed)
+        evaluation, data = data.subset(test), data.subset(~test)
+        info.update(holdout_fraction=holdout, split_seed=split_seed)
+    else:
+        evaluation = None
+    info.update(train_samples=len(data), eval_samples=len(evaluation) if evaluation else 0,
+                train_class_counts=data.class_counts().tolist())
+    return data, evaluation, info
+
+
+def image_grid(images: np.ndarray, rows: int, pad: int = 2) -> np.ndarray:
+    """(rows*cols, h, w) uint8 -> one uint8 picture, row-major, with a thin grey gutter."""
+    n, h, w = images.shape
+    cols = int(np.ceil(n / rows))
+    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad), 64, np.uint8)
+    for i, img in enumerate(images):
+        r, c = divmod(i, cols)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h,
+             pad + c * (w + pad): pad + c * (w + pad) + w] = img
+    return grid
+
+
+def save_grid(path: Path, images: np.ndarray, rows: int, scale: int = 2) -> Path:
+    picture = Image.fromarray(image_grid(images, rows))
+    picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(path)
+    return path
+
+
+def environment() -> dict:
+    import keras
+    import tensorflow as tf
+
+    from kepkreator import __version__
+    return {"kepkreator": __version__, "keras": keras.__version__, "tensorflow": tf.__version__,
+            "numpy": np.__version__, "python": platform.python_version(),
+            "backend": keras.backend.backend()}
+
+
+def command_line(command: str | None) -> str:
+    return command or " ".join(shlex.quote(a) for a in ["kepkreator", *sys.argv[1:]])
+
+
+def to_model_input(images: np.ndarray) -> np.ndarray:
+    return (images.astype(np.float32) * (2.0 / 255.0) - 1.0)[..., None]
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")

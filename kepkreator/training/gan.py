@@ -1,0 +1,216 @@
+"""train_gan(hparams): a conditional GAN whose samples are of the class they were asked for.
+
+Losses: non-saturating GAN loss on a projection discriminator, plus an auxiliary classification
+loss (the discriminator learns real labels; the generator is rewarded when its sample is
+classified as the requested label). The exported generator is an exponential moving average of
+the trained one, which is steadier and sharper than the last step's weights.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kepkreator.classsets import get_class_set
+from kepkreator.training.common import (command_line, environment, save_grid, split_data,
+                                        to_model_input, write_json)
+
+
+@dataclass
+class GANHParams:
+    class_set: str
+    data: list[str]
+    out: str
+    eval_data: list[str] = field(default_factory=list)
+    holdout: float = 0.0
+    generator_preset: str = "default"
+    discriminator_preset: str = "default"
+    latent_dim: int | None = None  # preset overrides
+    embed_dim: int | None = None
+    channels: int | None = None
+    epochs: int = 20
+    batch_size: int = 128
+    g_learning_rate: float = 2e-4
+    d_learning_rate: float = 2e-4
+    beta_1: float = 0.5
+    aux_weight: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    split_seed: int = 0
+    max_train_samples: int = 0
+    validator: str = ""  # bundle used to measure the result for the card; optional
+    eval_per_class: int = 1000
+    jit_compile: bool = True
+    workdir: str = ""
+    verbose: int = 2
+    command: str = ""
+
+
+def _make_gan_class():
+    import keras
+    import tensorflow as tf
+
+    class ConditionalGAN(keras.Model):
+        def __init__(self, generator, discriminator, ema_generator, num_classes, latent_dim,
+                     aux_weight, ema_decay, seed):
+            super().__init__()
+            self.generator, self.discriminator = generator, discriminator
+            self.ema_generator = ema_generator
+            self.num_classes, self.latent_dim = num_classes, latent_dim
+            self.aux_weight, self.ema_decay = aux_weight, ema_decay
+            self.seed_generator = keras.random.SeedGenerator(seed)
+            self.trackers = {name: keras.metrics.Mean(name=name) for name in
+                             ("d_loss", "g_loss", "d_real_acc", "g_label_acc")}
+
+        def compile(self, g_optimizer, d_optimizer, **kwargs):
+            super().compile(**kwargs)
+            self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
+            # Built now so that BackupAndRestore can restore their state on resume.
+            g_optimizer.build(self.generator.trainable_variables)
+            d_optimizer.build(self.discriminator.trainable_variables)
+
+        @property
+        def metrics(self):
+            return list(self.trackers.values())
+
+        def build(self, input_shape=None):
+            self.built = True
+
+        def call(self, inputs, training=False):
+            return self.generator(inputs, training=training)
+
+        def train_step(self, data):
+            real, labels = data
+            batch = tf.shape(real)[0]
+            z = keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
+            fake_labels = tf.cast(keras.random.randint((batch, 1), 0, self.num_classes,
+                                                       seed=self.seed_generator), "int32")
+            labels = tf.reshape(tf.cast(labels, "int32"), (-1, 1))
+            ce = keras.losses.sparse_categorical_crossentropy
+            with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+                fake = self.generator([z, fake_labels], training=True)
+                real_score, real_logits = self.discriminator([real, labels], training=True)
+                fake_score, fake_logits = self.discriminator([fake, fake_labels], training=True)
+                d_loss = (tf.reduce_mean(tf.nn.softplus(-real_score))
+                          + tf.reduce_mean(tf.nn.softplus(fake_score))
+                          + self.aux_weight * tf.reduce_mean(ce(labels, real_logits,
+                                                                from_logits=True)))
+                g_loss = (tf.reduce_mean(tf.nn.softplus(-fake_score))
+                          + self.aux_weight * tf.reduce_mean(ce(fake_labels, fake_logits,
+                                                                from_logits=True)))
+            d_vars = self.discriminator.trainable_variables
+            g_vars = self.generator.trainable_variables
+            self.d_optimizer.apply_gradients(zip(d_tape.gradient(d_loss, d_vars), d_vars))
+            self.g_optimizer.apply_gradients(zip(g_tape.gradient(g_loss, g_vars), g_vars))
+            # Warm-up: early on the average follows the live weights closely.
+            step = tf.cast(self.g_optimizer.iterations, "float32")
+            decay = tf.minimum(self.ema_decay, (1.0 + step) / (10.0 + step))
+            for ema, live in zip(self.ema_generator.weights, self.generator.weights):
+                ema.assign(decay * ema + (1.0 - decay) * live)
+            hits = lambda logits, y: tf.cast(tf.equal(tf.argmax(logits, -1, output_type="int32"),
+                                                      y[:, 0]), "float32")
+            self.trackers["d_loss"].update_state(d_loss)
+            self.trackers["g_loss"].update_state(g_loss)
+            self.trackers["d_real_acc"].update_state(hits(real_logits, labels))
+            self.trackers["g_label_acc"].update_state(hits(fake_logits, fake_labels))
+            return {name: t.result() for name, t in self.trackers.items()}
+
+    return ConditionalGAN
+
+
+def _grid_callback(gan, class_set, latent_dim, workdir: Path, per_row: int = 10):
+    """One picture per epoch: a row per class, fixed z per column, from the EMA generator."""
+    import keras
+    import tensorflow as tf
+
+    rng = np.random.default_rng(1234)
+    z = np.tile(rng.standard_normal((per_row, latent_dim), dtype=np.float32),
+                (class_set.num_classes, 1))
+    labels = np.repeat(np.arange(class_set.num_classes), per_row).reshape(-1, 1).astype(np.int32)
+    writer = tf.summary.create_file_writer(str(workdir / "tensorboard" / "samples"))
+
+    class SampleGrid(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raw = gan.ema_generator.predict_on_batch([z, labels])
+            images = np.clip(np.rint((raw[..., 0] + 1) * 127.5), 0, 255).astype(np.uint8)
+            path = save_grid(workdir / "samples" / f"epoch_{epoch + 1:03d}.png", images,
+                             class_set.num_classes)
+            with writer.as_default():
+                picture = np.asarray(__import__("PIL.Image").Image.open(path))[None, ..., None]
+                tf.summary.image("samples", picture, step=epoch + 1)
+    return SampleGrid()
+
+
+def train_gan(hp: GANHParams) -> Path:
+    """Train, optionally measure with a validator, and write a generator bundle to ``hp.out``."""
+    import keras
+    import tensorflow as tf
+
+    from kepkreator.models.bundle import write_bundle
+    from kepkreator.models.networks import (GENERATOR_PRESETS, build_discriminator,
+                                            build_generator)
+
+    keras.utils.set_random_seed(hp.seed)
+    class_set = get_class_set(hp.class_set)
+    train, evaluation, data_info = split_data(hp.data, hp.class_set, hp.holdout, hp.eval_data,
+                                              hp.split_seed)
+    if hp.max_train_samples:
+        train = train.subset(np.random.default_rng(hp.seed).permutation(len(train))[
+            :hp.max_train_samples])
+    workdir = Path(hp.workdir or f"{hp.out}.work")
+    workdir.mkdir(parents=True, exist_ok=True)
+    overrides = dict(latent_dim=hp.latent_dim, embed_dim=hp.embed_dim, channels=hp.channels)
+    generator = build_generator(class_set.num_classes, hp.generator_preset, **overrides)
+    ema_generator = build_generator(class_set.num_classes, hp.generator_preset, **overrides)
+    ema_generator.set_weights(generator.get_weights())
+    discriminator = build_discriminator(class_set.num_classes, hp.discriminator_preset)
+    latent_dim = int(generator.inputs[0].shape[-1])
+
+    gan = _make_gan_class()(generator, discriminator, ema_generator, class_set.num_classes,
+                            latent_dim, hp.aux_weight, hp.ema_decay, hp.seed)
+    gan.compile(keras.optimizers.Adam(hp.g_learning_rate, beta_1=hp.beta_1),
+                keras.optimizers.Adam(hp.d_learning_rate, beta_1=hp.beta_1),
+                jit_compile=hp.jit_compile)
+    gan.build(None)  # sub-models are built; BackupAndRestore needs the wrapper marked so too
+    dataset = (tf.data.Dataset.from_tensor_slices((to_model_input(train.images), train.labels))
+               .shuffle(len(train), seed=hp.seed).batch(hp.batch_size, drop_remainder=True)
+               .prefetch(tf.data.AUTOTUNE))
+    started = time.time()
+    history = gan.fit(dataset, epochs=hp.epochs, verbose=hp.verbose, callbacks=[
+        keras.callbacks.BackupAndRestore(str(workdir / "backup"), delete_checkpoint=False),
+        keras.callbacks.TensorBoard(str(workdir / "tensorboard")),
+        _grid_callback(gan, class_set, latent_dim, workdir)])
+    seconds = time.time() - started
+    epochs_run = len(history.epoch)
+
+    card = {
+        "kind": "generator", "name": Path(hp.out).name, "class_set": class_set.name,
+        "labels": list(class_set.chars),
+        "signature": {"inputs": ["z", "label"], "latent_dim": latent_dim,
+                      "label_encoding": "int", "label_shape": [1], "label_dtype": "int32",
+                      "label_offset": 0, "output_range": "tanh", "orientation": "upright"},
+        "architecture": {"generator_preset": hp.generator_preset,
+                         "preset_params": {**GENERATOR_PRESETS[hp.generator_preset],
+                                           **{k: v for k, v in overrides.items() if v}},
+                         "discriminator_preset": hp.discriminator_preset,
+                         "parameters": int(ema_generator.count_params()),
+                         "conditioning": "projection discriminator + auxiliary classifier",
+                         "weights": f"EMA of generator weights, decay {hp.ema_decay}"},
+        "training": {"hparams": asdict(hp) | {"command": command_line(hp.command)},
+                     "data": data_info, "epochs": hp.epochs, "epochs_this_run": epochs_run,
+                     "seed": hp.seed, "seconds_this_run": round(seconds, 1),
+                     "seconds_per_epoch": round(seconds / max(epochs_run, 1), 1),
+                     "final_losses": {k: float(v[-1]) for k, v in history.history.items()},
+                     "environment": environment()},
+        "metrics": {},
+    }
+    path = write_bundle(hp.out, ema_generator, card)
+    if hp.validator:
+        from kepkreator.evaluate import evaluate_generator, record_in_card
+        report = evaluate_generator(path, hp.validator, per_class=hp.eval_per_class,
+                                    seed=hp.seed, real=evaluation)
+        record_in_card(path, report)
+        write_json(workdir / "metrics.json", report)
+    return path

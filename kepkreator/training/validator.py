@@ -1,0 +1,107 @@
+"""train_validator(hparams): the CNN that scores, filters and labels generated samples."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kepkreator.classsets import get_class_set
+from kepkreator.training.common import (command_line, environment, split_data, to_model_input,
+                                        write_json)
+
+
+@dataclass
+class ValidatorHParams:
+    class_set: str
+    data: list[str]
+    out: str
+    eval_data: list[str] = field(default_factory=list)
+    holdout: float = 0.0
+    preset: str = "default"
+    epochs: int = 12
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    augment: bool = True
+    seed: int = 0
+    split_seed: int = 0
+    max_train_samples: int = 0  # 0 = all; tests use a few hundred
+    workdir: str = ""  # checkpoints + TensorBoard; default <out>.work
+    verbose: int = 2
+    command: str = ""
+
+
+def _augmenter():
+    import keras
+    return keras.Sequential([
+        keras.layers.RandomRotation(0.03, fill_value=-1.0, fill_mode="constant"),  # about 11 deg
+        keras.layers.RandomZoom(0.1, fill_value=-1.0, fill_mode="constant"),
+        keras.layers.RandomTranslation(0.1, 0.1, fill_value=-1.0, fill_mode="constant"),
+    ], name="augment")
+
+
+def train_validator(hp: ValidatorHParams) -> Path:
+    """Train, measure on held-out real data, and write a validator bundle to ``hp.out``."""
+    import keras
+    import tensorflow as tf
+
+    from kepkreator.models.bundle import write_bundle
+    from kepkreator.models.networks import build_validator
+
+    keras.utils.set_random_seed(hp.seed)
+    class_set = get_class_set(hp.class_set)
+    train, evaluation, data_info = split_data(hp.data, hp.class_set, hp.holdout, hp.eval_data,
+                                              hp.split_seed)
+    if hp.max_train_samples:
+        train = train.subset(np.random.default_rng(hp.seed).permutation(len(train))[
+            :hp.max_train_samples])
+    workdir = Path(hp.workdir or f"{hp.out}.work")
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    x, y = to_model_input(train.images), train.labels
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(y), seed=hp.seed)
+    dataset = dataset.batch(hp.batch_size)
+    if hp.augment:
+        augment = _augmenter()
+        dataset = dataset.map(lambda a, b: (augment(a, training=True), b),
+                              num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.prefetch(tf.data.AUTOTUNE)
+    validation = None
+    if evaluation is not None:
+        validation = (to_model_input(evaluation.images), evaluation.labels)
+
+    model = build_validator(class_set.num_classes, hp.preset)
+    steps = hp.epochs * int(np.ceil(len(y) / hp.batch_size))
+    schedule = keras.optimizers.schedules.CosineDecay(hp.learning_rate, max(steps, 1))
+    model.compile(keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    started = time.time()
+    model.fit(dataset, epochs=hp.epochs, validation_data=validation, verbose=hp.verbose,
+              callbacks=[keras.callbacks.BackupAndRestore(str(workdir / "backup"),
+                                                          delete_checkpoint=False),
+                         keras.callbacks.TensorBoard(str(workdir / "tensorboard"))])
+    seconds = time.time() - started
+
+    metrics = {"train_seconds": round(seconds, 1)}
+    if evaluation is not None:
+        probs = model.predict(validation[0], batch_size=2048, verbose=0)
+        predicted = probs.argmax(1)
+        per_class = [float((predicted[evaluation.labels == c] == c).mean())
+                     if (evaluation.labels == c).any() else None
+                     for c in range(class_set.num_classes)]
+        metrics.update(eval_accuracy=float((predicted == evaluation.labels).mean()),
+                       eval_samples=len(evaluation), eval_per_class_accuracy=per_class)
+    card = {
+        "kind": "validator", "name": Path(hp.out).name, "class_set": class_set.name,
+        "labels": list(class_set.chars),
+        "signature": {"input_range": "tanh", "orientation": "upright",
+                      "output": "probabilities", "features_layer": "features"},
+        "training": {"hparams": asdict(hp) | {"command": command_line(hp.command)},
+                     "data": data_info, "epochs": hp.epochs, "seed": hp.seed,
+                     "parameters": int(model.count_params()), "environment": environment()},
+        "metrics": metrics,
+    }
+    path = write_bundle(hp.out, model, card)
+    write_json(workdir / "metrics.json", metrics)
+    return path

@@ -1,0 +1,26 @@
+"""Installable with ``pip install -e .``; Dataflow ships it to workers with ``--setup_file``."""
+from setuptools import find_packages, setup
+
+setup(
+    name="kepkreator",
+    version="0.1.0",
+    description="Synthetic, labelled EMNIST-style handwriting from conditional GANs, at dataset scale",
+    python_requires=">=3.10",
+    packages=find_packages(include=["kepkreator", "kepkreator.*", "pipeline", "pipeline.*"]),
+    package_data={"kepkreator": ["assets/*/*/*.json", "assets/*/*/*.keras"]},
+    include_package_data=True,
+    install_requires=[
+        "tensorflow-cpu==2.21.0; platform_machine=='x86_64'",
+        "keras==3.15.1",
+        "apache-beam[gcp]==2.77.0",
+        "crcmod==1.7",
+        "numpy==2.4.6",
+        "pyarrow==25.0.1",
+        "click==8.5.1",
+        "pyyaml==6.0.3",
+        "pillow==12.3.0",
+        "tensorboard==2.21.0",
+    ],
+    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0"]},
+    entry_points={"console_scripts": ["kepkreator=kepkreator.cli:main"]},
+)
