@@ -26,12 +26,33 @@ def train():
     """Train generators and validators into model bundles."""
 
 
+def _class_set(ctx, param, value):
+    from kepkreator.classsets import get_class_set
+    from kepkreator.errors import KepKreatorError
+    try:
+        return get_class_set(value).name
+    except KepKreatorError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def _sources(ctx, param, values):
+    from kepkreator.data import parse_source
+    from kepkreator.errors import KepKreatorError
+    try:
+        for value in values:
+            parse_source(value)
+    except KepKreatorError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+    return values
+
+
 _common_data = [
-    click.option("--class-set", required=True, help="digits, letters, letters52, balanced, byclass"),
-    click.option("--data", "data", multiple=True, required=True,
+    click.option("--class-set", required=True, callback=_class_set,
+                 help="digits, letters, letters52, balanced, byclass"),
+    click.option("--data", "data", multiple=True, required=True, callback=_sources,
                  help="Training source, repeatable: mnist:train@DIR, emnist-byclass:test@DIR, "
                       "folder@DIR."),
-    click.option("--eval-data", multiple=True, help="Held-out source(s); removed from training."),
+    click.option("--eval-data", multiple=True, callback=_sources, help="Held-out source(s); removed from training."),
     click.option("--holdout", type=click.FloatRange(0, 0.9), default=0.0, show_default=True,
                  help="Without --eval-data: hash-split this fraction off as held-out data."),
     click.option("--out", required=True, type=click.Path(file_okay=False),

@@ -220,6 +220,11 @@ def _check_signature(card: dict, model, class_set: ClassSet, path: Path) -> None
             if label_shape[-1] != classes:
                 raise BundleError(f"{where}: one-hot label input is {label_shape}, card wants "
                                   f"{classes} classes")
+        embeddings = [l for l in model.layers if type(l).__name__ == "Embedding"]
+        needed = class_set.num_classes + int(sig.get("label_offset", 0))
+        if embeddings and embeddings[0].input_dim < needed:
+            raise BundleError(f"{where}: class set {class_set.name!r} needs {needed} labels, the "
+                              f"model's label embedding takes {embeddings[0].input_dim}")
         if int(np.prod([d for d in out_shape[1:]])) != 784:
             raise BundleError(f"{where}: generator output {out_shape} is not 28x28")
     else:

@@ -1,0 +1,69 @@
+"""The CLI as a user meets it: bad input is one line on stderr and a non-zero exit."""
+import gzip
+import json
+import shutil
+
+import pytest
+
+from tests.conftest import ROOT, assert_one_line_error, run_cli
+
+
+def test_help_lists_the_commands():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("train", "evaluate", "import-model"):
+        assert command in result.stdout
+
+
+def test_unknown_class_set(tmp_path):
+    result = run_cli("train", "validator", "--class-set", "klingon", "--data",
+                     f"mnist:train@{tmp_path}", "--out", tmp_path / "v")
+    assert_one_line_error(result, "unknown class set 'klingon'")
+
+
+def test_bad_source_string(tmp_path):
+    result = run_cli("train", "gan", "--class-set", "digits", "--data", "mnist@x", "--out", tmp_path / "g")
+    assert_one_line_error(result, "lacks a split")
+
+
+def test_missing_data_directory(tmp_path):
+    result = run_cli("train", "validator", "--class-set", "digits", "--data",
+                     f"mnist:train@{tmp_path / 'nowhere'}", "--out", tmp_path / "v")
+    assert_one_line_error(result, "data directory not found")
+    assert not (tmp_path / "v" / "card.json").exists()
+
+
+def test_corrupt_data_file(tmp_path):
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03junk"))
+    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01"))
+    result = run_cli("train", "validator", "--class-set", "digits", "--data",
+                     f"mnist:train@{tmp_path}", "--out", tmp_path / "v")
+    assert_one_line_error(result, "train-images-idx3-ubyte.gz")
+
+
+def test_missing_bundle_and_mismatched_card(tmp_path, peers_dir):
+    result = run_cli("evaluate", "--generator", tmp_path / "none", "--validator", tmp_path / "none")
+    assert_one_line_error(result, "bundle not found")
+    card = json.loads((ROOT / "jobs/peers/kepkreator-validation-cnn.card.json").read_text())
+    card["class_set"] = "letters"
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    result = run_cli("import-model", peers_dir / "KepKreator/validation_cnn.hdf5",
+                     "--card", tmp_path / "card.json", "--out", tmp_path / "bundle")
+    assert_one_line_error(result, "model has 10 outputs, class set 'letters' has 26")
+
+
+def test_import_and_evaluate_a_peer(tmp_path, peers_dir):
+    for model, name in [("KepKreator/num-model/generator.h5", "kepkreator-num-model"),
+                        ("KepKreator/validation_cnn.hdf5", "kepkreator-validation-cnn")]:
+        result = run_cli("import-model", peers_dir / model, "--card",
+                         ROOT / f"jobs/peers/{name}.card.json", "--out", tmp_path / name)
+        assert result.returncode == 0, result.stderr
+    result = run_cli("evaluate", "--generator", tmp_path / "kepkreator-num-model", "--validator",
+                     tmp_path / "kepkreator-validation-cnn", "-n", "200", "--json-out",
+                     tmp_path / "report.json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["generated"]["samples"] == 200 and "BCIS" in result.stdout
+    mixed = run_cli("evaluate", "--generator", tmp_path / "kepkreator-num-model", "--validator",
+                    tmp_path / "kepkreator-num-model")
+    assert_one_line_error(mixed, "is a generator bundle, a validator is needed")
