@@ -175,6 +175,92 @@ def import_model_cmd(model_file, card_file, out):
                f"{bundle.model.count_params()} parameters)")
 
 
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--spec", required=True, help="Spec file (YAML/JSON) or a quoted glob of them.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing KepKreator output directory.")
+@click.option("--shortfall-tolerance", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Largest shortfall per class, as a fraction of its request, that still counts "
+                   "as complete.")
+@click.option("--accelerator", default=None, help="Resource hint for Generate/Score on Dataflow.")
+@click.pass_context
+def generate(ctx, spec, out, overwrite, shortfall_tolerance, accelerator):
+    """Run the generation pipeline. Extra arguments are Beam pipeline options, e.g.
+    --direct_num_workers=2 --direct_running_mode=multi_processing, or --runner=DataflowRunner."""
+    from kepkreator.errors import KepKreatorError
+    from pipeline.run import run
+    argv = ["--spec", spec, "--out", out, "--shortfall_tolerance", str(shortfall_tolerance)]
+    argv += ["--overwrite"] if overwrite else []
+    argv += ["--accelerator", accelerator] if accelerator else []
+    result = run(argv + list(ctx.args), show_progress=_progress_printer())
+    click.echo("", err=True)
+    click.echo(_summary_table(result.metrics))
+    if result.failed:
+        raise KepKreatorError(result.failed)
+    click.echo(f"dataset: {result.out} ({result.manifest['records']} samples, "
+               f"{len(result.manifest['shards'])} shards, {result.metrics['seconds']:.1f} s)")
+
+
+def _progress_printer():
+    """A live 'accepted/requested' line on a terminal, a line every 15 s otherwise."""
+    import time
+    tty = sys.stderr.isatty()
+    state = {"last": 0.0}
+
+    def show(accepted, generated):
+        now = time.time()
+        if not tty and now - state["last"] < 15:
+            return
+        state["last"] = now
+        line = f"accepted {int(accepted.sum()):,} of {generated:,} generated"
+        if tty:
+            click.echo("\r" + line.ljust(60), nl=False, err=True)
+        else:
+            click.echo(line, err=True)
+    return show
+
+
+def _summary_table(metrics: dict) -> str:
+    lines = [f"{'class':>5} {'requested':>10} {'accepted':>10} {'generated':>10} "
+             f"{'accept%':>8} {'conf':>6}"]
+    for label, row in metrics["per_class"].items():
+        rate = row["acceptance_rate"]
+        conf = row["mean_confidence_accepted"]
+        lines.append(f"{label:>5} {row['requested']:>10,} {row['accepted']:>10,} "
+                     f"{row['generated']:>10,} {100 * rate if rate is not None else 0:>7.1f}% "
+                     f"{conf if conf is not None else 0:>6.3f}")
+    lines.append(f"{'all':>5} {metrics['requested']:>10,} {metrics['accepted']:>10,} "
+                 f"{metrics['generated']:>10,} "
+                 f"{100 * metrics['accepted'] / max(metrics['generated'], 1):>7.1f}%")
+    for key, title in (("generated_samples", "generated"), ("accepted_samples", "accepted")):
+        m = metrics[key]
+        if m["samples"]:
+            lines.append(f"{title:>9}: agreement {m['agreement']:.4f}  IS {m['is']:.3f}  "
+                         f"BCIS {m['bcis']:.3f}  WCIS {m['wcis']:.3f}")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("directory", type=click.Path())
+def inspect(directory):
+    """Show a dataset's counts and metrics, and re-verify every shard against its manifest."""
+    from kepkreator.errors import KepKreatorError
+    from pipeline.manifest import read_manifest, verify
+    manifest = read_manifest(Path(directory))
+    click.echo(f"{manifest['name']} ({manifest['class_set']}, split {manifest['split']}): "
+               f"{manifest['records']:,} samples in {len(manifest['shards'])} shards, "
+               f"formats {', '.join(manifest['formats'])}")
+    click.echo("counts: " + ", ".join(f"{k}={v}" for k, v in manifest["counts"].items()))
+    metrics_path = Path(directory) / "metrics.json"
+    if metrics_path.is_file():
+        click.echo(_summary_table(json.loads(metrics_path.read_text())))
+    problems = verify(Path(directory))
+    if problems:
+        raise KepKreatorError(f"{len(problems)} problem(s): {'; '.join(problems[:5])}")
+    click.echo(f"verified: {sum(len(s['files']) for s in manifest['shards'])} shard files match "
+               "their sha256 in manifest.json")
+
+
 def main(argv=None) -> int:
     """Entry point: one-line errors, no tracebacks for anything the user can fix."""
     from kepkreator.errors import KepKreatorError

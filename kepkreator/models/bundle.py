@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +116,26 @@ class Bundle:
     card: dict
     model: object  # keras.Model
     class_set: ClassSet
+    _compiled: object = field(default=None, repr=False, compare=False)
+
+    def predict(self, inputs):
+        """The model's forward pass, compiled once and reused for any batch size."""
+        if self._compiled is None:
+            import keras
+            if keras.backend.backend() == "tensorflow":
+                import tensorflow as tf
+                model = self.model
+                signature = [tf.TensorSpec((None, *t.shape[1:]), t.dtype) for t in model.inputs]
+                self._dtypes = [t.dtype for t in model.inputs]
+                self._compiled = tf.function(lambda *x: model(list(x), training=False),
+                                             input_signature=signature)
+            else:
+                self._compiled = self.model.predict_on_batch
+        inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        if getattr(self, "_dtypes", None):
+            inputs = [np.asarray(x, dtype=d) for x, d in zip(inputs, self._dtypes)]
+            return np.asarray(self._compiled(*inputs))
+        return np.asarray(self._compiled(inputs if len(inputs) > 1 else inputs[0]))
 
     @property
     def signature(self) -> dict:
@@ -159,7 +179,7 @@ class Generator(Bundle):
 
     def generate(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """(n, 28, 28) uint8 upright images of the requested classes."""
-        return self.postprocess(self.model.predict_on_batch(self.model_inputs(z, labels)))
+        return self.postprocess(self.predict(self.model_inputs(z, labels)))
 
 
 class Validator(Bundle):
@@ -175,8 +195,8 @@ class Validator(Bundle):
         return raw
 
     def probabilities(self, images_uint8: np.ndarray, batch_size: int = 2048) -> np.ndarray:
-        out = [self.postprocess(self.model.predict_on_batch(self.preprocess(
-            images_uint8[i:i + batch_size]))) for i in range(0, len(images_uint8), batch_size)]
+        out = [self.postprocess(self.predict(self.preprocess(images_uint8[i:i + batch_size])))
+               for i in range(0, len(images_uint8), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.class_set.num_classes), np.float32)
 
     def feature_model(self):

@@ -1,0 +1,220 @@
+"""Sinks: Parquet (Hugging Face layout) and TFRecord (TFDS layout), with the metadata readers need.
+
+Writing happens in two parallel steps so the shards are byte-identical however the runner
+bundles and orders the work: every accepted unit is first written as its own small Parquet
+fragment (PNG-encoded once); then a plan cuts the fragments, in a fixed global order that
+interleaves every class, into ``shards`` row-balanced ranges, and each shard is written by its
+own worker into both formats. Memory stays at one unit and one fragment at a time.
+
+Layout of an output directory::
+
+    data/<split>-00000-of-00004.parquet       Hugging Face: image {bytes, path}, label ClassLabel
+    <name>-<split>.tfrecord-00000-of-00004     TFDS: tf.train.Example {image: PNG, label: int64}
+    features.json, dataset_info.json, label.labels.txt   so tfds.builder_from_directory(out) works
+    README.md                                  HF dataset card whose YAML points at data/
+    metrics.json, samples.png, manifest.json (written last, by run())
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from kepkreator.imageio import encode_png_batch
+from pipeline.specs import JobSpec
+from pipeline.transforms import AcceptedBatch
+
+TFRECORD_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
+FRAGMENTS = "fragments"
+
+
+def parquet_schema(labels: list[str]) -> pa.Schema:
+    features = {
+        "image": {"_type": "Image"},
+        "label": {"names": labels, "_type": "ClassLabel"},
+        "label_name": {"dtype": "string", "_type": "Value"},
+        "confidence": {"dtype": "float32", "_type": "Value"},
+        "sample_id": {"dtype": "string", "_type": "Value"},
+    }
+    return pa.schema([
+        pa.field("image", pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])),
+        pa.field("label", pa.int64()),
+        pa.field("label_name", pa.string()),
+        pa.field("confidence", pa.float32()),
+        pa.field("sample_id", pa.string()),
+    ], metadata={b"huggingface": json.dumps({"info": {"features": features}}).encode()})
+
+
+def parquet_name(split: str, shard: int, shards: int) -> str:
+    return f"data/{split}-{shard:05d}-of-{shards:05d}.parquet"
+
+
+def tfrecord_name(name: str, split: str, shard: int, shards: int) -> str:
+    return f"{name}-{split}.tfrecord-{shard:05d}-of-{shards:05d}"
+
+
+@dataclass
+class Fragment:
+    path: str
+    order_key: tuple
+    rows: int
+
+
+@dataclass
+class ShardInfo:
+    index: int
+    rows: int
+    class_counts: list[int]
+    files: dict  # format -> {"path": relative path, "sha256": ..., "bytes": ...}
+
+
+class _WriteFragmentDoFn(beam.DoFn):
+    def __init__(self, job: JobSpec, tmp_dir: str):
+        self.job, self.tmp_dir = job, tmp_dir
+
+    def setup(self):
+        self.labels = list(self.job.classes.chars)
+        self.schema = parquet_schema(self.labels)
+        Path(self.tmp_dir, FRAGMENTS).mkdir(parents=True, exist_ok=True)
+
+    def process(self, batch: AcceptedBatch):
+        images = batch.images
+        if self.job.orientation == "emnist":
+            images = np.ascontiguousarray(images.transpose(0, 2, 1))
+        pngs = encode_png_batch(images)
+        table = pa.Table.from_arrays([
+            pa.StructArray.from_arrays([pa.array(pngs, pa.binary()),
+                                        pa.nulls(len(pngs), pa.string())], ["bytes", "path"]),
+            pa.array(batch.labels, pa.int64()),
+            pa.array([self.labels[i] for i in batch.labels], pa.string()),
+            pa.array(batch.confidence, pa.float32()),
+            pa.array(batch.sample_ids(), pa.string()),
+        ], schema=self.schema)
+        path = str(Path(self.tmp_dir, FRAGMENTS, f"{batch.unit_id}-r{batch.round}.parquet"))
+        pq.write_table(table, path, compression="none")
+        yield Fragment(path, batch.order_key, len(pngs))
+
+
+def plan_shards(fragments: list[Fragment], shards: int) -> list[list[tuple[str, int, int]]]:
+    """Cut the fragments, in global order, into ``shards`` row ranges of (almost) equal size."""
+    ordered = sorted(fragments, key=lambda f: f.order_key)
+    total = sum(f.rows for f in ordered)
+    bounds = [total * s // shards for s in range(shards + 1)]
+    plans, start = [[] for _ in range(shards)], 0
+    for fragment in ordered:
+        end = start + fragment.rows
+        for s in range(shards):
+            lo, hi = max(start, bounds[s]), min(end, bounds[s + 1])
+            if lo < hi:
+                plans[s].append((fragment.path, lo - start, hi - start))
+        start = end
+    return plans
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _WriteShardDoFn(beam.DoFn):
+    def __init__(self, job: JobSpec, out_dir: str):
+        self.job, self.out_dir = job, out_dir
+
+    def process(self, element):
+        index, ranges = element
+        job, out = self.job, Path(self.out_dir)
+        shards, num_classes = job.shards, job.classes.num_classes
+        schema = parquet_schema(list(job.classes.chars))
+        files, counts, rows = {}, np.zeros(num_classes, np.int64), 0
+        parquet_writer = tfrecord_writer = None
+        if "parquet" in job.formats:
+            files["parquet"] = parquet_name(job.split, index, shards)
+            (out / files["parquet"]).parent.mkdir(parents=True, exist_ok=True)
+            parquet_writer = pq.ParquetWriter(out / files["parquet"], schema, compression="none")
+        if "tfrecord" in job.formats:
+            import tensorflow as tf
+            files["tfrecord"] = tfrecord_name(job.dataset_name, job.split, index, shards)
+            tfrecord_writer = tf.io.TFRecordWriter(str(out / files["tfrecord"]))
+            example, feature = tf.train.Example, tf.train.Feature
+        try:
+            for path, lo, hi in ranges:
+                table = pq.read_table(path).slice(lo, hi - lo)
+                labels = table.column("label").to_numpy()
+                counts += np.bincount(labels, minlength=num_classes)
+                rows += table.num_rows
+                if parquet_writer:
+                    parquet_writer.write_table(table)
+                if tfrecord_writer:
+                    images = table.column("image").combine_chunks().field("bytes").to_pylist()
+                    for png, label in zip(images, labels.tolist()):
+                        tfrecord_writer.write(example(features=tf.train.Features(feature={
+                            "image": feature(bytes_list=tf.train.BytesList(value=[png])),
+                            "label": feature(int64_list=tf.train.Int64List(value=[label])),
+                        })).SerializeToString())
+        finally:
+            if parquet_writer:
+                parquet_writer.close()
+            if tfrecord_writer:
+                tfrecord_writer.close()
+        described = {fmt: {"path": rel, "sha256": _sha256(out / rel),
+                           "bytes": (out / rel).stat().st_size} for fmt, rel in files.items()}
+        yield ShardInfo(index, rows, counts.tolist(), described)
+
+
+class WriteShards(beam.PTransform):
+    """AcceptedBatch -> Parquet fragments -> planned shards in every requested format."""
+
+    def __init__(self, job: JobSpec, out_dir: str, tmp_dir: str):
+        super().__init__()
+        self.job, self.out_dir, self.tmp_dir = job, out_dir, tmp_dir
+
+    def expand(self, accepted):
+        shards = self.job.shards
+        return (accepted
+                | "WriteFragments" >> beam.ParDo(_WriteFragmentDoFn(self.job, self.tmp_dir))
+                | "AllFragments" >> beam.combiners.ToList()
+                | "PlanShards" >> beam.FlatMap(lambda frags: enumerate(plan_shards(frags, shards)))
+                | "SpreadShards" >> beam.Reshuffle()
+                | "WriteShard" >> beam.ParDo(_WriteShardDoFn(self.job, self.out_dir)))
+
+
+def tfds_features(num_classes: int) -> dict:
+    return {"featuresDict": {"features": {
+        "image": {"image": {"dtype": "uint8", "encodingFormat": "png",
+                            "shape": {"dimensions": ["28", "28", "1"]}},
+                  "pythonClassName": "tensorflow_datasets.core.features.image_feature.Image"},
+        "label": {"classLabel": {"numClasses": str(num_classes)},
+                  "pythonClassName":
+                      "tensorflow_datasets.core.features.class_label_feature.ClassLabel"}}},
+        "pythonClassName": "tensorflow_datasets.core.features.features_dict.FeaturesDict"}
+
+
+def write_metadata(out: Path, job: JobSpec, shards: list[dict], description: str) -> None:
+    """TFDS features.json / dataset_info.json / label.labels.txt and the HF dataset card."""
+    shards = sorted(shards, key=lambda s: s["index"])
+    labels = list(job.classes.chars)
+    if "tfrecord" in job.formats:
+        (out / "features.json").write_text(json.dumps(tfds_features(len(labels)), indent=2))
+        (out / "label.labels.txt").write_text("\n".join(labels) + "\n")
+        info = {"name": job.dataset_name, "version": "1.0.0", "fileFormat": "tfrecord",
+                "moduleName": "kepkreator", "description": description,
+                "splits": [{"name": job.split, "filepathTemplate": TFRECORD_TEMPLATE,
+                            "numBytes": str(sum(s["files"]["tfrecord"]["bytes"] for s in shards)),
+                            "shardLengths": [str(s["records"]) for s in shards]}],
+                "supervisedKeys": {"tuple": {"items": [{"featureKey": "image"},
+                                                       {"featureKey": "label"}]}}}
+        (out / "dataset_info.json").write_text(json.dumps(info, indent=2))
+    if "parquet" in job.formats:
+        (out / "README.md").write_text(
+            "---\nconfigs:\n- config_name: default\n  data_files:\n"
+            f"  - split: {job.split}\n    path: data/{job.split}-*.parquet\n---\n\n"
+            f"# {job.dataset_name}\n\n{description}\n")

@@ -1,0 +1,347 @@
+"""Label specs: parse, validate with one-line errors, and expand into work units.
+
+A work unit is the pipeline's atom: a quota of accepted samples per class, a number of
+candidates to draw, and a seed derived from (job seed, spec, round, unit) — never from global
+state — so a retried unit re-creates exactly the same samples and nothing is duplicated.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from kepkreator.classsets import ClassSet, get_class_set
+from kepkreator.errors import KepKreatorError
+
+MAX_PER_CLASS = 10_000_000
+MAX_TOTAL = 100_000_000
+MAX_SHARDS = 10_000
+FORMATS = ("parquet", "tfrecord")
+POLICIES = ("conditioned", "relabel")
+ORIENTATIONS = ("upright", "emnist")
+KEYS = {"class_set", "generator", "validator", "counts", "seed", "min_confidence", "label_policy",
+        "formats", "shards", "split", "orientation", "name", "unit_size", "max_rounds",
+        "max_oversample"}
+# Keys every spec of one job must agree on (one dataset, one generator, one validator).
+SHARED_KEYS = ("class_set", "generator", "validator", "min_confidence", "label_policy", "formats",
+               "shards", "split", "orientation", "name", "unit_size", "max_rounds",
+               "max_oversample")
+
+
+class SpecError(KepKreatorError):
+    pass
+
+
+@dataclass
+class JobSpec:
+    class_set: str
+    generator: str
+    validator: str
+    counts: dict[int, int]                  # class index -> accepted samples wanted
+    seed: int = 0
+    min_confidence: float = 0.9
+    label_policy: str = "conditioned"
+    formats: tuple[str, ...] = FORMATS
+    shards: int = 4
+    split: str = "train"
+    orientation: str = "upright"
+    name: str = ""
+    unit_size: int = 1024                   # accepted samples a unit aims for (one model call)
+    max_rounds: int = 4                     # 1 + top-up rounds
+    max_oversample: float = 20.0            # candidates <= this x quota, per unit
+    sources: list[dict] = field(default_factory=list)  # per spec file: path, counts, seed
+
+    @property
+    def classes(self) -> ClassSet:
+        return get_class_set(self.class_set)
+
+    @property
+    def dataset_name(self) -> str:
+        return self.name or f"kepkreator_{self.class_set}"
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["counts"] = {self.classes.chars[c]: n for c, n in sorted(self.counts.items())}
+        out["formats"] = list(self.formats)
+        return out
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    unit_id: str                 # stable, sortable: s<spec>-c<class>-u<index>
+    spec_index: int
+    round: int
+    quota: tuple[int, ...]       # accepted samples wanted per class index
+    candidates: int              # samples to generate
+    seed: tuple[int, ...]        # numpy SeedSequence entropy
+    request: tuple[int, ...]     # round-0 quota: what candidates are requested as, and the budget
+    spent: int = 0               # candidates drawn by earlier rounds of this unit
+
+    @property
+    def wanted(self) -> int:
+        return sum(self.quota)
+
+
+def _fail(where: str, message: str):
+    raise SpecError(f"{where}: {message}")
+
+
+def _int(where, key, value, low=None, high=None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            _fail(where, f"{key} must be a whole number, got {value!r}")
+    if low is not None and value < low:
+        _fail(where, f"{key} must be at least {low}, got {value}")
+    if high is not None and value > high:
+        _fail(where, f"{key} must be at most {high:,}, got {value:,}")
+    return value
+
+
+def read_spec_file(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(f"spec file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read spec {path}: {exc}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{path}: malformed JSON: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"{path}: malformed YAML{where}: "
+                        f"{getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a spec must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def read_label_histogram(path: str, class_set: ClassSet, where: str) -> np.ndarray:
+    """Counts per class from an IDX labels file, a JSON of counts, or a dataset made by this tool."""
+    from pipeline.manifest import dataset_class_counts  # reads Parquet/TFRecord outputs
+    p = Path(path)
+    if not p.exists():
+        _fail(where, f"balance_to labels not found: {path}")
+    try:
+        if p.is_dir():
+            return dataset_class_counts(p, class_set)
+        if p.suffix == ".json":
+            counts = json.loads(p.read_text())
+            if not isinstance(counts, dict):
+                _fail(where, f"balance_to labels {path} must be a JSON object of counts")
+            hist = np.zeros(class_set.num_classes, np.int64)
+            for char, n in counts.items():
+                hist[class_set.index_of(str(char))] += _int(where, f"count of {char!r}", n, 0)
+            return hist
+        from kepkreator.data import read_idx
+        ids = read_idx(p)
+        if ids.ndim != 1:
+            _fail(where, f"balance_to labels {path} is not a 1-d IDX labels file")
+        lookup = {e: i for i, e in enumerate(class_set.emnist_ids)}
+        unknown = sorted(set(np.unique(ids).tolist()) - set(lookup))
+        if unknown:
+            _fail(where, f"balance_to labels {path} has ids {unknown[:5]} outside "
+                         f"{class_set.name!r}")
+        return np.bincount([lookup[i] for i in ids.tolist()], minlength=class_set.num_classes)
+    except SpecError:
+        raise
+    except KepKreatorError as exc:
+        _fail(where, f"balance_to labels {path}: {exc}")
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        _fail(where, f"balance_to labels {path} unreadable: {exc}")
+
+
+def _counts(where: str, raw, class_set: ClassSet, base_dir: Path) -> dict[int, int]:
+    if not isinstance(raw, dict) or not raw:
+        _fail(where, "counts must be {per_class: N}, a map of class -> N, or "
+                     "{balance_to: {labels: PATH, target: N}}")
+    if "per_class" in raw:
+        if len(raw) > 1:
+            _fail(where, "counts: per_class cannot be combined with other keys")
+        n = _int(where, "counts.per_class", raw["per_class"], 1, MAX_PER_CLASS)
+        return {c: n for c in range(class_set.num_classes)}
+    if "balance_to" in raw:
+        if len(raw) > 1:
+            _fail(where, "counts: balance_to cannot be combined with other keys")
+        bal = raw["balance_to"]
+        if not isinstance(bal, dict) or set(bal) != {"labels", "target"}:
+            _fail(where, "counts.balance_to needs exactly the keys labels and target")
+        target = _int(where, "counts.balance_to.target", bal["target"], 1, MAX_PER_CLASS)
+        labels = Path(str(bal["labels"]))
+        labels = labels if labels.is_absolute() else base_dir / labels
+        hist = read_label_histogram(str(labels), class_set, where)
+        return {c: int(target - h) for c, h in enumerate(hist) if h < target}
+    counts = {}
+    for char, n in raw.items():
+        try:
+            c = class_set.index_of(str(char))
+        except KepKreatorError as exc:
+            _fail(where, f"counts: {exc}")
+        counts[c] = counts.get(c, 0) + _int(where, f"counts[{char!r}]", n, 1, MAX_PER_CLASS)
+    return counts
+
+
+def parse_spec(data: dict, where: str = "spec", base_dir: Path = Path(".")) -> JobSpec:
+    unknown = sorted(set(data) - KEYS)
+    if unknown:
+        _fail(where, f"unknown key {unknown[0]!r} (known: {', '.join(sorted(KEYS))})")
+    for key in ("class_set", "generator", "validator", "counts"):
+        if key not in data:
+            _fail(where, f"missing required key {key!r}")
+    try:
+        class_set = get_class_set(str(data["class_set"]))
+    except KepKreatorError as exc:
+        _fail(where, str(exc))
+    spec = JobSpec(class_set=class_set.name, generator=str(data["generator"]),
+                   validator=str(data["validator"]),
+                   counts=_counts(where, data["counts"], class_set, base_dir))
+    if "seed" in data:
+        spec.seed = _int(where, "seed", data["seed"], 0, 2**63 - 1)
+    if "min_confidence" in data:
+        value = data["min_confidence"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            _fail(where, f"min_confidence must be a number in [0, 1), got {value!r}")
+        spec.min_confidence = float(value)
+    if "label_policy" in data:
+        if data["label_policy"] not in POLICIES:
+            _fail(where, f"label_policy must be one of {', '.join(POLICIES)}, "
+                         f"got {data['label_policy']!r}")
+        spec.label_policy = data["label_policy"]
+    if "formats" in data:
+        formats = data["formats"]
+        formats = [formats] if isinstance(formats, str) else formats
+        if not isinstance(formats, list) or not formats:
+            _fail(where, "formats must be a non-empty list of parquet, tfrecord")
+        for f in formats:
+            if f not in FORMATS:
+                _fail(where, f"unknown format {f!r} (known: {', '.join(FORMATS)})")
+        spec.formats = tuple(f for f in FORMATS if f in formats)
+    if "shards" in data:
+        spec.shards = _int(where, "shards", data["shards"], 1, MAX_SHARDS)
+    if "split" in data:
+        split = str(data["split"])
+        if not split.replace("_", "").isalnum() or not split[0].isalpha():
+            _fail(where, f"split must be a simple name like train or test, got {split!r}")
+        spec.split = split
+    if "orientation" in data:
+        if data["orientation"] not in ORIENTATIONS:
+            _fail(where, f"orientation must be upright or emnist, got {data['orientation']!r}")
+        spec.orientation = data["orientation"]
+    if "name" in data:
+        name = str(data["name"])
+        if not name.replace("_", "").isalnum() or not name[0].isalpha() or name != name.lower():
+            _fail(where, f"name must be lower_snake_case, got {name!r}")
+        spec.name = name
+    if "unit_size" in data:
+        spec.unit_size = _int(where, "unit_size", data["unit_size"], 16, 1_000_000)
+    if "max_rounds" in data:
+        spec.max_rounds = _int(where, "max_rounds", data["max_rounds"], 1, 20)
+    if "max_oversample" in data:
+        value = data["max_oversample"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 10_000:
+            _fail(where, f"max_oversample must be a number in [1, 10000], got {value!r}")
+        spec.max_oversample = float(value)
+    total = sum(spec.counts.values())
+    if total > MAX_TOTAL:
+        _fail(where, f"counts total {total:,} samples, more than the maximum {MAX_TOTAL:,}")
+    return spec
+
+
+def load_specs(pattern: str) -> JobSpec:
+    """One job from one spec file or a glob of them; their counts add up, the rest must agree."""
+    paths = sorted(Path(p) for p in glob.glob(pattern)) if any(ch in pattern for ch in "*?[") \
+        else [Path(pattern)]
+    if not paths:
+        raise SpecError(f"no spec files match {pattern!r}")
+    job = None
+    for index, path in enumerate(paths):
+        spec = parse_spec(read_spec_file(path), str(path), path.parent)
+        spec.sources = [{"path": str(path), "seed": spec.seed,
+                         "counts": {spec.classes.chars[c]: n for c, n in spec.counts.items()}}]
+        if job is None:
+            job = spec
+            continue
+        for key in SHARED_KEYS:
+            if getattr(spec, key) != getattr(job, key):
+                raise SpecError(f"{path}: {key} differs from {paths[0]} "
+                                f"({getattr(spec, key)!r} vs {getattr(job, key)!r}); "
+                                "one job makes one dataset")
+        for c, n in spec.counts.items():
+            job.counts[c] = job.counts.get(c, 0) + n
+        job.sources.extend(spec.sources)
+    if not job.counts or sum(job.counts.values()) == 0:
+        raise SpecError(f"{pattern}: nothing to generate (every class already meets its target)")
+    return job
+
+
+def initial_candidates(quota: int) -> int:
+    """Round-0 candidates: a little over the quota, so a good generator rarely needs a top-up."""
+    return int(math.ceil(quota * 1.08)) + 8
+
+
+def expand(job: JobSpec) -> list[WorkUnit]:
+    """Round-0 work units: each spec file's counts cut into units of at most ``unit_size``."""
+    classes = job.classes
+    units = []
+    for spec_index, source in enumerate(job.sources):
+        counts = {classes.index_of(ch): n for ch, n in source["counts"].items()}
+        if job.label_policy == "relabel":
+            # A label-blind source cannot aim at a class: units carry a share of every quota.
+            total = sum(counts.values())
+            n_units = max(1, math.ceil(total / job.unit_size))
+            shares = {c: np.diff(np.linspace(0, n, n_units + 1).round().astype(int))
+                      for c, n in counts.items()}
+            for u in range(n_units):
+                quota = [0] * classes.num_classes
+                for c, share in shares.items():
+                    quota[c] = int(share[u])
+                units.append(_unit(job, spec_index, 0, f"s{spec_index:03d}-u{u:07d}", quota,
+                                   source["seed"], u))
+            continue
+        for c, n in sorted(counts.items()):
+            for u, start in enumerate(range(0, n, job.unit_size)):
+                quota = [0] * classes.num_classes
+                quota[c] = min(job.unit_size, n - start)
+                units.append(_unit(job, spec_index, 0, f"s{spec_index:03d}-c{c:03d}-u{u:07d}",
+                                   quota, source["seed"], c, u))
+    return units
+
+
+def _unit(job, spec_index, round_, unit_id, quota, seed, *path) -> WorkUnit:
+    wanted = sum(quota)
+    return WorkUnit(unit_id=unit_id, spec_index=spec_index, round=round_, quota=tuple(quota),
+                    candidates=initial_candidates(wanted),
+                    seed=(int(seed), spec_index, round_, *[int(p) for p in path]),
+                    request=tuple(quota))
+
+
+def top_up(job: JobSpec, unit: WorkUnit, shortfall: list[int],
+           accepted_per_class) -> WorkUnit | None:
+    """The follow-up unit for a shortfall, or None at the bound.
+
+    It is sized by the slowest short class's acceptance in this round (a class never seen gets
+    the bound's rate), so a rare class under ``relabel`` gets enough candidates in one go.
+    """
+    if unit.round + 1 >= job.max_rounds or not any(shortfall):
+        return None
+    floor = 1.0 / job.max_oversample
+    need = max(short / max(accepted_per_class[c] / max(unit.candidates, 1), floor)
+               for c, short in enumerate(shortfall) if short)
+    spent = unit.spent + unit.candidates
+    budget = int(job.max_oversample * sum(unit.request))
+    candidates = min(int(math.ceil(need * 1.25)) + 16, max(budget - spent, 0))
+    if candidates <= 0:
+        return None
+    return WorkUnit(unit_id=unit.unit_id, spec_index=unit.spec_index, round=unit.round + 1,
+                    quota=tuple(shortfall), candidates=candidates,
+                    seed=(*unit.seed[:2], unit.round + 1, *unit.seed[3:]), request=unit.request,
+                    spent=spent)
