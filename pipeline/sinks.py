@@ -159,7 +159,7 @@ class _WriteShardDoFn(beam.DoFn):
                         tfrecord_writer.write(example(features=tf.train.Features(feature={
                             "image": feature(bytes_list=tf.train.BytesList(value=[png])),
                             "label": feature(int64_list=tf.train.Int64List(value=[label])),
-                        })).SerializeToString())
+                        })).SerializeToString(deterministic=True))
         finally:
             if parquet_writer:
                 parquet_writer.close()

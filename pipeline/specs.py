@@ -250,6 +250,8 @@ def parse_spec(data: dict, where: str = "spec", base_dir: Path = Path(".")) -> J
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 10_000:
             _fail(where, f"max_oversample must be a number in [1, 10000], got {value!r}")
         spec.max_oversample = float(value)
+    spec.sources = [{"path": where, "seed": spec.seed,
+                     "counts": {class_set.chars[c]: n for c, n in spec.counts.items()}}]
     total = sum(spec.counts.values())
     if total > MAX_TOTAL:
         _fail(where, f"counts total {total:,} samples, more than the maximum {MAX_TOTAL:,}")
@@ -265,8 +267,6 @@ def load_specs(pattern: str) -> JobSpec:
     job = None
     for index, path in enumerate(paths):
         spec = parse_spec(read_spec_file(path), str(path), path.parent)
-        spec.sources = [{"path": str(path), "seed": spec.seed,
-                         "counts": {spec.classes.chars[c]: n for c, n in spec.counts.items()}}]
         if job is None:
             job = spec
             continue

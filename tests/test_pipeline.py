@@ -1,0 +1,243 @@
+"""The generation pipeline on Beam's real local runner, read back the way users read it."""
+import io
+import json
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from kepkreator.models.bundle import ASSETS
+from pipeline.manifest import verify
+from pipeline.run import run
+from tests.conftest import assert_one_line_error, run_cli
+from tests.pipeline_fixtures import make_tiny_bundles, write_spec
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_bundles(tmp_path_factory.mktemp("bundles"))
+
+
+def tiny_spec(path, tiny, **fields):
+    gen, val = tiny
+    base = {"class_set": "digits", "generator": str(gen), "validator": str(val),
+            "counts": {"per_class": 7}, "seed": 3, "min_confidence": 0, "shards": 3,
+            "unit_size": 16}
+    return write_spec(path, **{**base, **fields})
+
+
+@pytest.fixture(scope="module")
+def dataset(tiny, tmp_path_factory):
+    root = tmp_path_factory.mktemp("job")
+    spec = tiny_spec(root / "spec.yaml", tiny, counts={"0": 9, "3": 21, "9": 5})
+    result = run(["--spec", str(spec), "--out", str(root / "out")])
+    assert not result.failed
+    return root / "out", result
+
+
+def test_manifest_counts_and_files(dataset):
+    out, result = dataset
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] is True and manifest["counts"] == {"0": 9, "3": 21, "9": 5}
+    assert [s["records"] for s in manifest["shards"]] == [11, 12, 12]
+    assert manifest["bundles"]["generator"]["card_sha256"]
+    assert {"apache-beam", "numpy", "pyarrow", "keras"} <= set(manifest["versions"])
+    for name in ("metrics.json", "samples.png", "features.json", "dataset_info.json", "README.md"):
+        assert (out / name).is_file(), name
+    assert not (out / "_incomplete").exists()
+    assert verify(out) == []
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["per_class"]["3"]["requested"] == 21 and metrics["shortfall"] == 0
+    assert Image.open(out / "samples.png").height > 3 * 28  # one row per class present
+
+
+def test_parquet_with_pyarrow_pandas_and_hf_metadata(dataset):
+    out, _ = dataset
+    table = pq.read_table(out / "data")
+    assert table.num_rows == 35
+    assert table.schema.names == ["image", "label", "label_name", "confidence", "sample_id"]
+    hf = json.loads(table.schema.metadata[b"huggingface"])["info"]["features"]
+    assert hf["image"]["_type"] == "Image" and hf["label"]["names"] == list("0123456789")
+    frame = table.to_pandas()
+    assert frame["label"].value_counts().to_dict() == {3: 21, 0: 9, 9: 5}
+    assert (frame["label_name"] == frame["label"].astype(str)).all()
+    assert frame["sample_id"].is_unique
+    image = np.asarray(Image.open(io.BytesIO(frame["image"][0]["bytes"])))
+    assert image.shape == (28, 28) and image.dtype == np.uint8 and frame["image"][0]["path"] is None
+
+
+def test_tfrecord_with_tf_data(dataset):
+    import tensorflow as tf
+    out, _ = dataset
+    files = sorted(str(p) for p in out.glob("kepkreator_digits-train.tfrecord-*"))
+    assert [p.rsplit("/", 1)[-1] for p in files] == [
+        f"kepkreator_digits-train.tfrecord-0000{i}-of-00003" for i in range(3)]
+    spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
+    ds = tf.data.TFRecordDataset(files).map(lambda r: tf.io.parse_single_example(r, spec)).map(
+        lambda e: (tf.io.decode_png(e["image"], channels=1), e["label"]))
+    labels, shapes = [], set()
+    for image, label in ds:
+        labels.append(int(label))
+        shapes.add(tuple(image.shape))
+    assert sorted(labels) == sorted([0] * 9 + [3] * 21 + [9] * 5) and shapes == {(28, 28, 1)}
+
+
+def test_tfds_builder_from_directory(dataset):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    out, _ = dataset
+    builder = tfds.builder_from_directory(str(out))
+    assert builder.info.splits["train"].num_examples == 35
+    assert builder.info.features["label"].names == list("0123456789")
+    examples = list(builder.as_dataset(split="train", as_supervised=True).as_numpy_iterator())
+    assert len(examples) == 35 and examples[0][0].shape == (28, 28, 1)
+
+
+def test_hugging_face_datasets(dataset):
+    datasets = pytest.importorskip("datasets")
+    out, _ = dataset
+    ds = datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")
+    assert len(ds) == 35 and ds.features["label"].names == list("0123456789")
+    assert ds[0]["image"].size == (28, 28)  # decoded to a PIL image by the Image feature
+    from_card = datasets.load_dataset(str(out), split="train")  # README.md's configs
+    assert len(from_card) == 35
+
+
+def test_inspect_verifies_and_detects_tampering(dataset, tmp_path):
+    out, _ = dataset
+    result = run_cli("inspect", out)
+    assert result.returncode == 0 and "verified: 6 shard files" in result.stdout
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    shard = next(copy.glob("data/*.parquet"))
+    shard.write_bytes(shard.read_bytes()[:-1] + b"x")
+    assert_one_line_error(run_cli("inspect", copy), "sha256 mismatch")
+    (copy / "manifest.json").unlink()
+    assert_one_line_error(run_cli("inspect", copy), "not a complete KepKreator dataset")
+
+
+def _hashes(out):
+    manifest = json.loads((out / "manifest.json").read_text())
+    return [f["sha256"] for s in manifest["shards"] for f in s["files"].values()]
+
+
+def test_determinism_in_process_and_multi_process(dataset, tiny, tmp_path):
+    out, _ = dataset
+    spec = tiny_spec(tmp_path / "spec.yaml", tiny, counts={"0": 9, "3": 21, "9": 5})
+    again = run(["--spec", str(spec), "--out", str(tmp_path / "again")])
+    assert _hashes(again.out) == _hashes(out)
+    result = run_cli("generate", "--spec", spec, "--out", tmp_path / "multi",
+                     "--direct_num_workers=2", "--direct_running_mode=multi_processing")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _hashes(tmp_path / "multi") == _hashes(out)
+    other_seed = tiny_spec(tmp_path / "seed.yaml", tiny, counts={"0": 9, "3": 21, "9": 5}, seed=4)
+    assert _hashes(run(["--spec", str(other_seed), "--out", str(tmp_path / "s4")]).out) != _hashes(out)
+
+
+def test_top_up_rounds_reach_exact_counts(tiny, tmp_path):
+    # An untrained validator agrees with the request ~1 time in 10: round 0 falls short and
+    # later rounds must top up to the exact count.
+    spec = tiny_spec(tmp_path / "spec.yaml", tiny, counts={"1": 12, "2": 12}, min_confidence=0.01,
+                     max_rounds=6, max_oversample=200)
+    result = run(["--spec", str(spec), "--out", str(tmp_path / "out")])
+    metrics = result.metrics
+    assert metrics["generated"] > 3 * metrics["accepted"]
+    if result.failed:  # the untrained validator may never pick a class: then say so exactly
+        assert "shortfall" in result.failed and not (tmp_path / "out" / "manifest.json").exists()
+    else:
+        assert result.manifest["counts"] == {"1": 12, "2": 12}
+
+
+def test_emnist_orientation_transposes_images(dataset, tiny, tmp_path):
+    out, _ = dataset
+    spec = tiny_spec(tmp_path / "spec.yaml", tiny, counts={"0": 9, "3": 21, "9": 5},
+                     orientation="emnist", formats=["parquet"])
+    flipped = run(["--spec", str(spec), "--out", str(tmp_path / "out")]).out
+    decode = lambda t: np.stack([np.asarray(Image.open(io.BytesIO(b)))
+                                 for b in t.column("image").combine_chunks().field("bytes").to_pylist()])
+    upright = decode(pq.read_table(out / "data"))
+    transposed = decode(pq.read_table(flipped / "data"))
+    np.testing.assert_array_equal(transposed, upright.transpose(0, 2, 1))
+    assert not list(flipped.glob("*.tfrecord-*"))
+
+
+@pytest.mark.skipif(not (ASSETS / "digits" / "generator" / "card.json").exists(),
+                    reason="shipped digits bundles not built yet")
+def test_shipped_digits_conditioned_filter(tmp_path):
+    from kepkreator.models.bundle import load_bundle
+    spec = write_spec(tmp_path / "spec.yaml", class_set="digits", generator="default:digits",
+                      validator="default:digits", counts={"per_class": 40}, min_confidence=0.99,
+                      shards=2)
+    result = run(["--spec", str(spec), "--out", str(tmp_path / "out")])
+    assert not result.failed and result.manifest["counts"] == {str(d): 40 for d in range(10)}
+    table = pq.read_table(tmp_path / "out" / "data")
+    images = np.stack([np.asarray(Image.open(io.BytesIO(b))) for b in
+                       table.column("image").combine_chunks().field("bytes").to_pylist()])
+    probs = load_bundle("default:digits", "validator").probabilities(images)
+    labels = table.column("label").to_numpy()
+    assert (probs.argmax(1) == labels).all() and (probs.max(1) >= 0.99).all()
+    np.testing.assert_allclose(probs.max(1), table.column("confidence").to_numpy(), atol=1e-5)
+
+
+BAD = [
+    ({"class_set": "klingon"}, "unknown class set 'klingon'"),
+    ({"counts": {"Q": 3}}, "class 'Q' is not in class set 'digits'"),
+    ({"counts": {"per_class": 0}}, "counts.per_class must be at least 1"),
+    ({"counts": {"per_class": 1.5}}, "must be a whole number"),
+    ({"counts": {"per_class": 10_000_001}}, "must be at most 10,000,000"),
+    ({"flavour": 1}, "unknown key 'flavour'"),
+    ({"formats": ["csv"]}, "unknown format 'csv'"),
+    ({"generator": "/nonexistent/bundle"}, "bundle not found"),
+    ({"counts": {"balance_to": {"labels": "missing.idx", "target": 9}}}, "balance_to labels not found"),
+]
+
+
+@pytest.mark.parametrize("changes, message", BAD)
+def test_bad_spec_through_the_cli(tiny, tmp_path, changes, message):
+    spec = tiny_spec(tmp_path / "spec.yaml", tiny, **changes)
+    result = run_cli("generate", "--spec", spec, "--out", tmp_path / "out")
+    assert_one_line_error(result, message)
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_malformed_spec_files_and_mixed_class_sets(tiny, tmp_path):
+    (tmp_path / "bad.yaml").write_text("class_set: [digits\n")
+    assert_one_line_error(run_cli("generate", "--spec", tmp_path / "bad.yaml", "--out",
+                                  tmp_path / "o"), "malformed YAML")
+    (tmp_path / "bad.json").write_text("{nope")
+    assert_one_line_error(run_cli("generate", "--spec", tmp_path / "bad.json", "--out",
+                                  tmp_path / "o"), "malformed JSON")
+    letters_gen, _ = make_tiny_bundles(tmp_path / "letters", "letters", 26,
+                                       "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    spec = tiny_spec(tmp_path / "mixed.yaml", tiny, generator=str(letters_gen))
+    assert_one_line_error(run_cli("generate", "--spec", spec, "--out", tmp_path / "o"),
+                          "generator class set 'letters' differs from validator class set 'digits'")
+    assert not (tmp_path / "o").exists()
+
+
+def test_unreadable_balance_file_and_non_empty_output(tiny, tmp_path):
+    (tmp_path / "counts.json").write_text("{broken")
+    spec = tiny_spec(tmp_path / "b.yaml", tiny,
+                     counts={"balance_to": {"labels": str(tmp_path / "counts.json"), "target": 5}})
+    assert_one_line_error(run_cli("generate", "--spec", spec, "--out", tmp_path / "o"),
+                          "unreadable")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    spec = tiny_spec(tmp_path / "ok.yaml", tiny)
+    assert_one_line_error(run_cli("generate", "--spec", spec, "--out", tmp_path / "full"),
+                          "is not empty (use --overwrite)")
+    assert_one_line_error(run_cli("generate", "--spec", spec, "--out", tmp_path / "full",
+                                  "--overwrite"), "holds files this tool did not write")
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+
+
+def test_balance_to_an_existing_dataset(dataset, tiny, tmp_path):
+    out, _ = dataset
+    spec = tiny_spec(tmp_path / "spec.yaml", tiny,
+                     counts={"balance_to": {"labels": str(out), "target": 10}})
+    result = run(["--spec", str(spec), "--out", str(tmp_path / "top")])
+    expected = {str(d): 10 for d in range(10)}
+    expected.update({"0": 1, "9": 5})
+    del expected["3"]
+    assert result.manifest["counts"] == expected

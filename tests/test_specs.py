@@ -1,0 +1,144 @@
+"""Spec parsing and work-unit planning: pure Python, no runner."""
+import json
+
+import numpy as np
+import pytest
+
+from kepkreator.data import write_idx
+from pipeline.handlers import ScoredBatch, candidate_labels
+from pipeline.specs import (MAX_PER_CLASS, SpecError, WorkUnit, expand, load_specs, parse_spec,
+                            top_up)
+from pipeline.transforms import select_accepted
+
+BASE = {"class_set": "digits", "generator": "g", "validator": "v", "counts": {"per_class": 10}}
+
+
+def spec(**changes):
+    data = {**BASE, **changes}
+    return parse_spec({k: v for k, v in data.items() if v is not None})
+
+
+def test_defaults_and_count_forms():
+    job = spec()
+    assert job.counts == {c: 10 for c in range(10)} and job.formats == ("parquet", "tfrecord")
+    assert job.min_confidence == 0.9 and job.split == "train" and job.orientation == "upright"
+    assert spec(counts={"7": 5, 3: 2}).counts == {7: 5, 3: 2}
+    letters = spec(class_set="letters", counts={"a": 1, "B": 2})
+    assert letters.counts == {0: 1, 1: 2}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"class_set": "klingon"}, "unknown class set 'klingon'"),
+    ({"counts": {"A": 5}}, "class 'A' is not in class set 'digits'"),
+    ({"counts": {"per_class": -1}}, "counts.per_class must be at least 1"),
+    ({"counts": {"per_class": 0}}, "counts.per_class must be at least 1"),
+    ({"counts": {"per_class": 2.5}}, "must be a whole number"),
+    ({"counts": {"per_class": "ten"}}, "must be a whole number"),
+    ({"counts": {"per_class": MAX_PER_CLASS + 1}}, "must be at most 10,000,000"),
+    ({"counts": {"3": True}}, "must be a whole number"),
+    ({"counts": []}, "counts must be"),
+    ({"colour": "blue"}, "unknown key 'colour'"),
+    ({"generator": None}, "missing required key 'generator'"),
+    ({"formats": ["parquet", "csv"]}, "unknown format 'csv'"),
+    ({"label_policy": "guess"}, "label_policy must be one of"),
+    ({"min_confidence": 1.5}, "min_confidence must be a number in [0, 1)"),
+    ({"shards": 0}, "shards must be at least 1"),
+    ({"orientation": "sideways"}, "orientation must be upright or emnist"),
+    ({"split": "../x"}, "split must be a simple name"),
+    ({"counts": {"balance_to": {"labels": "nowhere.gz", "target": 5}}},
+     "balance_to labels not found"),
+    ({"counts": {"balance_to": {"labels": "x"}}}, "needs exactly the keys labels and target"),
+])
+def test_bad_specs(changes, message):
+    with pytest.raises(SpecError) as info:
+        spec(**changes)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_malformed_files(tmp_path):
+    (tmp_path / "a.yaml").write_text("class_set: digits\ncounts: [1, 2\n")
+    with pytest.raises(SpecError, match="malformed YAML at line"):
+        load_specs(str(tmp_path / "a.yaml"))
+    (tmp_path / "b.json").write_text('{"class_set": "digits",}')
+    with pytest.raises(SpecError, match="malformed JSON"):
+        load_specs(str(tmp_path / "b.json"))
+    (tmp_path / "c.yaml").write_text("- just\n- a list\n")
+    with pytest.raises(SpecError, match="must be a mapping"):
+        load_specs(str(tmp_path / "c.yaml"))
+    with pytest.raises(SpecError, match="spec file not found"):
+        load_specs(str(tmp_path / "missing.yaml"))
+    with pytest.raises(SpecError, match="no spec files match"):
+        load_specs(str(tmp_path / "none-*.yaml"))
+
+
+def test_balance_to_from_idx_json_and_unreadable(tmp_path):
+    write_idx(tmp_path / "labels.gz", np.array([1, 1, 1, 2, 26], np.uint8))  # EMNIST letters ids
+    job = spec(class_set="letters", counts={"balance_to": {"labels": str(tmp_path / "labels.gz"),
+                                                           "target": 3}})
+    assert 0 not in job.counts and job.counts[1] == 2 and job.counts[25] == 2 and job.counts[2] == 3
+    (tmp_path / "counts.json").write_text(json.dumps({"0": 5, "9": 1}))
+    job = spec(counts={"balance_to": {"labels": str(tmp_path / "counts.json"), "target": 4}})
+    assert 0 not in job.counts and job.counts[9] == 3 and job.counts[1] == 4
+    (tmp_path / "bad.gz").write_bytes(b"\x1f\x8bnope")
+    with pytest.raises(SpecError, match="balance_to labels .* corrupt"):
+        spec(counts={"balance_to": {"labels": str(tmp_path / "bad.gz"), "target": 4}})
+
+
+def test_glob_of_specs_adds_counts_and_rejects_disagreement(tmp_path):
+    (tmp_path / "a.yaml").write_text(json.dumps({**BASE, "counts": {"1": 5}}))
+    (tmp_path / "b.yaml").write_text(json.dumps({**BASE, "counts": {"1": 2, "2": 3}, "seed": 9}))
+    job = load_specs(str(tmp_path / "*.yaml"))
+    assert job.counts == {1: 7, 2: 3} and len(job.sources) == 2
+    units = expand(job)
+    assert {u.spec_index for u in units} == {0, 1}
+    assert len({u.seed for u in units}) == len(units)  # every unit draws its own stream
+    (tmp_path / "c.yaml").write_text(json.dumps({**BASE, "validator": "other"}))
+    with pytest.raises(SpecError, match="validator differs"):
+        load_specs(str(tmp_path / "*.yaml"))
+
+
+def test_units_cover_counts_exactly():
+    job = spec(counts={"3": 2500, "4": 10}, unit_size=1000)
+    units = expand(job)
+    assert sum(u.quota[3] for u in units) == 2500 and sum(u.quota[4] for u in units) == 10
+    assert max(u.wanted for u in units) == 1000
+    assert all(u.candidates > u.wanted for u in units)
+    relabel = expand(spec(label_policy="relabel", unit_size=30))
+    assert sum(sum(u.quota) for u in relabel) == 100
+    assert all(set(candidate_labels(u)) <= set(range(10)) for u in relabel)
+
+
+def _scored(probs, requested, unit):
+    return ScoredBatch(unit, np.asarray(requested), np.zeros((len(requested), 28, 28), np.uint8),
+                       np.asarray(probs, np.float32))
+
+
+def test_selection_policies():
+    unit = WorkUnit("u", 0, 0, (0, 2, 0), 4, (0,), (0, 2, 0))
+    probs = [[0.05, 0.95, 0], [0.5, 0.5, 0], [0.0, 0.99, 0.01], [0, 0.97, 0.03]]
+    index, labels, conf = select_accepted(_scored(probs, [1, 1, 1, 1], unit), unit.quota,
+                                          "conditioned", 0.9)
+    assert index.tolist() == [0, 2] and labels.tolist() == [1, 1]  # quota 2, earliest first
+    index, labels, _ = select_accepted(_scored(probs, [1, 1, 1, 1], unit), unit.quota,
+                                       "conditioned", 0.0)
+    assert index.tolist() == [0, 1]  # filter off: keep in order up to quota
+    relabel_unit = WorkUnit("u", 0, 0, (1, 1, 0), 4, (0,), (1, 1, 0))
+    probs = [[0.96, 0.04, 0], [0.97, 0.03, 0], [0.1, 0.9, 0], [0, 0, 1]]
+    index, labels, conf = select_accepted(_scored(probs, [2, 2, 2, 2], relabel_unit),
+                                          relabel_unit.quota, "relabel", 0.9)
+    assert index.tolist() == [0, 2] and labels.tolist() == [0, 1]
+    assert conf.tolist() == pytest.approx([0.96, 0.9])
+
+
+def test_top_up_is_bounded_and_sized_by_the_slowest_class():
+    job = spec(max_rounds=3, max_oversample=10)
+    unit = WorkUnit("u", 0, 0, (0, 100), 120, (1, 0, 0), (0, 100))
+    follow = top_up(job, unit, [0, 50], np.array([0, 50]))
+    assert follow.round == 1 and follow.quota == (0, 50) and follow.spent == 120
+    assert follow.seed != unit.seed and follow.candidates >= 50 / (50 / 120)
+    assert top_up(job, unit, [0, 0], np.array([0, 100])) is None
+    last = WorkUnit("u", 0, 2, (0, 10), 50, (1, 0, 2), (0, 100), spent=200)
+    assert top_up(job, last, [0, 10], np.array([0, 0])) is None  # no rounds left
+    broke = WorkUnit("u", 0, 1, (0, 10), 800, (1, 0, 1), (0, 100), spent=200)
+    assert top_up(job, broke, [0, 10], np.array([0, 0])) is None  # budget 10 x 100 spent
