@@ -33,13 +33,18 @@ def package_versions() -> dict:
     return versions
 
 
-def write_manifest(out: Path, payload: dict) -> Path:
-    path = Path(out) / MANIFEST
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"format": MANIFEST_FORMAT, **payload, "complete": True}, indent=2)
-                   + "\n")
-    tmp.replace(path)  # atomic: a manifest is either absent or whole
-    return path
+def write_manifest(out: str, payload: dict) -> dict:
+    """Atomic locally (write + rename); an object store writes an object whole anyway."""
+    from pipeline import fileio
+    manifest = {"format": MANIFEST_FORMAT, **payload, "complete": True}
+    text = (json.dumps(manifest, indent=2) + "\n").encode()
+    if fileio.is_local(out):
+        tmp = Path(out) / (MANIFEST + ".tmp")
+        tmp.write_bytes(text)
+        tmp.replace(Path(out) / MANIFEST)
+    else:
+        fileio.write_bytes(fileio.join(out, MANIFEST), text)
+    return manifest
 
 
 def read_manifest(out: Path) -> dict:

@@ -19,11 +19,10 @@ from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
-                                                  StandardOptions)
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
 from kepkreator.errors import KepKreatorError
-from pipeline import sinks
+from pipeline import fileio, sinks
 from pipeline.handlers import GeneratorHandler, ValidatorHandler
 from pipeline.manifest import MANIFEST, package_versions, write_manifest
 from pipeline.specs import JobSpec, load_specs
@@ -37,10 +36,11 @@ OUR_FILES = ("data", "features.json", "dataset_info.json", "label.labels.txt", "
 
 @dataclass
 class JobResult:
-    out: Path
-    metrics: dict
+    out: str
+    metrics: dict | None
     manifest: dict | None
     failed: str = ""
+    pipeline: object = None  # the beam.Pipeline, for --dry_run inspection
 
 
 def parse_args(argv):
@@ -61,22 +61,33 @@ def parse_args(argv):
     return parser.parse_known_args(argv)
 
 
-def prepare_output(out: Path, overwrite: bool) -> None:
+def prepare_output(out: str, overwrite: bool) -> None:
     """Refuse a non-empty directory, or with --overwrite clear one that this tool made."""
-    if out.exists() and not out.is_dir():
-        raise KepKreatorError(f"output {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise KepKreatorError(f"output directory {out} is not empty (use --overwrite)")
-        foreign = [p.name for p in out.iterdir()
-                   if p.name not in OUR_FILES and ".tfrecord-" not in p.name]
-        if foreign:
-            raise KepKreatorError(f"--overwrite refused: {out} holds files this tool did not "
-                                  f"write ({', '.join(sorted(foreign)[:3])})")
-        (out / MANIFEST).unlink(missing_ok=True)  # first: the old dataset stops being complete
-        for p in out.iterdir():
+    if fileio.is_local(out):
+        path = Path(out)
+        if path.exists() and not path.is_dir():
+            raise KepKreatorError(f"output {out} exists and is not a directory")
+        existing = [str(p) for p in path.iterdir()] if path.is_dir() else []
+    else:
+        existing = fileio.list_files(fileio.join(out, "**"))
+    if not existing:
+        if fileio.is_local(out):
+            Path(out).mkdir(parents=True, exist_ok=True)
+        return
+    if not overwrite:
+        raise KepKreatorError(f"output directory {out} is not empty (use --overwrite)")
+    names = {p[len(out):].lstrip("/").split("/", 1)[0] for p in existing}
+    foreign = sorted(n for n in names if n not in OUR_FILES and ".tfrecord-" not in n)
+    if foreign:
+        raise KepKreatorError(f"--overwrite refused: {out} holds files this tool did not "
+                              f"write ({', '.join(foreign[:3])})")
+    # The manifest goes first: from this moment the old dataset is no longer complete.
+    fileio.delete([p for p in existing if p.rstrip("/").endswith(MANIFEST)])
+    if fileio.is_local(out):
+        for p in Path(out).iterdir():
             shutil.rmtree(p) if p.is_dir() else p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    else:
+        fileio.delete([p for p in existing if not p.rstrip("/").endswith(MANIFEST)])
 
 
 def pipeline_options(pipeline_args) -> tuple[PipelineOptions, object]:
@@ -107,10 +118,12 @@ def check_bundles(job: JobSpec) -> dict:
 
 def _finalize(shard_infos, metrics_acc, grid, job: JobSpec, out: str, tmp: str):
     """Last pipeline step: metrics.json, samples.png, TFDS/HF metadata, a result for run()."""
-    from kepkreator.training.common import save_grid
-    out_path = Path(out)
+    import io
+
+    from PIL import Image
+
+    from kepkreator.training.common import image_grid
     metrics = class_metrics(metrics_acc, list(job.classes.chars))
-    (out_path / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     rows = [c for c in range(job.classes.num_classes) if c in grid]
     if rows:
         width = SAMPLES_PER_CLASS_IN_GRID
@@ -118,28 +131,34 @@ def _finalize(shard_infos, metrics_acc, grid, job: JobSpec, out: str, tmp: str):
         for r, c in enumerate(rows):
             for i, (_, image) in enumerate(grid[c]):
                 images[r * width + i] = image.T if job.orientation == "emnist" else image
-        save_grid(out_path / "samples.png", images, len(rows))
+        picture = Image.fromarray(image_grid(images, len(rows)))
+        buffer = io.BytesIO()
+        picture.resize((picture.width * 2, picture.height * 2), Image.NEAREST).save(buffer, "PNG")
+        fileio.write_bytes(fileio.join(out, "samples.png"), buffer.getvalue())
     result = {"metrics": metrics, "shards": [
         {"index": s.index, "records": s.rows, "class_counts": s.class_counts, "files": s.files}
         for s in sorted(shard_infos, key=lambda s: s.index)]}
-    (Path(tmp) / "result.json").write_text(json.dumps(result))
+    fileio.write_bytes(fileio.join(tmp, "result.json"), json.dumps(result).encode())
 
 
-def build_pipeline(p, job: JobSpec, bundles: dict, out: Path, known) -> None:
-    tmp = out / TMP
-    progress = tmp / "progress"
-    progress.mkdir(parents=True, exist_ok=True)
+def build_pipeline(p, job: JobSpec, bundles: dict, out: str, known) -> None:
+    tmp = fileio.join(out, TMP)
+    progress = None
+    if fileio.is_local(out):  # workers on this machine report progress through small files
+        progress = Path(tmp) / "progress"
+        progress.mkdir(parents=True, exist_ok=True)
     generator = GeneratorHandler(bundles["generator"]["path"], known.max_units_per_batch,
                                  known.intra_op_threads)
     validator = ValidatorHandler(bundles["validator"]["path"], known.max_units_per_batch,
                                  known.intra_op_threads)
-    accepted, reports = run_rounds(p, job, generator, validator, str(progress), known.accelerator)
+    accepted, reports = run_rounds(p, job, generator, validator,
+                                   str(progress) if progress else None, known.accelerator)
     metrics = reports | "ComputeClassMetrics" >> ComputeClassMetrics(job.classes.num_classes)
     grid = accepted | "SampleGrid" >> SampleGrid()
-    shards = accepted | "Sinks" >> sinks.WriteShards(job, str(out), str(tmp))
+    shards = accepted | "Sinks" >> sinks.WriteShards(job, out, tmp)
     _ = (shards | "AllShards" >> beam.combiners.ToList()
          | "Finalize" >> beam.Map(_finalize, beam.pvalue.AsSingleton(metrics),
-                                  beam.pvalue.AsSingleton(grid), job, str(out), str(tmp)))
+                                  beam.pvalue.AsSingleton(grid), job, out, tmp))
 
 
 class Progress:
@@ -180,25 +199,31 @@ class Progress:
 def run(argv=None, show_progress=None) -> JobResult:
     known, pipeline_args = parse_args(argv)
     job = load_specs(known.spec)
-    out = Path(known.out)
+    out = known.out.rstrip("/")
     bundles = check_bundles(job)
-    prepare_output(out, known.overwrite)
     options, runner = pipeline_options(pipeline_args)
+    if options.view_as(TestOptions).dry_run:  # build and hand to the runner; touch no output
+        p = beam.Pipeline(runner=runner, options=options)
+        build_pipeline(p, job, bundles, out, known)
+        p.run()
+        return JobResult(out, None, None, pipeline=p)
+    prepare_output(out, known.overwrite)
+    tmp = fileio.join(out, TMP)
     started = time.time()
     try:
-        with Progress(out / TMP / "progress", job.classes.num_classes, show_progress):
+        progress = Path(tmp) / "progress" if fileio.is_local(out) else None
+        with Progress(progress, job.classes.num_classes, show_progress if progress else None):
             p = beam.Pipeline(runner=runner, options=options)
             build_pipeline(p, job, bundles, out, known)
             p.run().wait_until_finish()
-        result = json.loads((out / TMP / "result.json").read_text())
-    except BaseException:
-        shutil.rmtree(out / TMP, ignore_errors=True)
-        raise
+        result = json.loads(fileio.read_bytes(fileio.join(tmp, "result.json")))
+    finally:
+        _remove_tmp(out)
     seconds = time.time() - started
     metrics = result["metrics"]
     metrics["seconds"] = round(seconds, 2)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    shutil.rmtree(out / TMP, ignore_errors=True)
+    fileio.write_bytes(fileio.join(out, "metrics.json"),
+                       (json.dumps(metrics, indent=2) + "\n").encode())
 
     short = {label: row["shortfall"] for label, row in metrics["per_class"].items()
              if row["shortfall"] > known.shortfall_tolerance * row["requested"]}
@@ -226,7 +251,14 @@ def run(argv=None, show_progress=None) -> JobResult:
                       if row["shortfall"]},
         "shards": result["shards"], "seconds": round(seconds, 2),
         "beam_options": list(pipeline_args)})
-    return JobResult(out, metrics, json.loads(manifest.read_text()))
+    return JobResult(out, metrics, manifest)
+
+
+def _remove_tmp(out: str) -> None:
+    if fileio.is_local(out):
+        shutil.rmtree(Path(out) / TMP, ignore_errors=True)
+    else:
+        fileio.delete(fileio.list_files(fileio.join(out, TMP, "**")))
 
 
 def main(argv=None):

@@ -16,10 +16,9 @@ Layout of an output directory::
 """
 from __future__ import annotations
 
-import hashlib
+import io
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
@@ -27,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kepkreator.imageio import encode_png_batch
+from pipeline import fileio
 from pipeline.specs import JobSpec
 from pipeline.transforms import AcceptedBatch
 
@@ -81,7 +81,6 @@ class _WriteFragmentDoFn(beam.DoFn):
     def setup(self):
         self.labels = list(self.job.classes.chars)
         self.schema = parquet_schema(self.labels)
-        Path(self.tmp_dir, FRAGMENTS).mkdir(parents=True, exist_ok=True)
 
     def process(self, batch: AcceptedBatch):
         images = batch.images
@@ -96,8 +95,10 @@ class _WriteFragmentDoFn(beam.DoFn):
             pa.array(batch.confidence, pa.float32()),
             pa.array(batch.sample_ids(), pa.string()),
         ], schema=self.schema)
-        path = str(Path(self.tmp_dir, FRAGMENTS, f"{batch.unit_id}-r{batch.round}.parquet"))
-        pq.write_table(table, path, compression="none")
+        path = fileio.join(self.tmp_dir, FRAGMENTS, f"{batch.unit_id}-r{batch.round}.parquet")
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="none")
+        fileio.write_bytes(path, buffer.getvalue())  # whole or not at all: a retry rewrites it
         yield Fragment(path, batch.order_key, len(pngs))
 
 
@@ -117,57 +118,54 @@ def plan_shards(fragments: list[Fragment], shards: int) -> list[list[tuple[str, 
     return plans
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class _WriteShardDoFn(beam.DoFn):
     def __init__(self, job: JobSpec, out_dir: str):
         self.job, self.out_dir = job, out_dir
 
+    def setup(self):
+        from tensorflow.core.example import example_pb2, feature_pb2
+        self.example_pb2, self.feature_pb2 = example_pb2, feature_pb2
+
+    def _example(self, png: bytes, label: int) -> bytes:
+        f = self.feature_pb2
+        example = self.example_pb2.Example(features=f.Features(feature={
+            "image": f.Feature(bytes_list=f.BytesList(value=[png])),
+            "label": f.Feature(int64_list=f.Int64List(value=[label]))}))
+        # deterministic: map fields otherwise serialise in a per-process hash order
+        return example.SerializeToString(deterministic=True)
+
     def process(self, element):
         index, ranges = element
-        job, out = self.job, Path(self.out_dir)
+        job = self.job
         shards, num_classes = job.shards, job.classes.num_classes
-        schema = parquet_schema(list(job.classes.chars))
-        files, counts, rows = {}, np.zeros(num_classes, np.int64), 0
-        parquet_writer = tfrecord_writer = None
+        files, counts, rows, writers = {}, np.zeros(num_classes, np.int64), 0, {}
         if "parquet" in job.formats:
             files["parquet"] = parquet_name(job.split, index, shards)
-            (out / files["parquet"]).parent.mkdir(parents=True, exist_ok=True)
-            parquet_writer = pq.ParquetWriter(out / files["parquet"], schema, compression="none")
+            writers["parquet"] = fileio.HashingWriter(fileio.join(self.out_dir, files["parquet"]))
+            parquet = pq.ParquetWriter(writers["parquet"], parquet_schema(list(job.classes.chars)),
+                                       compression="none")
         if "tfrecord" in job.formats:
-            import tensorflow as tf
             files["tfrecord"] = tfrecord_name(job.dataset_name, job.split, index, shards)
-            tfrecord_writer = tf.io.TFRecordWriter(str(out / files["tfrecord"]))
-            example, feature = tf.train.Example, tf.train.Feature
-        try:
-            for path, lo, hi in ranges:
-                table = pq.read_table(path).slice(lo, hi - lo)
-                labels = table.column("label").to_numpy()
-                counts += np.bincount(labels, minlength=num_classes)
-                rows += table.num_rows
-                if parquet_writer:
-                    parquet_writer.write_table(table)
-                if tfrecord_writer:
-                    images = table.column("image").combine_chunks().field("bytes").to_pylist()
-                    for png, label in zip(images, labels.tolist()):
-                        tfrecord_writer.write(example(features=tf.train.Features(feature={
-                            "image": feature(bytes_list=tf.train.BytesList(value=[png])),
-                            "label": feature(int64_list=tf.train.Int64List(value=[label])),
-                        })).SerializeToString(deterministic=True))
-        finally:
-            if parquet_writer:
-                parquet_writer.close()
-            if tfrecord_writer:
-                tfrecord_writer.close()
-        described = {fmt: {"path": rel, "sha256": _sha256(out / rel),
-                           "bytes": (out / rel).stat().st_size} for fmt, rel in files.items()}
-        yield ShardInfo(index, rows, counts.tolist(), described)
+            writers["tfrecord"] = fileio.HashingWriter(fileio.join(self.out_dir, files["tfrecord"]))
+        for path, lo, hi in ranges:
+            table = pq.read_table(pa.BufferReader(fileio.read_bytes(path))).slice(lo, hi - lo)
+            labels = table.column("label").to_numpy()
+            counts += np.bincount(labels, minlength=num_classes)
+            rows += table.num_rows
+            if "parquet" in writers:
+                parquet.write_table(table)
+            if "tfrecord" in writers:
+                pngs = table.column("image").combine_chunks().field("bytes").to_pylist()
+                writers["tfrecord"].write(b"".join(
+                    fileio.tfrecord_frame(self._example(png, label))
+                    for png, label in zip(pngs, labels.tolist())))
+        if "parquet" in writers:
+            parquet.close()
+        for writer in writers.values():
+            writer.close()
+        yield ShardInfo(index, rows, counts.tolist(), {
+            fmt: {"path": files[fmt], "sha256": w.sha256, "bytes": w.bytes}
+            for fmt, w in writers.items()})
 
 
 class WriteShards(beam.PTransform):
@@ -198,13 +196,14 @@ def tfds_features(num_classes: int) -> dict:
         "pythonClassName": "tensorflow_datasets.core.features.features_dict.FeaturesDict"}
 
 
-def write_metadata(out: Path, job: JobSpec, shards: list[dict], description: str) -> None:
+def write_metadata(out: str, job: JobSpec, shards: list[dict], description: str) -> None:
     """TFDS features.json / dataset_info.json / label.labels.txt and the HF dataset card."""
     shards = sorted(shards, key=lambda s: s["index"])
     labels = list(job.classes.chars)
+    write = lambda name, text: fileio.write_bytes(fileio.join(out, name), text.encode())
     if "tfrecord" in job.formats:
-        (out / "features.json").write_text(json.dumps(tfds_features(len(labels)), indent=2))
-        (out / "label.labels.txt").write_text("\n".join(labels) + "\n")
+        write("features.json", json.dumps(tfds_features(len(labels)), indent=2))
+        write("label.labels.txt", "\n".join(labels) + "\n")
         info = {"name": job.dataset_name, "version": "1.0.0", "fileFormat": "tfrecord",
                 "moduleName": "kepkreator", "description": description,
                 "splits": [{"name": job.split, "filepathTemplate": TFRECORD_TEMPLATE,
@@ -212,9 +211,8 @@ def write_metadata(out: Path, job: JobSpec, shards: list[dict], description: str
                             "shardLengths": [str(s["records"]) for s in shards]}],
                 "supervisedKeys": {"tuple": {"items": [{"featureKey": "image"},
                                                        {"featureKey": "label"}]}}}
-        (out / "dataset_info.json").write_text(json.dumps(info, indent=2))
+        write("dataset_info.json", json.dumps(info, indent=2))
     if "parquet" in job.formats:
-        (out / "README.md").write_text(
-            "---\nconfigs:\n- config_name: default\n  data_files:\n"
-            f"  - split: {job.split}\n    path: data/{job.split}-*.parquet\n---\n\n"
-            f"# {job.dataset_name}\n\n{description}\n")
+        write("README.md", "---\nconfigs:\n- config_name: default\n  data_files:\n"
+              f"  - split: {job.split}\n    path: data/{job.split}-*.parquet\n---\n\n"
+              f"# {job.dataset_name}\n\n{description}\n")

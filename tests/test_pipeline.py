@@ -2,6 +2,7 @@
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -118,7 +119,7 @@ def test_inspect_verifies_and_detects_tampering(dataset, tmp_path):
 
 
 def _hashes(out):
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((Path(out) / "manifest.json").read_text())
     return [f["sha256"] for s in manifest["shards"] for f in s["files"].values()]
 
 
@@ -153,7 +154,7 @@ def test_emnist_orientation_transposes_images(dataset, tiny, tmp_path):
     out, _ = dataset
     spec = tiny_spec(tmp_path / "spec.yaml", tiny, counts={"0": 9, "3": 21, "9": 5},
                      orientation="emnist", formats=["parquet"])
-    flipped = run(["--spec", str(spec), "--out", str(tmp_path / "out")]).out
+    flipped = Path(run(["--spec", str(spec), "--out", str(tmp_path / "out")]).out)
     decode = lambda t: np.stack([np.asarray(Image.open(io.BytesIO(b)))
                                  for b in t.column("image").combine_chunks().field("bytes").to_pylist()])
     upright = decode(pq.read_table(out / "data"))

@@ -1,0 +1,34 @@
+"""The Dataflow GPU job, built offline with --dry_run=True (nothing is staged or submitted)."""
+import pytest
+
+pytest.importorskip("apache_beam.runners.dataflow.internal.apiclient")
+
+from jobs.dataflow.gpu_job import ACCELERATOR, run  # noqa: E402
+from tests.pipeline_fixtures import make_tiny_bundles, write_spec  # noqa: E402
+
+HINT = "beam:resources:accelerator:v1"
+
+
+def test_accelerator_hint_sits_on_generate_and_score_only(tmp_path):
+    gen, val = make_tiny_bundles(tmp_path)
+    spec = write_spec(tmp_path / "spec.yaml", class_set="digits", generator=str(gen),
+                      validator=str(val), counts={"per_class": 5})
+    result = run(["--spec", str(spec), "--out", "gs://kepkreator-test/out",
+                  "--project", "kepkreator-test", "--region", "us-central1",
+                  "--temp_location", "gs://kepkreator-test/tmp", "--dry_run=True",
+                  "--sdk_location=container"])
+    runner = result.pipeline.runner
+    proto = runner.proto_pipeline
+    hinted, inference = set(), set()
+    for transform in proto.components.transforms.values():
+        name = transform.unique_name
+        env = proto.components.environments.get(transform.environment_id)
+        if env is not None and env.resource_hints.get(HINT) == ACCELERATOR.encode():
+            hinted.add(name)
+        if name.endswith("BeamML_RunInference"):
+            inference.add(name)
+    assert inference and inference <= hinted  # every model step runs on a GPU worker
+    assert all("/Generate" in n or "/Score" in n for n in hinted), sorted(hinted)
+    assert any(n.endswith("Round0/Generate") for n in hinted)
+    assert not any("Filter" in n or "Sinks" in n or "Metrics" in n for n in hinted)
+    assert "worker_accelerator=" + ACCELERATOR in str(runner.job.proto.environment)
