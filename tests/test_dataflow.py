@@ -31,4 +31,6 @@ def test_accelerator_hint_sits_on_generate_and_score_only(tmp_path):
     assert all("/Generate" in n or "/Score" in n for n in hinted), sorted(hinted)
     assert any(n.endswith("Round0/Generate") for n in hinted)
     assert not any("Filter" in n or "Sinks" in n or "Metrics" in n for n in hinted)
-    assert "worker_accelerator=" + ACCELERATOR in str(runner.job.proto.environment)
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+    service = result.pipeline.options.view_as(GoogleCloudOptions).dataflow_service_options
+    assert f"worker_accelerator={ACCELERATOR}" in service
