@@ -19,9 +19,9 @@ $(STAMP): requirements.txt setup.py
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
+# The main job on embedded defaults: 10,000 confident digits from the shipped models.
 demo: install
-	$(BIN)/kepkreator evaluate --generator default:digits --validator default:digits -n 2000 \
-		--json-out $(DEMO_OUT)/evaluation.json
+	$(BIN)/kepkreator generate --spec jobs/demo/digits.yaml --out $(DEMO_OUT) --overwrite
 
 test: install
 	$(BIN)/python -m pytest -q -n 2 tests
