@@ -209,7 +209,7 @@ def _progress_printer():
 
     def show(accepted, generated):
         now = time.time()
-        if not tty and now - state["last"] < 15:
+        if not generated or (not tty and now - state["last"] < 15):
             return
         state["last"] = now
         line = f"accepted {int(accepted.sum()):,} of {generated:,} generated"
@@ -222,7 +222,7 @@ def _progress_printer():
 
 def _summary_table(metrics: dict) -> str:
     lines = [f"{'class':>5} {'requested':>10} {'accepted':>10} {'generated':>10} "
-             f"{'accept%':>8} {'conf':>6}"]
+             f"{'passed%':>8} {'conf':>6}"]
     for label, row in metrics["per_class"].items():
         rate = row["acceptance_rate"]
         conf = row["mean_confidence_accepted"]
@@ -231,7 +231,7 @@ def _summary_table(metrics: dict) -> str:
                      f"{conf if conf is not None else 0:>6.3f}")
     lines.append(f"{'all':>5} {metrics['requested']:>10,} {metrics['accepted']:>10,} "
                  f"{metrics['generated']:>10,} "
-                 f"{100 * metrics['accepted'] / max(metrics['generated'], 1):>7.1f}%")
+                 f"{100 * metrics['passed_filter'] / max(metrics['generated'], 1):>7.1f}%")
     for key, title in (("generated_samples", "generated"), ("accepted_samples", "accepted")):
         m = metrics[key]
         if m["samples"]:

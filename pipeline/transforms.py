@@ -50,12 +50,14 @@ class UnitReport:
     round: int
     quota: tuple[int, ...]
     accepted_per_class: np.ndarray
+    passed_per_class: np.ndarray  # passed the filter, before quotas cut the surplus
     generated: ClassStats   # every candidate, keyed by the requested class
     accepted: ClassStats    # the kept samples, keyed by their dataset label
 
 
 def select_accepted(scored: ScoredBatch, quota, policy: str, min_confidence: float):
-    """Indices of kept candidates (in candidate order), their labels and confidences.
+    """Indices of kept candidates (in candidate order), their labels and confidences, and how
+    many candidates of each class passed the filter before the quota cut the surplus.
 
     conditioned: the validator must agree with the requested class and be confident;
     relabel: any confident sample is kept under the validator's class. Each class keeps at most
@@ -76,7 +78,8 @@ def select_accepted(scored: ScoredBatch, quota, policy: str, min_confidence: flo
         if q:
             chosen.append(np.flatnonzero(ok & (labels == c))[:q])
     index = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
-    return index, labels[index], probs[index, labels[index]].astype(np.float32)
+    passed = np.bincount(labels[ok], minlength=len(quota))[:len(quota)]
+    return index, labels[index], probs[index, labels[index]].astype(np.float32), passed
 
 
 class ExpandSpecs(beam.PTransform):
@@ -120,8 +123,8 @@ class _FilterDoFn(beam.DoFn):
 
     def process(self, scored: ScoredBatch):
         unit, job = scored.unit, self.job
-        index, labels, confidence = select_accepted(scored, unit.quota, job.label_policy,
-                                                    job.min_confidence)
+        index, labels, confidence, passed = select_accepted(scored, unit.quota, job.label_policy,
+                                                            job.min_confidence)
         num_classes = len(unit.quota)
         per_class = np.bincount(labels, minlength=num_classes)
         shortfall = [int(q - a) for q, a in zip(unit.quota, per_class)]
@@ -132,7 +135,7 @@ class _FilterDoFn(beam.DoFn):
                                 scored.images[index], labels.astype(np.int64), confidence)
         probs = scored.probabilities
         yield beam.pvalue.TaggedOutput(self.REPORT, UnitReport(
-            unit.unit_id, unit.round, unit.quota, per_class,
+            unit.unit_id, unit.round, unit.quota, per_class, passed,
             ClassStats.from_probabilities(probs, scored.requested, num_classes),
             ClassStats.from_probabilities(probs[index], labels, num_classes)))
         follow_up = top_up(job, unit, shortfall, per_class)
@@ -189,16 +192,17 @@ class ClassMetricsFn(beam.CombineFn):
         self.num_classes = num_classes
 
     def create_accumulator(self):
+        zeros = lambda: np.zeros(self.num_classes, np.int64)
         return (ClassStats.zeros(self.num_classes), ClassStats.zeros(self.num_classes),
-                np.zeros(self.num_classes, np.int64), np.zeros(self.num_classes, np.int64), 0)
+                zeros(), zeros(), zeros(), 0)
 
     def add_input(self, acc, report: UnitReport):
-        generated, accepted, quota, got, units = acc
+        generated, accepted, quota, got, passed, units = acc
         if report.round == 0:
             quota = quota + np.asarray(report.quota)
             units += 1
         return (generated + report.generated, accepted + report.accepted, quota,
-                got + report.accepted_per_class, units)
+                got + report.accepted_per_class, passed + report.passed_per_class, units)
 
     def merge_accumulators(self, accumulators):
         accumulators = list(accumulators)
@@ -213,7 +217,7 @@ class ClassMetricsFn(beam.CombineFn):
 
 def class_metrics(acc, labels: list[str]) -> dict:
     """The metrics.json payload from the combiner's accumulator (plain Python, no Beam)."""
-    generated, accepted, requested, got, units = acc
+    generated, accepted, requested, got, passed, units = acc
     per_class = {}
     for c, label in enumerate(labels):
         n_gen = int(generated.count[c])
@@ -222,7 +226,8 @@ def class_metrics(acc, labels: list[str]) -> dict:
         per_class[label] = {
             "requested": int(requested[c]), "accepted": int(got[c]),
             "shortfall": int(max(requested[c] - got[c], 0)), "generated": n_gen,
-            "acceptance_rate": float(got[c] / n_gen) if n_gen else None,
+            "passed_filter": int(passed[c]),
+            "acceptance_rate": float(passed[c] / n_gen) if n_gen else None,
             "mean_confidence_accepted": (float(accepted.sum_conf[c] / accepted.count[c])
                                          if accepted.count[c] else None),
             "agreement_generated": float(generated.hits[c] / n_gen) if n_gen else None,
@@ -232,6 +237,7 @@ def class_metrics(acc, labels: list[str]) -> dict:
         report.pop("per_class")
     return {"work_units": int(units), "requested": int(requested.sum()),
             "accepted": int(got.sum()), "generated": int(generated.count.sum()),
+            "passed_filter": int(passed.sum()),
             "shortfall": int(np.maximum(requested - got, 0).sum()),
             "generated_samples": gen_report, "accepted_samples": acc_report,
             "per_class": per_class}

@@ -117,16 +117,17 @@ def _scored(probs, requested, unit):
 def test_selection_policies():
     unit = WorkUnit("u", 0, 0, (0, 2, 0), 4, (0,), (0, 2, 0))
     probs = [[0.05, 0.95, 0], [0.5, 0.5, 0], [0.0, 0.99, 0.01], [0, 0.97, 0.03]]
-    index, labels, conf = select_accepted(_scored(probs, [1, 1, 1, 1], unit), unit.quota,
-                                          "conditioned", 0.9)
+    index, labels, conf, passed = select_accepted(_scored(probs, [1, 1, 1, 1], unit), unit.quota,
+                                                  "conditioned", 0.9)
     assert index.tolist() == [0, 2] and labels.tolist() == [1, 1]  # quota 2, earliest first
-    index, labels, _ = select_accepted(_scored(probs, [1, 1, 1, 1], unit), unit.quota,
-                                       "conditioned", 0.0)
+    assert passed.tolist() == [0, 3, 0]  # three passed, the quota kept two
+    index, labels, _, _ = select_accepted(_scored(probs, [1, 1, 1, 1], unit), unit.quota,
+                                          "conditioned", 0.0)
     assert index.tolist() == [0, 1]  # filter off: keep in order up to quota
     relabel_unit = WorkUnit("u", 0, 0, (1, 1, 0), 4, (0,), (1, 1, 0))
     probs = [[0.96, 0.04, 0], [0.97, 0.03, 0], [0.1, 0.9, 0], [0, 0, 1]]
-    index, labels, conf = select_accepted(_scored(probs, [2, 2, 2, 2], relabel_unit),
-                                          relabel_unit.quota, "relabel", 0.9)
+    index, labels, conf, _ = select_accepted(_scored(probs, [2, 2, 2, 2], relabel_unit),
+                                             relabel_unit.quota, "relabel", 0.9)
     assert index.tolist() == [0, 2] and labels.tolist() == [0, 1]
     assert conf.tolist() == pytest.approx([0.96, 0.9])
 

@@ -127,8 +127,9 @@ class Bundle:
                 model = self.model
                 signature = [tf.TensorSpec((None, *t.shape[1:]), t.dtype) for t in model.inputs]
                 self._dtypes = [t.dtype for t in model.inputs]
-                self._compiled = tf.function(lambda *x: model(list(x), training=False),
-                                             input_signature=signature)
+                self._compiled = tf.function(
+                    lambda *x: model(x[0] if len(x) == 1 else list(x), training=False),
+                    input_signature=signature)
             else:
                 self._compiled = self.model.predict_on_batch
         inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
@@ -207,7 +208,8 @@ class Validator(Bundle):
                  else self.model.layers[-2] if len(self.model.layers) > 1 else None)
         if layer is None:
             raise BundleError(f"{self.path}: cannot find a feature layer")
-        return keras.Model(self.model.inputs, layer.output)
+        inputs = self.model.inputs
+        return keras.Model(inputs[0] if len(inputs) == 1 else inputs, layer.output)
 
     def features(self, images_uint8: np.ndarray, batch_size: int = 2048) -> np.ndarray:
         model = self.feature_model()

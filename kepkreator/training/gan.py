@@ -143,8 +143,11 @@ def _grid_callback(gan, class_set, latent_dim, workdir: Path, per_row: int = 10)
     return SampleGrid()
 
 
-def train_gan(hp: GANHParams) -> Path:
-    """Train, optionally measure with a validator, and write a generator bundle to ``hp.out``."""
+def train_gan(hp: GANHParams, callbacks=()) -> Path:
+    """Train, optionally measure with a validator, and write a generator bundle to ``hp.out``.
+
+    ``callbacks`` are extra Keras callbacks (timers, early stopping) added to the built-in ones.
+    """
     import keras
     import tensorflow as tf
 
@@ -181,7 +184,7 @@ def train_gan(hp: GANHParams) -> Path:
     history = gan.fit(dataset, epochs=hp.epochs, verbose=hp.verbose, callbacks=[
         keras.callbacks.BackupAndRestore(str(workdir / "backup"), delete_checkpoint=False),
         keras.callbacks.TensorBoard(str(workdir / "tensorboard")),
-        _grid_callback(gan, class_set, latent_dim, workdir)])
+        _grid_callback(gan, class_set, latent_dim, workdir), *callbacks])
     seconds = time.time() - started
     epochs_run = len(history.epoch)
 
