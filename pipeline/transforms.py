@@ -94,22 +94,26 @@ class ExpandSpecs(beam.PTransform):
                 | "FanOut" >> beam.Reshuffle())
 
 
-class Generate(beam.PTransform):
-    def __init__(self, handler: GeneratorHandler):
+class _Inference(beam.PTransform):
+    """RunInference with one of our handlers, under a step name of its own."""
+    step = ""
+
+    def __init__(self, handler):
         super().__init__()
         self.handler = handler
 
-    def expand(self, units):
-        return units | "RunGenerator" >> RunInference(self.handler)
+    def expand(self, pcoll):
+        return pcoll | self.step >> RunInference(self.handler)
 
 
-class Score(beam.PTransform):
-    def __init__(self, handler: ValidatorHandler):
-        super().__init__()
-        self.handler = handler
+class Generate(_Inference):
+    """WorkUnit -> GeneratedBatch, on the generator bundle."""
+    step = "RunGenerator"
 
-    def expand(self, generated):
-        return generated | "RunValidator" >> RunInference(self.handler)
+
+class Score(_Inference):
+    """GeneratedBatch -> ScoredBatch, on the validator bundle."""
+    step = "RunValidator"
 
 
 class _FilterDoFn(beam.DoFn):
