@@ -63,8 +63,10 @@ def _configure_threads(intra_op_threads: int) -> None:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
             tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError:
-            pass  # TensorFlow already initialised in this process: keep its setting
+        except RuntimeError:  # TensorFlow already initialised in this process
+            logging.warning("intra_op_threads=%d not applied: TensorFlow was already initialised "
+                            "in this process (set TF_NUM_INTRAOP_THREADS instead)",
+                            intra_op_threads)
 
 
 _LOADED: dict = {}
