@@ -193,6 +193,9 @@ def generate(ctx, spec, out, overwrite, shortfall_tolerance, accelerator):
     argv += ["--overwrite"] if overwrite else []
     argv += ["--accelerator", accelerator] if accelerator else []
     result = run(argv + list(ctx.args), show_progress=_progress_printer())
+    if result.metrics is None:  # --dry_run: the runner got the pipeline, nothing ran
+        click.echo(f"dry run: pipeline built for {out}; nothing was run or written")
+        return
     click.echo("", err=True)
     click.echo(_summary_table(result.metrics))
     if result.failed:
