@@ -11,11 +11,13 @@ DEMO_OUT ?= demo-out
 
 install: $(STAMP)
 
-# Idempotent: rebuilt only when the pins or setup.py change.
-$(STAMP): requirements.txt setup.py
+# Idempotent: rebuilt only when the pins or setup.py change. The test pins add the readers the
+# tests use (pandas, tensorflow-datasets, datasets) and the profiler; `make demo` needs only the
+# runtime, but one environment for both keeps the two commands from fighting over .venv.
+$(STAMP): requirements.txt requirements-test.txt setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q -r requirements-test.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 

@@ -21,6 +21,7 @@ setup(
         "pillow==12.3.0",
         "tensorboard==2.21.0",
     ],
-    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0"]},
+    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "pandas==3.1.1",
+                             "tensorflow-datasets==4.9.10", "datasets==5.2.0"]},
     entry_points={"console_scripts": ["kepkreator=kepkreator.cli:main"]},
 )
