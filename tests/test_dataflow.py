@@ -1,10 +1,10 @@
 """The Dataflow GPU job, built offline with --dry_run=True (nothing is staged or submitted)."""
 import pytest
 
-pytest.importorskip("apache_beam.runners.dataflow.internal.apiclient")
 
-from jobs.dataflow.gpu_job import ACCELERATOR, run  # noqa: E402
-from tests.pipeline_fixtures import make_tiny_bundles, write_spec  # noqa: E402
+
+from jobs.dataflow.gpu_job import ACCELERATOR, run
+from tests.pipeline_fixtures import make_tiny_bundles, write_spec
 
 HINT = "beam:resources:accelerator:v1"
 

@@ -86,7 +86,7 @@ def test_tfrecord_with_tf_data(dataset):
 
 
 def test_tfds_builder_from_directory(dataset):
-    tfds = pytest.importorskip("tensorflow_datasets")
+    import tensorflow_datasets as tfds
     out, _ = dataset
     builder = tfds.builder_from_directory(str(out))
     assert builder.info.splits["train"].num_examples == 35
@@ -96,7 +96,7 @@ def test_tfds_builder_from_directory(dataset):
 
 
 def test_hugging_face_datasets(dataset):
-    datasets = pytest.importorskip("datasets")
+    import datasets
     out, _ = dataset
     ds = datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")
     assert len(ds) == 35 and ds.features["label"].names == list("0123456789")
