@@ -1,8 +1,4 @@
 """The Dataflow GPU job, built offline with --dry_run=True (nothing is staged or submitted)."""
-import pytest
-
-
-
 from jobs.dataflow.gpu_job import ACCELERATOR, run
 from tests.pipeline_fixtures import make_tiny_bundles, write_spec
 
