@@ -205,19 +205,24 @@ def generate(ctx, spec, out, overwrite, shortfall_tolerance, accelerator):
 
 
 def _progress_printer():
-    """A live 'accepted/requested' line on a terminal, a line every 15 s otherwise."""
+    """accepted/requested overall and for the classes furthest behind; a live line on a
+    terminal, a line every 15 s otherwise."""
     import time
     tty = sys.stderr.isatty()
     state = {"last": 0.0}
 
-    def show(accepted, generated):
+    def show(accepted, requested, generated, labels):
         now = time.time()
         if not generated or (not tty and now - state["last"] < 15):
             return
         state["last"] = now
-        line = f"accepted {int(accepted.sum()):,} of {generated:,} generated"
+        wanted = [c for c in range(len(requested)) if requested[c]]
+        behind = sorted(wanted, key=lambda c: accepted[c] / requested[c])[:4]
+        line = (f"accepted {int(accepted.sum()):,}/{int(requested.sum()):,} "
+                f"({int(generated):,} generated)  "
+                + " ".join(f"{labels[c]}:{int(accepted[c])}/{int(requested[c])}" for c in behind))
         if tty:
-            click.echo("\r" + line.ljust(60), nl=False, err=True)
+            click.echo("\r" + line.ljust(100), nl=False, err=True)
         else:
             click.echo(line, err=True)
     return show

@@ -162,10 +162,15 @@ def build_pipeline(p, job: JobSpec, bundles: dict, out: str, known) -> None:
 
 
 class Progress:
-    """Reads the workers' progress lines and calls ``show(accepted_per_class, generated)``."""
+    """Reads the workers' progress lines; calls ``show(accepted, requested, generated, labels)``."""
 
-    def __init__(self, directory: Path, num_classes: int, show, every: float = 1.0):
-        self.directory, self.num_classes, self.show, self.every = directory, num_classes, show, every
+    def __init__(self, directory: Path, job: JobSpec, show, every: float = 1.0):
+        self.directory, self.show, self.every = directory, show, every
+        self.num_classes = job.classes.num_classes
+        self.labels = list(job.classes.chars)
+        self.requested = np.zeros(self.num_classes, np.int64)
+        for c, n in job.counts.items():
+            self.requested[c] = n
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -183,7 +188,8 @@ class Progress:
 
     def _loop(self):
         while not self._stop.wait(self.every):
-            self.show(*self.read())
+            accepted, generated = self.read()
+            self.show(np.minimum(accepted, self.requested), self.requested, generated, self.labels)
 
     def __enter__(self):
         if self.show:
@@ -212,7 +218,7 @@ def run(argv=None, show_progress=None) -> JobResult:
     started = time.time()
     try:
         progress = Path(tmp) / "progress" if fileio.is_local(out) else None
-        with Progress(progress, job.classes.num_classes, show_progress if progress else None):
+        with Progress(progress, job, show_progress if progress else None):
             p = beam.Pipeline(runner=runner, options=options)
             build_pipeline(p, job, bundles, out, known)
             p.run().wait_until_finish()
