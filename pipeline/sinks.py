@@ -80,6 +80,7 @@ class _WriteFragmentDoFn(beam.DoFn):
 
     def setup(self):
         self.labels = list(self.job.classes.chars)
+        self.label_names = np.asarray(self.labels, dtype=object)
         self.schema = parquet_schema(self.labels)
 
     def process(self, batch: AcceptedBatch):
@@ -91,7 +92,7 @@ class _WriteFragmentDoFn(beam.DoFn):
             pa.StructArray.from_arrays([pa.array(pngs, pa.binary()),
                                         pa.nulls(len(pngs), pa.string())], ["bytes", "path"]),
             pa.array(batch.labels, pa.int64()),
-            pa.array([self.labels[i] for i in batch.labels], pa.string()),
+            pa.array(self.label_names[batch.labels], pa.string()),
             pa.array(batch.confidence, pa.float32()),
             pa.array(batch.sample_ids(), pa.string()),
         ], schema=self.schema)

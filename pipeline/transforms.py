@@ -40,8 +40,9 @@ class AcceptedBatch:
         number = self.unit_id.rsplit("-u", 1)[-1]
         return (self.round, number, self.unit_id)
 
-    def sample_ids(self) -> list[str]:
-        return [f"{self.unit_id}-r{self.round}-{i:07d}" for i in self.candidate_index]
+    def sample_ids(self, positions=None) -> list[str]:
+        index = self.candidate_index if positions is None else self.candidate_index[positions]
+        return [f"{self.unit_id}-r{self.round}-{i:07d}" for i in index]
 
 
 @dataclass
@@ -264,12 +265,12 @@ class _GridFn(beam.CombineFn):
         return {}
 
     def add_input(self, acc, batch: AcceptedBatch):
-        for image, label, sample_id in zip(batch.images, batch.labels, batch.sample_ids()):
-            row = acc.setdefault(int(label), [])
-            if len(row) < SAMPLES_PER_CLASS_IN_GRID or sample_id < row[-1][0]:
-                row.append((sample_id, image))
-                row.sort(key=lambda item: item[0])
-                del row[SAMPLES_PER_CLASS_IN_GRID:]
+        # Within a batch, sample ids grow with the candidate index: the first few of each class
+        # are the only candidates, so only those are touched.
+        for label in np.unique(batch.labels):
+            first = np.flatnonzero(batch.labels == label)[:SAMPLES_PER_CLASS_IN_GRID]
+            row = acc.get(int(label), []) + list(zip(batch.sample_ids(first), batch.images[first]))
+            acc[int(label)] = sorted(row, key=lambda item: item[0])[:SAMPLES_PER_CLASS_IN_GRID]
         return acc
 
     def merge_accumulators(self, accumulators):
