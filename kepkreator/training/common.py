@@ -68,6 +68,13 @@ def environment() -> dict:
             "backend": keras.backend.backend()}
 
 
+def keras_verbosity(verbose) -> int:
+    """Keras fit verbosity: a live progress bar on a terminal, one line per epoch otherwise."""
+    if verbose == "auto":
+        return 1 if sys.stdout.isatty() else 2
+    return int(verbose)
+
+
 def command_line(command: str | None) -> str:
     return command or " ".join(shlex.quote(a) for a in ["kepkreator", *sys.argv[1:]])
 

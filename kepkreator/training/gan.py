@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from kepkreator.classsets import get_class_set
-from kepkreator.training.common import (command_line, environment, save_grid, split_data,
-                                        to_model_input, write_json)
+from kepkreator.training.common import (command_line, environment, keras_verbosity, save_grid,
+                                        split_data, to_model_input, write_json)
 
 
 @dataclass
@@ -44,7 +44,7 @@ class GANHParams:
     eval_per_class: int = 1000
     jit_compile: bool = True
     workdir: str = ""
-    verbose: int = 2
+    verbose: int | str = "auto"  # live bar on a terminal, one line per epoch in logs
     command: str = ""
 
 
@@ -181,7 +181,7 @@ def train_gan(hp: GANHParams, callbacks=()) -> Path:
                .shuffle(len(train), seed=hp.seed).batch(hp.batch_size, drop_remainder=True)
                .prefetch(tf.data.AUTOTUNE))
     started = time.time()
-    history = gan.fit(dataset, epochs=hp.epochs, verbose=hp.verbose, callbacks=[
+    history = gan.fit(dataset, epochs=hp.epochs, verbose=keras_verbosity(hp.verbose), callbacks=[
         keras.callbacks.BackupAndRestore(str(workdir / "backup"), delete_checkpoint=False),
         keras.callbacks.TensorBoard(str(workdir / "tensorboard")),
         _grid_callback(gan, class_set, latent_dim, workdir), *callbacks])

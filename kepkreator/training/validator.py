@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from kepkreator.classsets import get_class_set
-from kepkreator.training.common import (command_line, environment, split_data, to_model_input,
-                                        write_json)
+from kepkreator.training.common import (command_line, environment, keras_verbosity, split_data,
+                                        to_model_input, write_json)
 
 
 @dataclass
@@ -28,7 +28,7 @@ class ValidatorHParams:
     split_seed: int = 0
     max_train_samples: int = 0  # 0 = all; tests use a few hundred
     workdir: str = ""  # checkpoints + TensorBoard; default <out>.work
-    verbose: int = 2
+    verbose: int | str = "auto"  # live bar on a terminal, one line per epoch in logs
     command: str = ""
 
 
@@ -77,7 +77,8 @@ def train_validator(hp: ValidatorHParams) -> Path:
     model.compile(keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     started = time.time()
-    model.fit(dataset, epochs=hp.epochs, validation_data=validation, verbose=hp.verbose,
+    model.fit(dataset, epochs=hp.epochs, validation_data=validation,
+              verbose=keras_verbosity(hp.verbose),
               callbacks=[keras.callbacks.BackupAndRestore(str(workdir / "backup"),
                                                           delete_checkpoint=False),
                          keras.callbacks.TensorBoard(str(workdir / "tensorboard"))])
