@@ -44,7 +44,7 @@ class JobResult:
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="kepkreator generate")
+    parser = argparse.ArgumentParser(prog="kepkreator generate", allow_abbrev=False)
     parser.add_argument("--spec", required=True, help="spec file (YAML/JSON) or a glob of them")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--overwrite", action="store_true",
@@ -91,7 +91,15 @@ def prepare_output(out: str, overwrite: bool) -> None:
 
 
 def pipeline_options(pipeline_args) -> tuple[PipelineOptions, object]:
+    """Beam options from the leftover arguments; a name Beam does not know is an error (Beam
+    itself would only log that it discards it)."""
     options = PipelineOptions(pipeline_args)
+    retained = options.get_all_options(retain_unknown_options=True)
+    known = options.get_all_options()
+    unknown = sorted(set(retained) - set(known))
+    if unknown:
+        raise KepKreatorError(f"unknown option --{unknown[0]} (not a generate option and not a "
+                              "Beam pipeline option)")
     runner = options.view_as(StandardOptions).runner
     if runner in (None, "DirectRunner", "direct"):
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner

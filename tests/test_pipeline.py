@@ -242,3 +242,10 @@ def test_balance_to_an_existing_dataset(dataset, tiny, tmp_path):
     expected.update({"0": 1, "9": 5})
     del expected["3"]
     assert result.manifest["counts"] == expected
+
+
+def test_unknown_option_is_an_error_not_a_warning(tiny, tmp_path):
+    spec = tiny_spec(tmp_path / "spec.yaml", tiny)
+    result = run_cli("generate", "--spec", spec, "--out", tmp_path / "o", "--direct_num_worker=2")
+    assert_one_line_error(result, "unknown option --direct_num_worker")
+    assert not (tmp_path / "o").exists()
