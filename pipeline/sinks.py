@@ -104,17 +104,24 @@ class _WriteFragmentDoFn(beam.DoFn):
 
 
 def plan_shards(fragments: list[Fragment], shards: int) -> list[list[tuple[str, int, int]]]:
-    """Cut the fragments, in global order, into ``shards`` row ranges of (almost) equal size."""
+    """Cut the fragments, in global order, into ``shards`` row ranges of (almost) equal size.
+
+    One forward walk over fragments and shard bounds together: O(fragments + shards).
+    """
     ordered = sorted(fragments, key=lambda f: f.order_key)
     total = sum(f.rows for f in ordered)
     bounds = [total * s // shards for s in range(shards + 1)]
-    plans, start = [[] for _ in range(shards)], 0
+    plans, start, shard = [[] for _ in range(shards)], 0, 0
     for fragment in ordered:
         end = start + fragment.rows
-        for s in range(shards):
+        while shard < shards - 1 and bounds[shard + 1] <= start:
+            shard += 1
+        s = shard
+        while s < shards and bounds[s] < end:
             lo, hi = max(start, bounds[s]), min(end, bounds[s + 1])
             if lo < hi:
                 plans[s].append((fragment.path, lo - start, hi - start))
+            s += 1
         start = end
     return plans
 

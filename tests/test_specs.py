@@ -143,3 +143,22 @@ def test_top_up_is_bounded_and_sized_by_the_slowest_class():
     assert top_up(job, last, [0, 10], np.array([0, 0])) is None  # no rounds left
     broke = WorkUnit("u", 0, 1, (0, 10), 800, (1, 0, 1), (0, 100), spent=200)
     assert top_up(job, broke, [0, 10], np.array([0, 0])) is None  # budget 10 x 100 spent
+
+
+def test_shard_plan_is_balanced_ordered_and_complete():
+    from pipeline.sinks import Fragment, plan_shards
+    rng = np.random.default_rng(0)
+    fragments = [Fragment(f"f{i}", (0, f"{i:07d}", f"u{i}"), int(n))
+                 for i, n in enumerate(rng.integers(0, 50, 40))]
+    for shards in (1, 3, 7, 64):
+        plans = plan_shards(list(reversed(fragments)), shards)
+        sizes = [sum(hi - lo for _, lo, hi in plan) for plan in plans]
+        assert sum(sizes) == sum(f.rows for f in fragments) and max(sizes) - min(sizes) <= 1
+        flat = [(path, lo, hi) for plan in plans for path, lo, hi in plan]
+        covered = {}
+        for path, lo, hi in flat:  # every row of every fragment exactly once, in order
+            assert covered.get(path, 0) == lo
+            covered[path] = hi
+        assert covered == {f.path: f.rows for f in fragments if f.rows}
+        order = list(dict.fromkeys(p for p, _, _ in flat))  # a split fragment shows up twice
+        assert order == sorted(order, key=lambda p: int(p[1:]))
