@@ -144,14 +144,14 @@ def evaluate(generator_ref, validator_ref, samples, real_sources, seed, json_out
     """Measure a generator with a validator: agreement, IS, BCIS, WCIS, Frechet distance."""
     from kepkreator.evaluate import evaluate_generator, format_table, record_in_card
     from kepkreator.models.bundle import load_bundle, resolve_bundle_path
+    generator = load_bundle(generator_ref, "generator")
+    validator = load_bundle(validator_ref, "validator")
     real = None
     if real_sources:
         from kepkreator.data import load_sources
-        class_set = load_bundle(validator_ref, "validator").class_set
-        real = load_sources(list(real_sources), class_set)
-    gen_probe = load_bundle(generator_ref, "generator")
-    per_class = max(1, samples // gen_probe.class_set.num_classes)
-    report = evaluate_generator(generator_ref, validator_ref, per_class, seed, real)
+        real = load_sources(list(real_sources), validator.class_set)
+    per_class = max(1, samples // generator.class_set.num_classes)
+    report = evaluate_generator(generator, validator, per_class, seed, real)
     click.echo(format_table(report))
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)

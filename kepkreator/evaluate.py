@@ -8,7 +8,7 @@ import numpy as np
 
 from kepkreator.data import Dataset
 from kepkreator.metrics import ClassStats, class_report, frechet_distance
-from kepkreator.models.bundle import CARD_NAME, load_bundle
+from kepkreator.models.bundle import CARD_NAME, Bundle, load_bundle
 
 
 def sample_generator(generator, per_class: int, seed: int, batch_size: int = 2048):
@@ -23,8 +23,11 @@ def sample_generator(generator, per_class: int, seed: int, batch_size: int = 204
 
 def evaluate_generator(generator_ref, validator_ref, per_class: int = 1000, seed: int = 0,
                        real: Dataset | None = None, real_limit: int = 10000) -> dict:
-    generator = load_bundle(generator_ref, "generator")
-    validator = load_bundle(validator_ref, "validator")
+    """``generator_ref``/``validator_ref``: bundle references or already loaded bundles."""
+    generator = generator_ref if isinstance(generator_ref, Bundle) else load_bundle(
+        generator_ref, "generator")
+    validator = validator_ref if isinstance(validator_ref, Bundle) else load_bundle(
+        validator_ref, "validator")
     if generator.class_set != validator.class_set:
         from kepkreator.errors import KepKreatorError
         raise KepKreatorError(f"generator class set {generator.class_set.name!r} differs from "
