@@ -121,8 +121,8 @@ def main(argv=None):
     print("(e) scale-out, 1 thread per process ...", flush=True)
     workers = lambda n: ["--direct_num_workers", str(n), "--direct_running_mode",
                          "multi_processing", "--intra_op_threads", "1"]
-    result["e_one_worker"] = pipeline_run(5_000 // scale, workers(1), one_thread)
-    result["e_two_workers"] = pipeline_run(5_000 // scale, workers(2), one_thread)
+    result["e_one_worker"] = pipeline_run(10_000 // scale, workers(1), one_thread)
+    result["e_two_workers"] = pipeline_run(10_000 // scale, workers(2), one_thread)
     result["e_speedup"] = (result["e_two_workers"]["generated_per_s"]
                            / result["e_one_worker"]["generated_per_s"])
     print("(f) GAN training speed ...", flush=True)
