@@ -68,6 +68,16 @@ def environment() -> dict:
             "backend": keras.backend.backend()}
 
 
+def classic_augmentation():
+    """Random rotation (about 11 degrees), zoom and shift: the augmentation GAN data must beat."""
+    import keras
+    fill = dict(fill_value=-1.0, fill_mode="constant")  # model inputs are in [-1, 1]: black
+    return keras.Sequential([keras.layers.RandomRotation(0.03, **fill),
+                             keras.layers.RandomZoom(0.1, **fill),
+                             keras.layers.RandomTranslation(0.1, 0.1, **fill)],
+                            name="classic_augmentation")
+
+
 def keras_verbosity(verbose) -> int:
     """Keras fit verbosity: a live progress bar on a terminal, one line per epoch otherwise."""
     if verbose == "auto":

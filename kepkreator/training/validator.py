@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from kepkreator.classsets import get_class_set
-from kepkreator.training.common import (command_line, environment, keras_verbosity, split_data,
-                                        to_model_input, write_json)
+from kepkreator.training.common import (classic_augmentation, command_line, environment,
+                                        keras_verbosity, split_data, to_model_input, write_json)
 
 
 @dataclass
@@ -30,15 +30,6 @@ class ValidatorHParams:
     workdir: str = ""  # checkpoints + TensorBoard; default <out>.work
     verbose: int | str = "auto"  # live bar on a terminal, one line per epoch in logs
     command: str = ""
-
-
-def _augmenter():
-    import keras
-    return keras.Sequential([
-        keras.layers.RandomRotation(0.03, fill_value=-1.0, fill_mode="constant"),  # about 11 deg
-        keras.layers.RandomZoom(0.1, fill_value=-1.0, fill_mode="constant"),
-        keras.layers.RandomTranslation(0.1, 0.1, fill_value=-1.0, fill_mode="constant"),
-    ], name="augment")
 
 
 def train_validator(hp: ValidatorHParams) -> Path:
@@ -63,7 +54,7 @@ def train_validator(hp: ValidatorHParams) -> Path:
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(y), seed=hp.seed)
     dataset = dataset.batch(hp.batch_size)
     if hp.augment:
-        augment = _augmenter()
+        augment = classic_augmentation()
         dataset = dataset.map(lambda a, b: (augment(a, training=True), b),
                               num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
