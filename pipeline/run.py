@@ -27,7 +27,7 @@ from pipeline.handlers import GeneratorHandler, ValidatorHandler
 from pipeline.manifest import MANIFEST, package_versions, write_manifest
 from pipeline.specs import JobSpec, load_specs
 from pipeline.transforms import (SAMPLES_PER_CLASS_IN_GRID, ComputeClassMetrics, SampleGrid,
-                                 class_metrics, run_rounds)
+                                 class_metrics, grid_candidates, run_rounds)
 
 TMP = "_incomplete"
 OUR_FILES = ("data", "features.json", "dataset_info.json", "label.labels.txt", "README.md",
@@ -159,11 +159,18 @@ def build_pipeline(p, job: JobSpec, bundles: dict, out: str, known) -> None:
                                  known.intra_op_threads)
     validator = ValidatorHandler(bundles["validator"]["path"], known.max_units_per_batch,
                                  known.intra_op_threads)
-    accepted, reports = run_rounds(p, job, generator, validator,
-                                   str(progress) if progress else None, known.accelerator)
+
+    def consume(accepted, r):  # inside round r's fused stage: only small results leave it
+        fragments = accepted | f"Sinks{r}" >> sinks.WriteFragments(job, tmp)
+        grid = accepted | f"GridCandidates{r}" >> beam.Map(grid_candidates)
+        return fragments, grid
+
+    (fragments, grid_parts), reports = run_rounds(
+        p, job, generator, validator, consume, str(progress) if progress else None,
+        known.accelerator)
     metrics = reports | "ComputeClassMetrics" >> ComputeClassMetrics(job.classes.num_classes)
-    grid = accepted | "SampleGrid" >> SampleGrid()
-    shards = accepted | "Sinks" >> sinks.WriteShards(job, out, tmp)
+    grid = grid_parts | "SampleGrid" >> SampleGrid()
+    shards = fragments | "Sinks" >> sinks.WriteShards(job, out)
     _ = (shards | "AllShards" >> beam.combiners.ToList()
          | "Finalize" >> beam.Map(_finalize, beam.pvalue.AsSingleton(metrics),
                                   beam.pvalue.AsSingleton(grid), job, out, tmp))

@@ -176,17 +176,27 @@ class _WriteShardDoFn(beam.DoFn):
             for fmt, w in writers.items()})
 
 
-class WriteShards(beam.PTransform):
-    """AcceptedBatch -> Parquet fragments -> planned shards in every requested format."""
+class WriteFragments(beam.PTransform):
+    """AcceptedBatch -> one Parquet fragment each (PNG-encoded once) -> small Fragment records."""
 
-    def __init__(self, job: JobSpec, out_dir: str, tmp_dir: str):
+    def __init__(self, job: JobSpec, tmp_dir: str):
         super().__init__()
-        self.job, self.out_dir, self.tmp_dir = job, out_dir, tmp_dir
+        self.job, self.tmp_dir = job, tmp_dir
 
     def expand(self, accepted):
+        return accepted | "WriteFragment" >> beam.ParDo(_WriteFragmentDoFn(self.job, self.tmp_dir))
+
+
+class WriteShards(beam.PTransform):
+    """Fragments -> planned shards, each written by its own worker in every requested format."""
+
+    def __init__(self, job: JobSpec, out_dir: str):
+        super().__init__()
+        self.job, self.out_dir = job, out_dir
+
+    def expand(self, fragments):
         shards = self.job.shards
-        return (accepted
-                | "WriteFragments" >> beam.ParDo(_WriteFragmentDoFn(self.job, self.tmp_dir))
+        return (fragments
                 | "AllFragments" >> beam.combiners.ToList()
                 | "PlanShards" >> beam.FlatMap(lambda frags: enumerate(plan_shards(frags, shards)))
                 | "SpreadShards" >> beam.Reshuffle()

@@ -258,6 +258,16 @@ class ComputeClassMetrics(beam.PTransform):
             ClassMetricsFn(self.num_classes))
 
 
+def grid_candidates(batch: AcceptedBatch) -> AcceptedBatch:
+    """The first few samples of each class in a batch: all the sample grid can ever use.
+
+    Applied where the batch is made, so only these few images ever leave that fused stage."""
+    first = np.sort(np.concatenate([np.flatnonzero(batch.labels == label)[:SAMPLES_PER_CLASS_IN_GRID]
+                                    for label in np.unique(batch.labels)]))
+    return AcceptedBatch(batch.unit_id, batch.round, batch.candidate_index[first],
+                         batch.images[first], batch.labels[first], batch.confidence[first])
+
+
 class _GridFn(beam.CombineFn):
     """The first few accepted samples of every class (by sample id), for samples.png."""
 
@@ -265,8 +275,6 @@ class _GridFn(beam.CombineFn):
         return {}
 
     def add_input(self, acc, batch: AcceptedBatch):
-        # Within a batch, sample ids grow with the candidate index: the first few of each class
-        # are the only candidates, so only those are touched.
         for label in np.unique(batch.labels):
             first = np.flatnonzero(batch.labels == label)[:SAMPLES_PER_CLASS_IN_GRID]
             row = acc.get(int(label), []) + list(zip(batch.sample_ids(first), batch.images[first]))
@@ -286,20 +294,30 @@ class _GridFn(beam.CombineFn):
 
 
 class SampleGrid(beam.PTransform):
-    def expand(self, accepted):
-        return accepted | "FirstSamplesPerClass" >> beam.CombineGlobally(_GridFn())
+    """Grid candidates (see ``grid_candidates``) -> {class: [(sample_id, image), ...]}."""
+
+    def expand(self, candidates):
+        return candidates | "FirstSamplesPerClass" >> beam.CombineGlobally(_GridFn())
 
 
-def run_rounds(pbegin, job: JobSpec, generator_handler, validator_handler, progress_dir=None,
-               accelerator_hint=None):
-    """Unrolled top-up rounds: a round's shortfall units feed the next round."""
+def run_rounds(pbegin, job: JobSpec, generator_handler, validator_handler, consume_accepted,
+               progress_dir=None, accelerator_hint=None):
+    """Unrolled top-up rounds: a round's shortfall units feed the next round.
+
+    ``consume_accepted(accepted, round)`` is applied to each round's accepted batches right where
+    they are made and must return small outputs: the FnApiRunner cannot fuse a Flatten whose
+    inputs come from different stages, so flattening the batches themselves would hold every
+    accepted image in memory at once. Returns the flattened outputs of ``consume_accepted``
+    (a tuple, one PCollection per position) and the flattened unit reports.
+    """
     units = pbegin | "ExpandSpecs" >> ExpandSpecs(job)
-    accepted, reports = [], []
+    consumed, reports = [], []
     for r in range(job.max_rounds):
         out = units | f"Round{r}" >> GenerationRound(job, generator_handler, validator_handler,
                                                      progress_dir, accelerator_hint)
-        accepted.append(out.accepted)
+        consumed.append(consume_accepted(out.accepted, r))
         reports.append(out[_FilterDoFn.REPORT])
         units = out[_FilterDoFn.TOP_UP]
-    return (accepted | "AllAccepted" >> beam.Flatten(),
-            reports | "AllReports" >> beam.Flatten())
+    flattened = tuple(parts | f"AllRounds{i}" >> beam.Flatten()
+                      for i, parts in enumerate(zip(*consumed)))
+    return flattened, reports | "AllReports" >> beam.Flatten()
