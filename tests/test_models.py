@@ -5,31 +5,24 @@ import numpy as np
 import pytest
 
 from kepkreator.errors import BundleError, KepKreatorError
-from kepkreator.models.bundle import import_model, load_bundle, write_bundle
+from kepkreator.models.bundle import import_model, load_bundle
 from kepkreator.models.networks import build_discriminator, build_generator, build_validator
 from tests.conftest import ROOT
+from tests.pipeline_fixtures import make_tiny_bundles
 
-GEN_SIG = {"inputs": ["z", "label"], "latent_dim": 16, "label_encoding": "int",
-           "label_shape": [1], "label_dtype": "int32", "label_offset": 0,
-           "output_range": "tanh", "orientation": "upright"}
-VAL_SIG = {"input_range": "tanh", "orientation": "upright", "output": "probabilities",
-           "features_layer": "features"}
+@pytest.fixture(scope="module")
+def tiny_bundles(tmp_path_factory):
+    return make_tiny_bundles(tmp_path_factory.mktemp("bundles"))
 
 
 @pytest.fixture(scope="module")
-def tiny_generator_bundle(tmp_path_factory):
-    path = tmp_path_factory.mktemp("gen") / "bundle"
-    return write_bundle(path, build_generator(10, "tiny"),
-                        {"kind": "generator", "class_set": "digits", "labels": list("0123456789"),
-                         "signature": GEN_SIG})
+def tiny_generator_bundle(tiny_bundles):
+    return tiny_bundles[0]
 
 
 @pytest.fixture(scope="module")
-def tiny_validator_bundle(tmp_path_factory):
-    path = tmp_path_factory.mktemp("val") / "bundle"
-    return write_bundle(path, build_validator(10, "tiny"),
-                        {"kind": "validator", "class_set": "digits", "labels": list("0123456789"),
-                         "signature": VAL_SIG})
+def tiny_validator_bundle(tiny_bundles):
+    return tiny_bundles[1]
 
 
 def test_network_shapes():
