@@ -13,7 +13,6 @@ size and optimiser, so that only the training data differs between settings.
 """
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +69,8 @@ def per_class_subset(data: Dataset, per_class: int, seed: int) -> Dataset:
 def read_dataset(path: str | Path, class_set: ClassSet | str) -> Dataset:
     """A dataset written by ``kepkreator generate``, read back from its Parquet shards."""
     import pyarrow.parquet as pq
-    from PIL import Image
+
+    from kepkreator.imageio import decode_png
     class_set = get_class_set(class_set)
     files = sorted(Path(path).glob("data/*.parquet"))
     if not files:
@@ -81,7 +81,7 @@ def read_dataset(path: str | Path, class_set: ClassSet | str) -> Dataset:
     if names is not None and names != list(class_set.chars):
         raise DataError(f"{path} holds labels {''.join(names)}, not class set {class_set.name!r}")
     pngs = table.column("image").combine_chunks().field("bytes").to_pylist()
-    images = np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("L")) for b in pngs])
+    images = np.stack([decode_png(b) for b in pngs])
     return Dataset(images, table.column("label").to_numpy().astype(np.int64), class_set,
                    [{"source": str(path)}])
 

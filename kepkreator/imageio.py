@@ -32,6 +32,26 @@ def encode_png_batch(images: np.ndarray, level: int = 6) -> list[bytes]:
             for i in range(n)]
 
 
+def image_grid(images: np.ndarray, rows: int, pad: int = 2, scale: int = 1) -> np.ndarray:
+    """(rows*cols, h, w) uint8 -> one uint8 picture, row-major, thin grey gutters, upscaled."""
+    n, h, w = images.shape
+    cols = int(np.ceil(n / rows))
+    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad), 64, np.uint8)
+    for i, img in enumerate(images):
+        r, c = divmod(i, cols)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h,
+             pad + c * (w + pad): pad + c * (w + pad) + w] = img
+    return grid.repeat(scale, 0).repeat(scale, 1) if scale > 1 else grid
+
+
+def grid_png(images: np.ndarray, rows: int, scale: int = 2) -> bytes:
+    """A sample grid (one row per class, by convention) as PNG bytes."""
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.fromarray(image_grid(images, rows, scale=scale)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def decode_png(data: bytes) -> np.ndarray:
     from PIL import Image
     with Image.open(io.BytesIO(data)) as img:

@@ -6,7 +6,6 @@ shards, so ``kepkreator inspect`` can tell a complete, untouched dataset from an
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from importlib import metadata
@@ -16,6 +15,7 @@ import numpy as np
 
 from kepkreator.classsets import ClassSet
 from kepkreator.errors import KepKreatorError
+from kepkreator.models.bundle import sha256_file
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "kepkreator-dataset/1"
@@ -71,8 +71,7 @@ def verify(out: Path) -> list[str]:
             if not path.is_file():
                 problems.append(f"missing shard {info['path']}")
                 continue
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            if digest != info["sha256"]:
+            if sha256_file(path) != info["sha256"]:
                 problems.append(f"sha256 mismatch in {info['path']}")
     return problems
 

@@ -125,12 +125,8 @@ def check_bundles(job: JobSpec) -> dict:
 
 
 def _finalize(shard_infos, metrics_acc, grid, job: JobSpec, out: str, tmp: str):
-    """Last pipeline step: metrics.json, samples.png, TFDS/HF metadata, a result for run()."""
-    import io
-
-    from PIL import Image
-
-    from kepkreator.training.common import image_grid
+    """Last pipeline step: samples.png, and the metrics and shard list for run() to check."""
+    from kepkreator.imageio import grid_png
     metrics = class_metrics(metrics_acc, list(job.classes.chars))
     rows = [c for c in range(job.classes.num_classes) if c in grid]
     if rows:
@@ -139,10 +135,7 @@ def _finalize(shard_infos, metrics_acc, grid, job: JobSpec, out: str, tmp: str):
         for r, c in enumerate(rows):
             for i, (_, image) in enumerate(grid[c]):
                 images[r * width + i] = image.T if job.orientation == "emnist" else image
-        picture = Image.fromarray(image_grid(images, len(rows)))
-        buffer = io.BytesIO()
-        picture.resize((picture.width * 2, picture.height * 2), Image.NEAREST).save(buffer, "PNG")
-        fileio.write_bytes(fileio.join(out, "samples.png"), buffer.getvalue())
+        fileio.write_bytes(fileio.join(out, "samples.png"), grid_png(images, len(rows)))
     result = {"metrics": metrics, "shards": [
         {"index": s.index, "records": s.rows, "class_counts": s.class_counts, "files": s.files}
         for s in sorted(shard_infos, key=lambda s: s.index)]}

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import RunInference
 
 from kepkreator.metrics import ClassStats, class_report
-from pipeline.handlers import GeneratorHandler, ScoredBatch, ValidatorHandler
-from pipeline.specs import JobSpec, WorkUnit, expand, top_up
+from pipeline.handlers import ScoredBatch
+from pipeline.specs import JobSpec, expand, top_up
 
 SAMPLES_PER_CLASS_IN_GRID = 10
 

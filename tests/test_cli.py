@@ -1,9 +1,7 @@
 """The CLI as a user meets it: bad input is one line on stderr and a non-zero exit."""
 import gzip
 import json
-import shutil
 
-import pytest
 
 from tests.conftest import ROOT, assert_one_line_error, run_cli
 

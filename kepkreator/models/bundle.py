@@ -110,6 +110,21 @@ def read_card(path: Path) -> dict:
     return card
 
 
+def _compiled_call(model):
+    """model(*inputs) without Keras' per-call overhead: on TensorFlow one tf.function whose
+    signature leaves the batch size free, so no batch size ever triggers a retrace."""
+    import keras
+    pack = lambda x: x[0] if len(x) == 1 else list(x)
+    if keras.backend.backend() != "tensorflow":
+        return lambda *x: model.predict_on_batch(pack(x))
+    import tensorflow as tf
+    dtypes = [t.dtype for t in model.inputs]
+    compiled = tf.function(lambda *x: model(pack(x), training=False),
+                           input_signature=[tf.TensorSpec((None, *t.shape[1:]), t.dtype)
+                                            for t in model.inputs])
+    return lambda *x: compiled(*[np.asarray(a, dtype=d) for a, d in zip(x, dtypes)])
+
+
 @dataclass
 class Bundle:
     path: Path
@@ -121,22 +136,9 @@ class Bundle:
     def predict(self, inputs):
         """The model's forward pass, compiled once and reused for any batch size."""
         if self._compiled is None:
-            import keras
-            if keras.backend.backend() == "tensorflow":
-                import tensorflow as tf
-                model = self.model
-                signature = [tf.TensorSpec((None, *t.shape[1:]), t.dtype) for t in model.inputs]
-                self._dtypes = [t.dtype for t in model.inputs]
-                self._compiled = tf.function(
-                    lambda *x: model(x[0] if len(x) == 1 else list(x), training=False),
-                    input_signature=signature)
-            else:
-                self._compiled = self.model.predict_on_batch
-        inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-        if getattr(self, "_dtypes", None):
-            inputs = [np.asarray(x, dtype=d) for x, d in zip(inputs, self._dtypes)]
-            return np.asarray(self._compiled(*inputs))
-        return np.asarray(self._compiled(inputs if len(inputs) > 1 else inputs[0]))
+            self._compiled = _compiled_call(self.model)
+        return np.asarray(self._compiled(*(inputs if isinstance(inputs, (list, tuple))
+                                           else [inputs])))
 
     @property
     def signature(self) -> dict:

@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from kepkreator.data import Dataset, hash_split, load_sources
+from kepkreator.imageio import grid_png
 
 
 def split_data(sources: list[str], class_set: str, holdout: float, eval_sources: list[str],
@@ -38,23 +37,9 @@ def split_data(sources: list[str], class_set: str, holdout: float, eval_sources:
     return data, evaluation, info
 
 
-def image_grid(images: np.ndarray, rows: int, pad: int = 2) -> np.ndarray:
-    """(rows*cols, h, w) uint8 -> one uint8 picture, row-major, with a thin grey gutter."""
-    n, h, w = images.shape
-    cols = int(np.ceil(n / rows))
-    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad), 64, np.uint8)
-    for i, img in enumerate(images):
-        r, c = divmod(i, cols)
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h,
-             pad + c * (w + pad): pad + c * (w + pad) + w] = img
-    return grid
-
-
 def save_grid(path: Path, images: np.ndarray, rows: int, scale: int = 2) -> Path:
-    picture = Image.fromarray(image_grid(images, rows))
-    picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
     path.parent.mkdir(parents=True, exist_ok=True)
-    picture.save(path)
+    path.write_bytes(grid_png(images, rows, scale))
     return path
 
 

@@ -125,6 +125,9 @@ def _grid_callback(gan, class_set, latent_dim, workdir: Path, per_row: int = 10)
     import keras
     import tensorflow as tf
 
+    from kepkreator.imageio import image_grid
+    from kepkreator.models.bundle import from_model_range
+
     rng = np.random.default_rng(1234)
     z = np.tile(rng.standard_normal((per_row, latent_dim), dtype=np.float32),
                 (class_set.num_classes, 1))
@@ -134,12 +137,12 @@ def _grid_callback(gan, class_set, latent_dim, workdir: Path, per_row: int = 10)
     class SampleGrid(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             raw = gan.ema_generator.predict_on_batch([z, labels])
-            images = np.clip(np.rint((raw[..., 0] + 1) * 127.5), 0, 255).astype(np.uint8)
-            path = save_grid(workdir / "samples" / f"epoch_{epoch + 1:03d}.png", images,
-                             class_set.num_classes)
+            images = from_model_range(raw[..., 0], "tanh")
+            save_grid(workdir / "samples" / f"epoch_{epoch + 1:03d}.png", images,
+                      class_set.num_classes)
             with writer.as_default():
-                picture = np.asarray(__import__("PIL.Image").Image.open(path))[None, ..., None]
-                tf.summary.image("samples", picture, step=epoch + 1)
+                grid = image_grid(images, class_set.num_classes, scale=2)
+                tf.summary.image("samples", grid[None, ..., None], step=epoch + 1)
     return SampleGrid()
 
 
