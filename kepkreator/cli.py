@@ -60,6 +60,10 @@ _common_data = [
     click.option("--epochs", type=click.IntRange(1), default=None),
     click.option("--batch-size", type=click.IntRange(1), default=None),
     click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--per-class", type=click.IntRange(0), default=0,
+                 help="Train on only this many real samples of each class (0 = all).",),
+    click.option("--subset-seed", type=int, default=0, show_default=True,
+                 help="Which --per-class subset: the same seed picks the same images."),
     click.option("--max-train-samples", type=click.IntRange(0), default=0,
                  help="Use only this many training samples (0 = all)."),
     click.option("--workdir", default="", help="Checkpoints, TensorBoard logs, sample grids "
@@ -84,13 +88,14 @@ def _drop_none(**kwargs):
 @click.option("--preset", default="default", show_default=True, help="default or tiny")
 @click.option("--no-augment", is_flag=True, help="Train without shifts/rotations/zoom.")
 def train_validator_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, seed,
-                        max_train_samples, workdir, preset, no_augment):
+                        per_class, subset_seed, max_train_samples, workdir, preset, no_augment):
     """Train the validation CNN that scores and filters generated samples."""
     from kepkreator.training.validator import ValidatorHParams, train_validator
     hp = ValidatorHParams(**_drop_none(
         class_set=class_set, data=list(data), eval_data=list(eval_data), holdout=holdout,
         out=out, epochs=epochs, batch_size=batch_size, seed=seed, preset=preset,
-        augment=not no_augment, max_train_samples=max_train_samples, workdir=workdir))
+        augment=not no_augment, per_class=per_class, subset_seed=subset_seed,
+        max_train_samples=max_train_samples, workdir=workdir))
     path = train_validator(hp)
     metrics = json.loads((path / "card.json").read_text())["metrics"]
     click.echo(f"validator bundle: {path}  " + (f"held-out accuracy {metrics['eval_accuracy']:.4f}"
@@ -108,11 +113,14 @@ def train_validator_cmd(class_set, data, eval_data, holdout, out, epochs, batch_
 @click.option("--g-lr", type=float, default=None)
 @click.option("--d-lr", type=float, default=None)
 @click.option("--aux-weight", type=float, default=None)
+@click.option("--diff-augment", is_flag=True,
+              help="DiffAugment (translation, cutout) for the discriminator: use on small data.")
 @click.option("--validator", default="", help="Validator bundle to measure the result with.")
 @click.option("--eval-per-class", type=click.IntRange(1), default=1000, show_default=True)
 def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, seed,
-                  max_train_samples, workdir, generator_preset, discriminator_preset, latent_dim,
-                  embed_dim, channels, g_lr, d_lr, aux_weight, validator, eval_per_class):
+                  per_class, subset_seed, max_train_samples, workdir, generator_preset,
+                  discriminator_preset, latent_dim, embed_dim, channels, g_lr, d_lr, aux_weight,
+                  diff_augment, validator, eval_per_class):
     """Train a conditional GAN; the bundle holds the (EMA) generator."""
     from kepkreator.training.gan import GANHParams, train_gan
     if validator:
@@ -121,7 +129,8 @@ def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, 
     hp = GANHParams(**_drop_none(
         class_set=class_set, data=list(data), eval_data=list(eval_data), holdout=holdout, out=out,
         epochs=epochs, batch_size=batch_size, seed=seed, max_train_samples=max_train_samples,
-        workdir=workdir, generator_preset=generator_preset,
+        per_class=per_class, subset_seed=subset_seed, diff_augment=diff_augment, workdir=workdir,
+        generator_preset=generator_preset,
         discriminator_preset=discriminator_preset, latent_dim=latent_dim, embed_dim=embed_dim,
         channels=channels, g_learning_rate=g_lr, d_learning_rate=d_lr, aux_weight=aux_weight,
         validator=validator, eval_per_class=eval_per_class))
@@ -159,6 +168,79 @@ def evaluate(generator_ref, validator_ref, samples, real_sources, seed, json_out
         click.echo(f"report: {json_out}")
     if update_card:
         record_in_card(resolve_bundle_path(generator_ref), report)
+
+
+def _int_list(ctx, param, value):
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers",
+                                 ctx, param) from None
+
+
+@cli.command()
+@click.option("--class-set", required=True, callback=_class_set)
+@click.option("--data", multiple=True, required=True, callback=_sources,
+              help="Real training source(s), as for `train`.")
+@click.option("--eval-data", multiple=True, callback=_sources, help="Real test source(s).")
+@click.option("--holdout", type=click.FloatRange(0, 0.9), default=0.0, show_default=True,
+              help="Without --eval-data: the hash-split test fraction (as the bundles used).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Study directory: reports, generated datasets, subset models, per-run "
+                   "results. Re-running resumes.")
+@click.option("--settings", default=",".join(["a", "b", "c", "c_aug", "d", "e", "e_aug"]),
+              show_default=True, help="Which settings to run.")
+@click.option("--seeds", default="0,1,2", show_default=True, callback=_int_list)
+@click.option("--per-class", type=click.IntRange(1), default=200, show_default=True,
+              help="Real samples per class in the low-data settings (c, c_aug, d, e).")
+@click.option("--synthetic-per-class", type=click.IntRange(1), default=2000, show_default=True,
+              help="Synthetic samples per class added to the subset in d and e.")
+@click.option("--generator", default="", help="Generator for b and d (default: the shipped one).")
+@click.option("--validator", default="", help="Validator for b and d (default: the shipped one).")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.9, show_default=True)
+@click.option("--steps", type=click.IntRange(1), default=1500, show_default=True,
+              help="Reference classifier updates, the same for every setting.")
+@click.option("--subset-validator-epochs", type=click.IntRange(1), default=40, show_default=True)
+@click.option("--subset-gan-epochs", type=click.IntRange(1), default=120, show_default=True)
+@click.option("--subset-gan-batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--subset-presets", default="default,default,default", show_default=True,
+              help="validator,generator,discriminator presets of the subset-only models.")
+def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_class,
+               synthetic_per_class, generator, validator, min_confidence, steps,
+               subset_validator_epochs, subset_gan_epochs, subset_gan_batch_size, subset_presets):
+    """Is the synthetic data worth training on? A fixed reference classifier per setting, tested
+    on real data: full real (a), synthetic only (b), a small real subset (c, c_aug), the subset
+    plus synthetic from the shipped generator (d) or from one trained on the subset alone (e)."""
+    from kepkreator.downstream import DownstreamConfig, ReferenceTraining, run_study
+    from kepkreator.errors import KepKreatorError
+    presets = subset_presets.split(",")
+    if len(presets) != 3:
+        raise click.BadParameter("needs three comma-separated presets", param_hint="--subset-presets")
+    cfg = DownstreamConfig(
+        class_set=class_set, data=list(data), eval_data=list(eval_data), holdout=holdout, out=out,
+        settings=tuple(s.strip() for s in settings.split(",")), seeds=seeds, per_class=per_class,
+        synthetic_per_class=synthetic_per_class, generator=generator, validator=validator,
+        min_confidence=min_confidence, training=ReferenceTraining(steps=steps),
+        subset_validator_epochs=subset_validator_epochs, subset_gan_epochs=subset_gan_epochs,
+        subset_gan_batch_size=subset_gan_batch_size, subset_validator_preset=presets[0],
+        subset_generator_preset=presets[1], subset_discriminator_preset=presets[2])
+
+    def generate_with_pipeline(spec: dict, directory: Path) -> Path:
+        from pipeline.run import run
+        spec_file = directory.parent / f"{directory.name}.spec.json"
+        spec_file.parent.mkdir(parents=True, exist_ok=True)
+        spec_file.write_text(json.dumps(spec, indent=2) + "\n")
+        result = run(["--spec", str(spec_file), "--out", str(directory), "--overwrite"])
+        if result.failed:
+            raise KepKreatorError(result.failed)
+        return Path(result.out)
+
+    report = run_study(cfg, generate_with_pipeline, log=lambda m: click.echo(m, err=True))
+    click.echo((Path(out) / "downstream.md").read_text())
+    click.echo(f"report: {Path(out) / 'downstream.json'}")
+    missed = [c["target"] for c in report["checks"] if not c["met"]]
+    if missed:
+        click.echo("missed: " + "; ".join(missed), err=True)
 
 
 @cli.command("import-model")

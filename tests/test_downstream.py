@@ -2,11 +2,14 @@
 import numpy as np
 import pytest
 
-from kepkreator.data import Dataset, load_sources
+import json
+
+from kepkreator.data import Dataset, load_sources, write_idx
 from kepkreator.downstream import (concat, markdown_table, per_class_subset, read_dataset,
                                    summarise, train_and_test, ReferenceTraining)
 from kepkreator.errors import DataError
 from pipeline.run import run
+from tests.conftest import assert_one_line_error, run_cli
 from tests.pipeline_fixtures import make_tiny_bundles, write_spec
 
 
@@ -33,10 +36,64 @@ def test_pipeline_output_trains_the_reference_classifier(tmp_path, mnist_dir):
         read_dataset(out, "letters")
     real = per_class_subset(load_sources([f"mnist:train@{mnist_dir}"], "digits"), 30, seed=0)
     test = per_class_subset(load_sources([f"mnist:test@{mnist_dir}"], "digits"), 20, seed=0)
-    quick = ReferenceTraining(epochs=1, min_steps=40, batch_size=32)
+    quick = ReferenceTraining(steps=40, batch_size=32)
     runs = {"c": [train_and_test(real, test, seed=s, schedule=quick) for s in (0, 1)],
             "d": [train_and_test(concat(real, synthetic), test, seed=0, schedule=quick)]}
     assert runs["c"][0]["accuracy"] > 0.3  # 300 real digits already teach something
     assert runs["d"][0]["train_samples"] == 500 and set(runs["d"][0]["per_class"]) == set("0123456789")
     summary = summarise(runs)
     assert summary["c"]["seeds"] == 2 and "| c |" in markdown_table(summary)
+
+
+def _small_mnist(root, mnist_dir, train_per_class=40, test_per_class=20):
+    """A real, small MNIST in the official file layout, so the study runs in seconds."""
+    root.mkdir(parents=True, exist_ok=True)
+    for split, stem, n in (("train", "train", train_per_class), ("test", "t10k", test_per_class)):
+        part = per_class_subset(load_sources([f"mnist:{split}@{mnist_dir}"], "digits"), n, seed=3)
+        write_idx(root / f"{stem}-images-idx3-ubyte.gz", part.images)
+        write_idx(root / f"{stem}-labels-idx1-ubyte.gz", part.labels.astype(np.uint8))
+    return root
+
+
+def test_downstream_command_runs_every_setting_and_resumes(tmp_path, mnist_dir):
+    small = _small_mnist(tmp_path / "mnist", mnist_dir)
+    gen, val = make_tiny_bundles(tmp_path)
+    study = tmp_path / "study"
+    args = ["downstream", "--class-set", "digits", "--data", f"mnist:train@{small}",
+            "--eval-data", f"mnist:test@{small}", "--out", study, "--seeds", "0,1",
+            "--per-class", 10, "--synthetic-per-class", 15, "--steps", 8,
+            "--generator", gen, "--validator", val, "--min-confidence", 0,
+            "--subset-validator-epochs", 1, "--subset-gan-epochs", 1,
+            "--subset-gan-batch-size", 16, "--subset-presets", "tiny,tiny,tiny"]
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    report = json.loads((study / "downstream.json").read_text())
+    settings = report["settings"]
+    assert list(settings) == ["a", "b", "c", "c_aug", "d", "e", "e_aug"]
+    assert all(row["seeds"] == 2 for row in settings.values())
+    assert settings["a"]["train_samples"] == settings["b"]["train_samples"] == 400
+    assert settings["c"]["train_samples"] == 100
+    assert settings["d"]["train_samples"] == settings["e"]["train_samples"] == 100 + 150
+    assert settings["c_aug"]["runs"][0]["augment"] and not settings["c"]["runs"][0]["augment"]
+    assert report["test_samples"] == 200 and len(report["checks"]) == 3
+    # The synthetic data went through the pipeline and was read back from its Parquet output.
+    for name in ("synthetic-shipped", "synthetic-subset"):
+        assert (study / name / "manifest.json").is_file() and list((study / name / "data").glob("*.parquet"))
+    # The subset-only generator saw the subset only.
+    card = json.loads((study / "subset-models" / "generator" / "card.json").read_text())
+    assert card["training"]["data"]["train_samples"] == 100 and card["training"]["hparams"]["diff_augment"]
+    assert "| e_aug |" in first.stdout and "## Per class" in (study / "downstream.md").read_text()
+
+    stamps = {f: f.stat().st_mtime_ns for f in (study / "runs").glob("*.json")}
+    assert len(stamps) == 14
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert "reusing the finished dataset" in again.stderr
+    assert {f: f.stat().st_mtime_ns for f in (study / "runs").glob("*.json")} == stamps
+
+
+def test_downstream_rejects_unknown_settings_in_one_line(tmp_path, mnist_dir):
+    result = run_cli("downstream", "--class-set", "digits", "--data", f"mnist:train@{mnist_dir}",
+                     "--eval-data", f"mnist:test@{mnist_dir}", "--out", tmp_path / "s",
+                     "--settings", "a,z")
+    assert_one_line_error(result, "unknown setting(s) z")

@@ -62,3 +62,21 @@ def test_training_is_deterministic(mnist_dir, tmp_path):
     a, b = load_bundle(once("a")), load_bundle(once("b"))
     for wa, wb in zip(a.model.get_weights(), b.model.get_weights()):
         np.testing.assert_array_equal(wa, wb)
+
+
+def test_diff_augment_shifts_whole_pixels_and_cuts_out_background():
+    import keras
+    import tensorflow as tf
+
+    from kepkreator.training.gan import diff_augment
+    x = -np.ones((64, 28, 28, 1), np.float32)
+    x[:, 12:14, 12:14, 0] = 1.0
+    seeds = keras.random.SeedGenerator(1)
+    shifted = tf.function(lambda a: diff_augment(a, seeds, cutout=0), jit_compile=True)(x).numpy()
+    # Translation only moves pixels (no blur), fills with background, and does vary per sample.
+    assert set(np.unique(shifted)) == {-1.0, 1.0}
+    assert ((shifted > 0).sum(axis=(1, 2, 3)) == 4).all()
+    offsets = {tuple(np.argwhere(s[..., 0] > 0).min(0)) for s in shifted}
+    assert len(offsets) > 5 and all(9 <= r <= 15 and 9 <= c <= 15 for r, c in offsets)
+    cut = diff_augment(tf.ones((64, 28, 28, 1)), seeds, shift=0).numpy()
+    assert ((cut == -1).sum(axis=(1, 2, 3)) > 0).mean() > 0.9  # a square set to background

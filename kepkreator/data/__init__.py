@@ -15,10 +15,10 @@ import numpy as np
 from kepkreator.classsets import ClassSet, get_class_set, remap
 from kepkreator.data.folders import load_class_folders
 from kepkreator.data.idx import FAMILY_CLASS_SETS, load_idx_split, read_idx, write_idx
-from kepkreator.data.splits import deduplicate, hash_split
+from kepkreator.data.splits import deduplicate, hash_split, per_class_subset
 from kepkreator.errors import DataError
 
-__all__ = ["Dataset", "load_sources", "parse_source", "hash_split", "deduplicate", "read_idx",
+__all__ = ["Dataset", "load_sources", "parse_source", "hash_split", "per_class_subset", "deduplicate", "read_idx",
            "write_idx", "load_idx_split", "load_class_folders"]
 
 

@@ -8,15 +8,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from kepkreator.data import Dataset, hash_split, load_sources
+from kepkreator.data import Dataset, hash_split, load_sources, per_class_subset
 from kepkreator.imageio import grid_png
 
 
 def split_data(sources: list[str], class_set: str, holdout: float, eval_sources: list[str],
-               split_seed: int) -> tuple[Dataset, Dataset | None, dict]:
+               split_seed: int, per_class: int = 0, subset_seed: int = 0,
+               ) -> tuple[Dataset, Dataset | None, dict]:
     """Train and evaluation sets: an explicit eval source, or a hash holdout of the training data.
 
     Images that occur in the eval set are removed from training, so no test image is ever seen.
+    ``per_class`` keeps only that many training samples of each class (low-data training).
     """
     data = load_sources(sources, class_set)
     info = {"sources": sources, "provenance": data.provenance}
@@ -32,6 +34,10 @@ def split_data(sources: list[str], class_set: str, holdout: float, eval_sources:
         info.update(holdout_fraction=holdout, split_seed=split_seed)
     else:
         evaluation = None
+    if per_class:
+        data = data.subset(per_class_subset(data.labels, data.class_set.num_classes, per_class,
+                                            subset_seed))
+        info.update(per_class=per_class, subset_seed=subset_seed)
     info.update(train_samples=len(data), eval_samples=len(evaluation) if evaluation else 0,
                 train_class_counts=data.class_counts().tolist())
     return data, evaluation, info

@@ -26,6 +26,8 @@ class ValidatorHParams:
     augment: bool = True
     seed: int = 0
     split_seed: int = 0
+    per_class: int = 0  # train on only this many real samples of each class (0 = all)
+    subset_seed: int = 0
     max_train_samples: int = 0  # 0 = all; tests use a few hundred
     workdir: str = ""  # checkpoints + TensorBoard; default <out>.work
     verbose: int | str = "auto"  # live bar on a terminal, one line per epoch in logs
@@ -43,7 +45,7 @@ def train_validator(hp: ValidatorHParams) -> Path:
     keras.utils.set_random_seed(hp.seed)
     class_set = get_class_set(hp.class_set)
     train, evaluation, data_info = split_data(hp.data, hp.class_set, hp.holdout, hp.eval_data,
-                                              hp.split_seed)
+                                              hp.split_seed, hp.per_class, hp.subset_seed)
     if hp.max_train_samples:
         train = train.subset(np.random.default_rng(hp.seed).permutation(len(train))[
             :hp.max_train_samples])
