@@ -20,8 +20,12 @@ setup(
         "pyyaml==6.0.3",
         "pillow==12.3.0",
         "tensorboard==2.21.0",
+        "keras-tuner==1.4.7",
+        "fastapi==0.165.0",
+        "uvicorn==0.54.0",
     ],
     extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "pandas==3.1.1",
-                             "tensorflow-datasets==4.9.10", "datasets==5.2.0"]},
+                             "tensorflow-datasets==4.9.10", "datasets==5.2.0",
+                             "httpx==0.28.1", "selenium==4.51.0"]},
     entry_points={"console_scripts": ["kepkreator=kepkreator.cli:main"]},
 )

@@ -125,7 +125,7 @@ def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, 
     from kepkreator.training.gan import GANHParams, train_gan
     if validator:
         from kepkreator.models.bundle import resolve_bundle_path
-        resolve_bundle_path(validator)  # fail before hours of training, not after
+        resolve_bundle_path(validator, "validator")  # fail before hours of training, not after
     hp = GANHParams(**_drop_none(
         class_set=class_set, data=list(data), eval_data=list(eval_data), holdout=holdout, out=out,
         epochs=epochs, batch_size=batch_size, seed=seed, max_train_samples=max_train_samples,
@@ -167,7 +167,7 @@ def evaluate(generator_ref, validator_ref, samples, real_sources, seed, json_out
         Path(json_out).write_text(json.dumps(report, indent=2) + "\n")
         click.echo(f"report: {json_out}")
     if update_card:
-        record_in_card(resolve_bundle_path(generator_ref), report)
+        record_in_card(resolve_bundle_path(generator_ref, "generator"), report)
 
 
 def _int_list(ctx, param, value):
@@ -241,6 +241,54 @@ def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_cl
     missed = [c["target"] for c in report["checks"] if not c["met"]]
     if missed:
         click.echo("missed: " + "; ".join(missed), err=True)
+
+
+@cli.command()
+@click.option("--class-set", required=True, callback=_class_set)
+@click.option("--data", multiple=True, required=True, callback=_sources,
+              help="Training source(s), e.g. folder@my_handwriting (one sub-folder per character).")
+@click.option("--eval-data", multiple=True, callback=_sources,
+              help="Real held-out source(s): the Frechet distance is measured against them.")
+@click.option("--holdout", type=click.FloatRange(0, 0.9), default=0.0, show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Search directory: trials, results.csv/.md/.json, best/ bundle. "
+                   "Re-running resumes the search.")
+@click.option("--objective", type=click.Choice(["agreement", "bcis", "wcis", "frechet"]),
+              default="agreement", show_default=True,
+              help="agreement and bcis are maximised, wcis and frechet minimised.")
+@click.option("--algorithm", type=click.Choice(["random", "hyperband"]), default="random",
+              show_default=True)
+@click.option("--trials", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=2, show_default=True,
+              help="Epochs per trial (random) or the largest budget of a trial (hyperband).")
+@click.option("--validator", default="", help="Validator bundle that scores trials "
+                                              "(default: the shipped one for the class set).")
+@click.option("--max-train-samples", type=click.IntRange(0), default=0,
+              help="Train each trial on this many samples (0 = all).")
+@click.option("--per-class", type=click.IntRange(0), default=0,
+              help="Train on only this many real samples of each class (0 = all).")
+@click.option("--eval-per-class", type=click.IntRange(1), default=200, show_default=True,
+              help="Generated samples per class that score a trial.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--search-space", type=click.Choice(["default", "tiny"]), default="default",
+              show_default=True, help="tiny: the same knobs at toy sizes (tests).")
+@click.option("--presets", default="default,default", show_default=True,
+              help="generator,discriminator presets the searched values override.")
+def tune(class_set, data, eval_data, holdout, out, objective, algorithm, trials, epochs,
+         validator, max_train_samples, per_class, eval_per_class, seed, search_space, presets):
+    """Search GAN hyperparameters with Keras Tuner, scoring trials with the validator."""
+    from kepkreator.tuning import TuneConfig, tune as run_tune
+    generator_preset, _, discriminator_preset = presets.partition(",")
+    cfg = TuneConfig(class_set=class_set, data=list(data), eval_data=list(eval_data),
+                     holdout=holdout, out=out, objective=objective, algorithm=algorithm,
+                     trials=trials, epochs=epochs, validator=validator,
+                     max_train_samples=max_train_samples, per_class=per_class,
+                     eval_per_class=eval_per_class, seed=seed, search_space=search_space,
+                     generator_preset=generator_preset,
+                     discriminator_preset=discriminator_preset or "default")
+    summary = run_tune(cfg, log=lambda m: click.echo(m, err=True))
+    click.echo((Path(out) / "results.md").read_text())
+    click.echo(f"best bundle: {summary['best_bundle']}")
 
 
 @cli.command("import-model")

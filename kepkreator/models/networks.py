@@ -60,12 +60,14 @@ def build_generator(num_classes: int, preset: str = "default", **overrides) -> k
         image = layers.Conv2D(1, 7, padding="same", activation="tanh", name="image")(h)
     else:
         h = layers.Concatenate()([z, layers.Flatten()(embedded)])
-        h = layers.Dense(7 * 7 * ch, use_bias=False)(h)
-        h = layers.ReLU()(layers.BatchNormalization()(h))
+        norm = p.get("batch_norm", True)
+        normalise = (lambda t: layers.BatchNormalization()(t)) if norm else (lambda t: t)
+        h = layers.Dense(7 * 7 * ch, use_bias=not norm)(h)
+        h = layers.ReLU()(normalise(h))
         h = layers.Reshape((7, 7, ch))(h)
         for width in (ch // 2, ch // 4):
-            h = layers.Conv2DTranspose(width, 4, strides=2, padding="same", use_bias=False)(h)
-            h = layers.ReLU()(layers.BatchNormalization()(h))
+            h = layers.Conv2DTranspose(width, 4, strides=2, padding="same", use_bias=not norm)(h)
+            h = layers.ReLU()(normalise(h))
         image = layers.Conv2D(1, 3, padding="same", activation="tanh", name="image")(h)
     return keras.Model([z, label], image, name="generator")
 

@@ -30,6 +30,7 @@ class GANHParams:
     latent_dim: int | None = None  # preset overrides
     embed_dim: int | None = None
     channels: int | None = None
+    batch_norm: bool | None = None
     epochs: int = 20
     batch_size: int = 128
     g_learning_rate: float = 2e-4
@@ -176,17 +177,72 @@ def _grid_callback(gan, class_set, latent_dim, workdir: Path, per_row: int = 10)
     return SampleGrid()
 
 
+def build_gan(hp: GANHParams):
+    """The compiled conditional GAN of ``hp`` (generator, discriminator, EMA generator)."""
+    import keras
+
+    from kepkreator.models.networks import build_discriminator, build_generator
+    class_set = get_class_set(hp.class_set)
+    overrides = generator_overrides(hp)
+    generator = build_generator(class_set.num_classes, hp.generator_preset, **overrides)
+    ema_generator = build_generator(class_set.num_classes, hp.generator_preset, **overrides)
+    ema_generator.set_weights(generator.get_weights())
+    discriminator = build_discriminator(class_set.num_classes, hp.discriminator_preset)
+    latent_dim = int(generator.inputs[0].shape[-1])
+    gan = _make_gan_class()(generator, discriminator, ema_generator, class_set.num_classes,
+                            latent_dim, hp.aux_weight, hp.ema_decay, hp.seed, hp.diff_augment)
+    gan.compile(keras.optimizers.Adam(hp.g_learning_rate, beta_1=hp.beta_1),
+                keras.optimizers.Adam(hp.d_learning_rate, beta_1=hp.beta_1),
+                jit_compile=hp.jit_compile)
+    gan.build(None)  # sub-models are built; BackupAndRestore needs the wrapper marked so too
+    return gan
+
+
+def generator_overrides(hp: GANHParams) -> dict:
+    return dict(latent_dim=hp.latent_dim, embed_dim=hp.embed_dim, channels=hp.channels,
+                batch_norm=hp.batch_norm)
+
+
+def gan_dataset(train, hp: GANHParams):
+    import tensorflow as tf
+    return (tf.data.Dataset.from_tensor_slices((to_model_input(train.images), train.labels))
+            .shuffle(len(train), seed=hp.seed).batch(hp.batch_size, drop_remainder=True)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def generator_card(hp: GANHParams, gan, data_info: dict) -> dict:
+    from kepkreator.models.networks import GENERATOR_PRESETS
+    class_set = get_class_set(hp.class_set)
+    overrides = generator_overrides(hp)
+    return {
+        "kind": "generator", "name": Path(hp.out).name, "class_set": class_set.name,
+        "labels": list(class_set.chars),
+        "signature": {"inputs": ["z", "label"], "latent_dim": gan.latent_dim,
+                      "label_encoding": "int", "label_shape": [1], "label_dtype": "int32",
+                      "label_offset": 0, "output_range": "tanh", "orientation": "upright"},
+        "architecture": {"generator_preset": hp.generator_preset,
+                         "preset_params": {**GENERATOR_PRESETS[hp.generator_preset],
+                                           **{k: v for k, v in overrides.items()
+                                              if v is not None}},
+                         "discriminator_preset": hp.discriminator_preset,
+                         "parameters": int(gan.ema_generator.count_params()),
+                         "conditioning": "projection discriminator + auxiliary classifier",
+                         "weights": f"EMA of generator weights, decay {hp.ema_decay}"},
+        "training": {"hparams": asdict(hp) | {"command": command_line(hp.command)},
+                     "data": data_info, "epochs": hp.epochs, "seed": hp.seed,
+                     "environment": environment()},
+        "metrics": {},
+    }
+
+
 def train_gan(hp: GANHParams, callbacks=()) -> Path:
     """Train, optionally measure with a validator, and write a generator bundle to ``hp.out``.
 
     ``callbacks`` are extra Keras callbacks (timers, early stopping) added to the built-in ones.
     """
     import keras
-    import tensorflow as tf
 
     from kepkreator.models.bundle import write_bundle
-    from kepkreator.models.networks import (GENERATOR_PRESETS, build_discriminator,
-                                            build_generator)
 
     keras.utils.set_random_seed(hp.seed)
     class_set = get_class_set(hp.class_set)
@@ -197,53 +253,22 @@ def train_gan(hp: GANHParams, callbacks=()) -> Path:
             :hp.max_train_samples])
     workdir = Path(hp.workdir or f"{hp.out}.work")
     workdir.mkdir(parents=True, exist_ok=True)
-    overrides = dict(latent_dim=hp.latent_dim, embed_dim=hp.embed_dim, channels=hp.channels)
-    generator = build_generator(class_set.num_classes, hp.generator_preset, **overrides)
-    ema_generator = build_generator(class_set.num_classes, hp.generator_preset, **overrides)
-    ema_generator.set_weights(generator.get_weights())
-    discriminator = build_discriminator(class_set.num_classes, hp.discriminator_preset)
-    latent_dim = int(generator.inputs[0].shape[-1])
-
-    gan = _make_gan_class()(generator, discriminator, ema_generator, class_set.num_classes,
-                            latent_dim, hp.aux_weight, hp.ema_decay, hp.seed,
-                            hp.diff_augment)
-    gan.compile(keras.optimizers.Adam(hp.g_learning_rate, beta_1=hp.beta_1),
-                keras.optimizers.Adam(hp.d_learning_rate, beta_1=hp.beta_1),
-                jit_compile=hp.jit_compile)
-    gan.build(None)  # sub-models are built; BackupAndRestore needs the wrapper marked so too
-    dataset = (tf.data.Dataset.from_tensor_slices((to_model_input(train.images), train.labels))
-               .shuffle(len(train), seed=hp.seed).batch(hp.batch_size, drop_remainder=True)
-               .prefetch(tf.data.AUTOTUNE))
+    gan = build_gan(hp)
     started = time.time()
-    history = gan.fit(dataset, epochs=hp.epochs, verbose=keras_verbosity(hp.verbose), callbacks=[
+    history = gan.fit(gan_dataset(train, hp), epochs=hp.epochs,
+                      verbose=keras_verbosity(hp.verbose), callbacks=[
         keras.callbacks.BackupAndRestore(str(workdir / "backup"), delete_checkpoint=False),
         keras.callbacks.TensorBoard(str(workdir / "tensorboard")),
-        _grid_callback(gan, class_set, latent_dim, workdir), *callbacks])
+        _grid_callback(gan, class_set, gan.latent_dim, workdir), *callbacks])
     seconds = time.time() - started
     epochs_run = len(history.epoch)
 
-    card = {
-        "kind": "generator", "name": Path(hp.out).name, "class_set": class_set.name,
-        "labels": list(class_set.chars),
-        "signature": {"inputs": ["z", "label"], "latent_dim": latent_dim,
-                      "label_encoding": "int", "label_shape": [1], "label_dtype": "int32",
-                      "label_offset": 0, "output_range": "tanh", "orientation": "upright"},
-        "architecture": {"generator_preset": hp.generator_preset,
-                         "preset_params": {**GENERATOR_PRESETS[hp.generator_preset],
-                                           **{k: v for k, v in overrides.items() if v}},
-                         "discriminator_preset": hp.discriminator_preset,
-                         "parameters": int(ema_generator.count_params()),
-                         "conditioning": "projection discriminator + auxiliary classifier",
-                         "weights": f"EMA of generator weights, decay {hp.ema_decay}"},
-        "training": {"hparams": asdict(hp) | {"command": command_line(hp.command)},
-                     "data": data_info, "epochs": hp.epochs, "epochs_this_run": epochs_run,
-                     "seed": hp.seed, "seconds_this_run": round(seconds, 1),
-                     "seconds_per_epoch": round(seconds / max(epochs_run, 1), 1),
-                     "final_losses": {k: float(v[-1]) for k, v in history.history.items()},
-                     "environment": environment()},
-        "metrics": {},
-    }
-    path = write_bundle(hp.out, ema_generator, card)
+    card = generator_card(hp, gan, data_info)
+    card["training"].update(
+        epochs_this_run=epochs_run, seconds_this_run=round(seconds, 1),
+        seconds_per_epoch=round(seconds / max(epochs_run, 1), 1),
+        final_losses={k: float(v[-1]) for k, v in history.history.items()})
+    path = write_bundle(hp.out, gan.ema_generator, card)
     if hp.validator:
         from kepkreator.evaluate import evaluate_generator, record_in_card
         report = evaluate_generator(path, hp.validator, per_class=hp.eval_per_class,

@@ -1,0 +1,75 @@
+"""`kepkreator tune`: Keras Tuner over the GAN, scored by the validator, best trial as a bundle."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from kepkreator.models.bundle import load_bundle
+from kepkreator.tuning import OBJECTIVES, trial_metrics
+from tests.conftest import assert_one_line_error, run_cli
+from tests.pipeline_fixtures import make_tiny_bundles
+
+TINY = ["--max-train-samples", 128, "--eval-per-class", 8, "--search-space", "tiny",
+        "--presets", "tiny,tiny"]
+
+
+def _read_rows(out):
+    with open(out / "results.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_two_trial_random_search_minimises_wcis_and_exports_the_best(tmp_path, mnist_dir):
+    _, validator = make_tiny_bundles(tmp_path)
+    out = tmp_path / "search"
+    result = run_cli("tune", "--class-set", "digits", "--data", f"mnist:train@{mnist_dir}",
+                     "--eval-data", f"mnist:test@{mnist_dir}", "--out", out, "--objective", "wcis",
+                     "--trials", 2, "--epochs", 1, "--validator", validator, *TINY)
+    assert result.returncode == 0, result.stderr
+    rows = _read_rows(out)
+    assert [r["status"] for r in rows] == ["COMPLETED", "COMPLETED"]
+    assert rows[0]["latent_dim"] and rows[0]["g_learning_rate"] and rows[0]["frechet"]
+    # Minimised: the best (first) row has the lowest WCIS, and it is the exported bundle.
+    assert float(rows[0]["wcis"]) <= float(rows[1]["wcis"])
+    best = load_bundle(out / "best", "generator")
+    tuning = best.card["training"]["tuning"]
+    assert tuning["trial_id"] == rows[0]["trial_id"] and tuning["direction"] == "min"
+    assert best.card["metrics"]["evaluation"]["generated"]["wcis"] == pytest.approx(
+        float(rows[0]["wcis"]))
+    assert best.card["signature"]["latent_dim"] == int(rows[0]["latent_dim"])
+    assert best.generate(np.zeros((3, int(rows[0]["latent_dim"])), np.float32),
+                         np.array([0, 1, 2])).shape == (3, 28, 28)
+    assert "| trial_id |" in (out / "results.md").read_text() and "wcis ↓" in result.stdout
+
+
+def test_hyperband_continues_promoted_trials(tmp_path, mnist_dir):
+    out = tmp_path / "search"
+    result = run_cli("tune", "--class-set", "digits", "--data", f"mnist:train@{mnist_dir}",
+                     "--out", out, "--algorithm", "hyperband", "--trials", 4, "--epochs", 3,
+                     *TINY)
+    assert result.returncode == 0, result.stderr
+    rows = _read_rows(out)
+    promoted = [r for r in rows if r["continues"]]
+    assert len(rows) == 4 and promoted and promoted[0]["epochs"] == "3"
+    parent = next(r for r in rows if r["trial_id"] == promoted[0]["continues"])
+    assert all(parent[k] == promoted[0][k] for k in ("latent_dim", "channels", "batch_size"))
+    card = json.loads((out / "search" / f"trial_{promoted[0]['trial_id']}" / "generator" /
+                       "card.json").read_text())
+    assert card["training"]["tuning"]["initial_epoch"] == 1
+
+
+def test_directions_and_degenerate_scores():
+    assert OBJECTIVES == {"agreement": "max", "bcis": "max", "wcis": "min", "frechet": "min"}
+    report = {"generated": {"agreement": 0.5, "bcis": float("nan"), "wcis": float("nan"),
+                            "is": 2.0}, "frechet_distance": 3.0}
+    metrics = trial_metrics(report)
+    assert metrics["bcis"] == -1e9 and metrics["wcis"] == 1e9 and metrics["frechet"] == 3.0
+
+
+def test_frechet_without_real_data_is_a_one_line_error(tmp_path, mnist_dir):
+    result = run_cli("tune", "--class-set", "digits", "--data", f"mnist:train@{mnist_dir}",
+                     "--out", tmp_path / "s", "--objective", "frechet", *TINY)
+    assert_one_line_error(result, "objective frechet needs real data")
+    result = run_cli("tune", "--class-set", "digits", "--data", f"mnist:train@{mnist_dir}",
+                     "--out", tmp_path / "s", "--objective", "loss")
+    assert_one_line_error(result, "--objective")
