@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONWARNINGS ?= ignore::UserWarning,ignore::DeprecationWarning,ignore::FutureWarning
 DEMO_OUT ?= demo-out
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean browser
 
 install: $(STAMP)
 
@@ -25,8 +25,17 @@ $(STAMP): requirements.txt requirements-test.txt setup.py
 demo: install
 	$(BIN)/kepkreator generate --spec jobs/demo/digits.yaml --out $(DEMO_OUT) --overwrite
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q -n 2 tests
+
+# The web page test drives Debian's headless Chromium; install it where we may (root or sudo),
+# otherwise that one test skips and says why.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	  ( $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	    $$SUDO apt-get install -y -q chromium chromium-driver ) >/dev/null 2>&1 \
+	  || echo "note: could not install chromium; the browser test will skip"; }
 
 bench: install
 	$(BIN)/python -m benchmarks.run

@@ -291,6 +291,57 @@ def tune(class_set, data, eval_data, holdout, out, objective, algorithm, trials,
     click.echo(f"best bundle: {summary['best_bundle']}")
 
 
+_models = [
+    click.option("--digits", "digits_refs", default="default:digits,default:digits",
+                 show_default=True, help="generator,validator bundles for digits ('' = none)."),
+    click.option("--letters", "letters_refs", default="default:letters,default:letters",
+                 show_default=True, help="generator,validator bundles for letters ('' = none)."),
+]
+
+
+def _renderer(digits_refs: str, letters_refs: str):
+    from kepkreator.handwriting import TextRenderer
+    pairs = [refs.split(",") for refs in (digits_refs, letters_refs) if refs]
+    if not pairs or any(len(p) != 2 for p in pairs):
+        raise click.BadParameter("give generator,validator bundle pairs",
+                                 param_hint="--digits/--letters")
+    return TextRenderer([p[0] for p in pairs], [p[1] for p in pairs])
+
+
+@cli.command()
+@click.argument("text")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
+@click.option("--best-of", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Candidates per character; the validator's most confident one is kept.")
+@click.option("--seed", type=int, default=None, help="Same seed, same picture.")
+@click.option("--scale", type=click.IntRange(1, 8), default=2, show_default=True)
+@_with(_models)
+def render(text, out, best_of, seed, scale, digits_refs, letters_refs):
+    """Write TEXT in generated handwriting, e.g. kepkreator render "Hello2024" -o hello.png."""
+    renderer = _renderer(digits_refs, letters_refs)
+    rendered = renderer.render(text, best_of=best_of, seed=seed)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_bytes(rendered.png(scale))
+    scores = "  ".join(f"{c['char']}:{c['confidence']:.3f}" for c in rendered.characters
+                       if "confidence" in c)
+    click.echo(f"{out}: {rendered.image.shape[1] * scale}x{rendered.image.shape[0] * scale}, "
+               f"best of {best_of}; confidence {scores}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@_with(_models)
+def serve(host, port, digits_refs, letters_refs):
+    """HTTP API (GET /generate/{text}, PNG or ?format=json) and a page at / to try it."""
+    import uvicorn
+
+    from kepkreator.server import create_app
+    app = create_app(_renderer(digits_refs, letters_refs))  # models load once, here
+    click.echo(f"serving on http://{host}:{port}/", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
 @cli.command("import-model")
 @click.argument("model_file", type=click.Path(dir_okay=False))
 @click.option("--card", "card_file", required=True, type=click.Path(dir_okay=False),

@@ -1,0 +1,172 @@
+"""Handwritten text: the renderer, `kepkreator render`, and `kepkreator serve` over real HTTP and
+in headless Chromium. Uses the shipped digits and letters bundles (small, in the package)."""
+import concurrent.futures
+import io
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kepkreator.handwriting import (INK_THRESHOLD, MAX_TEXT_LENGTH, TextError, TextRenderer,
+                                    layout)
+from tests.conftest import ROOT, assert_one_line_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    return TextRenderer()
+
+
+def test_best_of_n_keeps_the_most_confident_candidate(renderer):
+    one = renderer.render("Hello2024", best_of=1, seed=5)
+    many = renderer.render("Hello2024", best_of=16, seed=5)
+    for a, b in zip(one.characters, many.characters):
+        assert b["confidence"] >= b["candidate_confidence_mean"]
+        assert b["predicted"] == b["class"] == a["class"]
+    assert np.mean([c["confidence"] for c in many.characters]) > \
+        np.mean([c["confidence"] for c in one.characters])
+    again = renderer.render("Hello2024", best_of=16, seed=5)
+    assert np.array_equal(again.image, many.image)  # same seed, same picture
+    assert many.characters[1]["class"] == "E"  # letters are case-merged
+
+
+def test_layout_puts_every_glyph_on_one_baseline_with_even_gaps():
+    glyphs = []
+    for top, bottom in ((4, 20), (8, 26), (2, 15)):
+        g = np.zeros((28, 28), np.uint8)
+        g[top:bottom + 1, 10:16] = 255
+        glyphs.append(g)
+    picture = 255 - layout(glyphs[:2] + [None] + glyphs[2:], gap=3, space=12, margin=0)
+    ink = picture > INK_THRESHOLD
+    cols = np.flatnonzero(ink.any(0))
+    runs = np.split(cols, np.flatnonzero(np.diff(cols) > 1) + 1)
+    assert [len(r) for r in runs] == [6, 6, 6]
+    assert runs[1][0] - runs[0][-1] - 1 == 3 and runs[2][0] - runs[1][-1] - 1 == 3 + 12
+    bottoms = {int(np.flatnonzero(ink[:, r[0]])[-1]) for r in runs}
+    assert len(bottoms) == 1, bottoms
+
+
+def test_bad_text_is_refused_by_name(renderer):
+    with pytest.raises(TextError, match=r"'#' '@' not in the loaded class sets"):
+        renderer.check("a#b@")
+    with pytest.raises(TextError, match="more than the maximum"):
+        renderer.check("a" * (MAX_TEXT_LENGTH + 1))
+    with pytest.raises(TextError, match="empty"):
+        renderer.check("   ")
+
+
+def test_render_command_writes_the_png(tmp_path):
+    out = tmp_path / "hello.png"
+    result = run_cli("render", "Hello2024", "-o", out, "--best-of", 4, "--seed", 1)
+    assert result.returncode == 0, result.stderr
+    with Image.open(out) as img:
+        assert img.mode == "L" and img.width > 9 * 2 * 10 and img.height >= 56
+    assert_one_line_error(run_cli("render", "ok?", "-o", tmp_path / "x.png"), "'?'")
+    assert not (tmp_path / "x.png").exists()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "kepkreator.cli", "serve", "--port", str(port)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    import httpx
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail("server did not start: " + (proc.stdout.read() or ""))
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(20)
+
+
+def test_http_png_json_and_422s(server):
+    import httpx
+    response = httpx.get(server + "/generate/Hello2024", params={"seed": 3, "best_of": 4},
+                         timeout=60)
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    with Image.open(io.BytesIO(response.content)) as img:
+        assert img.width > 100
+    data = httpx.get(server + "/generate/Hi 42", params={"format": "json", "seed": 3},
+                     timeout=60).json()
+    assert [c["char"] for c in data["characters"]] == list("Hi 42")
+    assert all(0 <= c["confidence"] <= 1 for c in data["characters"] if c["char"] != " ")
+    assert data["png_base64"] and data["width"] > 0
+    bad = httpx.get(server + "/generate/abc%23", timeout=60)
+    assert bad.status_code == 422 and "'#'" in bad.json()["detail"]
+    long = httpx.get(server + "/generate/" + "a" * (MAX_TEXT_LENGTH + 1), timeout=60)
+    assert long.status_code == 422 and "more than the maximum" in long.json()["detail"]
+    assert httpx.get(server + "/generate/abc", params={"best_of": 0}, timeout=60).status_code == 422
+
+
+def test_concurrent_requests_all_answer_and_agree(server):
+    import httpx
+
+    def fetch(i):
+        return httpx.get(server + f"/generate/Test{i % 3}", params={"seed": i % 3}, timeout=120)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(fetch, range(24)))
+    assert all(r.status_code == 200 for r in responses)
+    # The same request gives the same picture even while others run alongside it.
+    for i in range(3):
+        assert len({responses[j].content for j in range(i, 24, 3)}) == 1
+
+
+def _chromium():
+    for browser in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(browser)
+        if path:
+            return path, shutil.which("chromedriver")
+    return None, None
+
+
+def test_page_in_headless_chromium(server):
+    browser, driver = _chromium()
+    if not browser or not driver:
+        pytest.skip("Chromium and chromedriver are not installed (make test installs Debian's "
+                    "chromium and chromium-driver where it can)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    chrome = webdriver.Chrome(service=Service(driver), options=options)
+    try:
+        chrome.get(server + "/")
+        box = chrome.find_element(By.ID, "text")
+        box.clear()
+        box.send_keys("Kep 42")
+        chrome.find_element(By.ID, "go").click()
+        WebDriverWait(chrome, 60).until(lambda d: d.execute_script(
+            "const i = document.getElementById('result');"
+            "return !i.hidden && i.complete && i.naturalWidth > 0;"))
+        assert "K" in chrome.find_element(By.ID, "scores").text
+        box.clear()
+        box.send_keys("no#")
+        chrome.find_element(By.ID, "go").click()
+        WebDriverWait(chrome, 60).until(
+            lambda d: "'#'" in d.find_element(By.ID, "error").text)
+    finally:
+        chrome.quit()
