@@ -205,9 +205,12 @@ def _int_list(ctx, param, value):
 @click.option("--subset-gan-batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--subset-presets", default="default,default,default", show_default=True,
               help="validator,generator,discriminator presets of the subset-only models.")
+@click.option("--update-card", is_flag=True,
+              help="Also record the summary in the card of the generator used for b and d.")
 def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_class,
                synthetic_per_class, generator, validator, min_confidence, steps,
-               subset_validator_epochs, subset_gan_epochs, subset_gan_batch_size, subset_presets):
+               subset_validator_epochs, subset_gan_epochs, subset_gan_batch_size, subset_presets,
+               update_card):
     """Is the synthetic data worth training on? A fixed reference classifier per setting, tested
     on real data: full real (a), synthetic only (b), a small real subset (c, c_aug), the subset
     plus synthetic from the shipped generator (d) or from one trained on the subset alone (e)."""
@@ -236,6 +239,12 @@ def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_cl
         return Path(result.out)
 
     report = run_study(cfg, generate_with_pipeline, log=lambda m: click.echo(m, err=True))
+    if update_card:
+        from kepkreator.downstream import card_summary
+        from kepkreator.evaluate import record_in_card
+        from kepkreator.models.bundle import resolve_bundle_path
+        record_in_card(resolve_bundle_path(generator or f"default:{class_set}", "generator"),
+                       card_summary(report), key="downstream")
     click.echo((Path(out) / "downstream.md").read_text())
     click.echo(f"report: {Path(out) / 'downstream.json'}")
     missed = [c["target"] for c in report["checks"] if not c["met"]]

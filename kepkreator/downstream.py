@@ -157,6 +157,19 @@ def check_targets(summary: dict) -> list[dict]:
     return checks
 
 
+def card_summary(report: dict) -> dict:
+    """What a model card keeps of a study: the protocol, means and spreads, the target checks."""
+    cfg = report["config"]
+    return {"protocol": {k: cfg[k] for k in ("per_class", "seeds", "synthetic_per_class",
+                                             "min_confidence", "training", "data",
+                                             "eval_data", "holdout")},
+            "test_samples": report["test_samples"],
+            "settings": {name: {k: row[k] for k in ("description", "train_samples",
+                                                     "accuracy_mean", "accuracy_spread", "seeds")}
+                         for name, row in report["settings"].items()},
+            "checks": report["checks"]}
+
+
 def markdown_table(summary: dict, checks: list[dict] | None = None) -> str:
     lines = ["| setting | training data | samples | test accuracy, mean ± half-spread "
              "(min–max over seeds) |", "|---|---|---|---|"]

@@ -64,7 +64,7 @@ def test_downstream_command_runs_every_setting_and_resumes(tmp_path, mnist_dir):
             "--per-class", 10, "--synthetic-per-class", 15, "--steps", 8,
             "--generator", gen, "--validator", val, "--min-confidence", 0,
             "--subset-validator-epochs", 1, "--subset-gan-epochs", 1,
-            "--subset-gan-batch-size", 16, "--subset-presets", "tiny,tiny,tiny"]
+            "--subset-gan-batch-size", 16, "--subset-presets", "tiny,tiny,tiny", "--update-card"]
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr
     report = json.loads((study / "downstream.json").read_text())
@@ -82,6 +82,8 @@ def test_downstream_command_runs_every_setting_and_resumes(tmp_path, mnist_dir):
     # The subset-only generator saw the subset only.
     card = json.loads((study / "subset-models" / "generator" / "card.json").read_text())
     assert card["training"]["data"]["train_samples"] == 100 and card["training"]["hparams"]["diff_augment"]
+    recorded = json.loads((gen / "card.json").read_text())["metrics"]["downstream"]
+    assert recorded["settings"]["b"]["accuracy_mean"] == settings["b"]["accuracy_mean"]
     assert "| e_aug |" in first.stdout and "## Per class" in (study / "downstream.md").read_text()
 
     stamps = {f: f.stat().st_mtime_ns for f in (study / "runs").glob("*.json")}
