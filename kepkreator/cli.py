@@ -52,7 +52,8 @@ _common_data = [
     click.option("--data", "data", multiple=True, required=True, callback=_sources,
                  help="Training source, repeatable: mnist:train@DIR, emnist-byclass:test@DIR, "
                       "folder@DIR."),
-    click.option("--eval-data", multiple=True, callback=_sources, help="Held-out source(s); removed from training."),
+    click.option("--eval-data", multiple=True, callback=_sources,
+                 help="Held-out source(s); removed from training."),
     click.option("--holdout", type=click.FloatRange(0, 0.9), default=0.0, show_default=True,
                  help="Without --eval-data: hash-split this fraction off as held-out data."),
     click.option("--out", required=True, type=click.Path(file_okay=False),
@@ -205,12 +206,14 @@ def _int_list(ctx, param, value):
 @click.option("--subset-gan-batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--subset-presets", default="default,default,default", show_default=True,
               help="validator,generator,discriminator presets of the subset-only models.")
+@click.option("--subset-aux-weight", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="Auxiliary-classifier weight of the subset-only GAN.")
 @click.option("--update-card", is_flag=True,
               help="Also record the summary in the card of the generator used for b and d.")
 def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_class,
                synthetic_per_class, generator, validator, min_confidence, steps,
                subset_validator_epochs, subset_gan_epochs, subset_gan_batch_size, subset_presets,
-               update_card):
+               subset_aux_weight, update_card):
     """Is the synthetic data worth training on? A fixed reference classifier per setting, tested
     on real data: full real (a), synthetic only (b), a small real subset (c, c_aug), the subset
     plus synthetic from the shipped generator (d) or from one trained on the subset alone (e)."""
@@ -218,7 +221,8 @@ def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_cl
     from kepkreator.errors import KepKreatorError
     presets = subset_presets.split(",")
     if len(presets) != 3:
-        raise click.BadParameter("needs three comma-separated presets", param_hint="--subset-presets")
+        raise click.BadParameter("needs three comma-separated presets",
+                                 param_hint="--subset-presets")
     cfg = DownstreamConfig(
         class_set=class_set, data=list(data), eval_data=list(eval_data), holdout=holdout, out=out,
         settings=tuple(s.strip() for s in settings.split(",")), seeds=seeds, per_class=per_class,
@@ -226,7 +230,8 @@ def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_cl
         min_confidence=min_confidence, training=ReferenceTraining(steps=steps),
         subset_validator_epochs=subset_validator_epochs, subset_gan_epochs=subset_gan_epochs,
         subset_gan_batch_size=subset_gan_batch_size, subset_validator_preset=presets[0],
-        subset_generator_preset=presets[1], subset_discriminator_preset=presets[2])
+        subset_generator_preset=presets[1], subset_discriminator_preset=presets[2],
+        subset_aux_weight=subset_aux_weight)
 
     def generate_with_pipeline(spec: dict, directory: Path) -> Path:
         from pipeline.run import run

@@ -73,7 +73,8 @@ def create_app(renderer: TextRenderer):
                                             422: {"description": "text the models cannot write"}})
     def generate(text: str, best_of: int = Query(8, ge=1, le=MAX_BEST_OF),
                  seed: int | None = Query(None, description="same seed, same picture"),
-                 scale: int = Query(2, ge=1, le=8), format: str = Query("png", pattern="^(png|json)$")):
+                 scale: int = Query(2, ge=1, le=8),
+                 format: str = Query("png", pattern="^(png|json)$")):
         try:
             rendered = renderer.render(text, best_of=best_of, seed=seed)
         except TextError as exc:
