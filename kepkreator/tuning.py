@@ -142,7 +142,7 @@ def tune(cfg: TuneConfig, log=print) -> dict:
     import keras_tuner
 
     from kepkreator.models.bundle import load_bundle
-    from kepkreator.training.common import split_data, write_json
+    from kepkreator.training.common import training_data, write_json
     if cfg.objective not in OBJECTIVES:
         raise KepKreatorError(f"unknown objective {cfg.objective!r} "
                               f"(known: {', '.join(OBJECTIVES)})")
@@ -156,11 +156,7 @@ def tune(cfg: TuneConfig, log=print) -> dict:
     if validator.class_set != class_set:
         raise KepKreatorError(f"validator class set {validator.class_set.name!r} differs from "
                               f"{class_set.name!r}")
-    train, evaluation, data_info = split_data(list(cfg.data), class_set.name, cfg.holdout,
-                                              list(cfg.eval_data), 0, cfg.per_class)
-    if cfg.max_train_samples:
-        train = train.subset(np.random.default_rng(cfg.seed).permutation(len(train))[
-            :cfg.max_train_samples])
+    train, evaluation, data_info = training_data(cfg)
     if cfg.objective == "frechet" and evaluation is None:
         raise KepKreatorError("objective frechet needs real data: give --eval-data or --holdout")
 

@@ -43,6 +43,17 @@ def split_data(sources: list[str], class_set: str, holdout: float, eval_sources:
     return data, evaluation, info
 
 
+def training_data(hp) -> tuple[Dataset, Dataset | None, dict]:
+    """``split_data`` for any hparams with the usual data fields, then ``max_train_samples``."""
+    train, evaluation, info = split_data(
+        list(hp.data), hp.class_set, hp.holdout, list(hp.eval_data),
+        getattr(hp, "split_seed", 0), hp.per_class, getattr(hp, "subset_seed", 0))
+    if hp.max_train_samples:
+        train = train.subset(np.random.default_rng(hp.seed).permutation(len(train))[
+            :hp.max_train_samples])
+    return train, evaluation, info
+
+
 def save_grid(path: Path, images: np.ndarray, rows: int, scale: int = 2) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(grid_png(images, rows, scale))

@@ -15,7 +15,8 @@ import numpy as np
 
 from kepkreator.classsets import get_class_set
 from kepkreator.training.common import (command_line, environment, keras_verbosity, save_grid,
-                                        split_data, to_model_input, write_json)
+                                        training_data,
+                                        to_model_input, write_json)
 
 
 @dataclass
@@ -246,11 +247,7 @@ def train_gan(hp: GANHParams, callbacks=()) -> Path:
 
     keras.utils.set_random_seed(hp.seed)
     class_set = get_class_set(hp.class_set)
-    train, evaluation, data_info = split_data(hp.data, hp.class_set, hp.holdout, hp.eval_data,
-                                              hp.split_seed, hp.per_class, hp.subset_seed)
-    if hp.max_train_samples:
-        train = train.subset(np.random.default_rng(hp.seed).permutation(len(train))[
-            :hp.max_train_samples])
+    train, evaluation, data_info = training_data(hp)
     workdir = Path(hp.workdir or f"{hp.out}.work")
     workdir.mkdir(parents=True, exist_ok=True)
     gan = build_gan(hp)
