@@ -266,6 +266,24 @@ def _subset_models(cfg: DownstreamConfig, out: Path, log) -> tuple[Path, Path]:
     return generator, validator
 
 
+def _check_same_study(cfg: DownstreamConfig, out: Path) -> None:
+    """Resuming reuses finished runs and datasets, so they must come from the same protocol;
+    only the settings and seeds may grow between runs."""
+    protocol = json.loads(json.dumps({k: v for k, v in asdict(cfg).items()
+                                      if k not in ("settings", "seeds", "out")}))
+    recorded = out / "study.json"
+    if recorded.is_file():
+        before = json.loads(recorded.read_text())
+        changed = sorted(k for k in protocol.keys() | before.keys()
+                         if protocol.get(k) != before.get(k))
+        if changed:
+            raise DataError(f"{out} holds a study with other {', '.join(changed)}; "
+                            "use a new --out (finished runs are reused only for the same protocol)")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        recorded.write_text(json.dumps(protocol, indent=2) + "\n")
+
+
 def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
     """Every setting x seed; finished runs are kept in OUT/runs/ so an interrupted study resumes."""
     from kepkreator.training.common import split_data, write_json
@@ -275,6 +293,7 @@ def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
                         f"(known: {', '.join(SETTINGS)})")
     class_set = get_class_set(cfg.class_set)
     out = Path(cfg.out)
+    _check_same_study(cfg, out)
     train, test, data_info = split_data(list(cfg.data), class_set.name, cfg.holdout,
                                         list(cfg.eval_data), cfg.split_seed)
     if test is None:

@@ -92,6 +92,9 @@ def test_downstream_command_runs_every_setting_and_resumes(tmp_path, mnist_dir):
     assert again.returncode == 0, again.stderr
     assert "reusing the finished dataset" in again.stderr
     assert {f: f.stat().st_mtime_ns for f in (study / "runs").glob("*.json")} == stamps
+    # Another protocol in the same directory would silently mix results: refused by name.
+    other = [a if a != 8 else 9 for a in args]
+    assert_one_line_error(run_cli(*other), "holds a study with other training")
 
 
 def test_downstream_rejects_unknown_settings_in_one_line(tmp_path, mnist_dir):
