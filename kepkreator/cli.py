@@ -46,16 +46,20 @@ def _sources(ctx, param, values):
     return values
 
 
-_common_data = [
+# Real data in, the same way for train, downstream and tune.
+_data_options = [
     click.option("--class-set", required=True, callback=_class_set,
                  help="digits, letters, letters52, balanced, byclass"),
     click.option("--data", "data", multiple=True, required=True, callback=_sources,
                  help="Training source, repeatable: mnist:train@DIR, emnist-byclass:test@DIR, "
                       "folder@DIR."),
     click.option("--eval-data", multiple=True, callback=_sources,
-                 help="Held-out source(s); removed from training."),
+                 help="Held-out (test) source(s); removed from training."),
     click.option("--holdout", type=click.FloatRange(0, 0.9), default=0.0, show_default=True,
                  help="Without --eval-data: hash-split this fraction off as held-out data."),
+]
+
+_common_data = _data_options + [
     click.option("--out", required=True, type=click.Path(file_okay=False),
                  help="Bundle directory to write."),
     click.option("--epochs", type=click.IntRange(1), default=None),
@@ -180,12 +184,7 @@ def _int_list(ctx, param, value):
 
 
 @cli.command()
-@click.option("--class-set", required=True, callback=_class_set)
-@click.option("--data", multiple=True, required=True, callback=_sources,
-              help="Real training source(s), as for `train`.")
-@click.option("--eval-data", multiple=True, callback=_sources, help="Real test source(s).")
-@click.option("--holdout", type=click.FloatRange(0, 0.9), default=0.0, show_default=True,
-              help="Without --eval-data: the hash-split test fraction (as the bundles used).")
+@_with(_data_options)
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Study directory: reports, generated datasets, subset models, per-run "
                    "results. Re-running resumes.")
@@ -258,12 +257,7 @@ def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_cl
 
 
 @cli.command()
-@click.option("--class-set", required=True, callback=_class_set)
-@click.option("--data", multiple=True, required=True, callback=_sources,
-              help="Training source(s), e.g. folder@my_handwriting (one sub-folder per character).")
-@click.option("--eval-data", multiple=True, callback=_sources,
-              help="Real held-out source(s): the Frechet distance is measured against them.")
-@click.option("--holdout", type=click.FloatRange(0, 0.9), default=0.0, show_default=True)
+@_with(_data_options)
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Search directory: trials, results.csv/.md/.json, best/ bundle. "
                    "Re-running resumes the search.")

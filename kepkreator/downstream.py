@@ -64,9 +64,11 @@ def per_class_subset(data: Dataset, per_class: int, seed: int) -> Dataset:
     return data.subset(pick(data.labels, data.class_set.num_classes, per_class, seed))
 
 
-def first_per_class(data: Dataset, per_class: int) -> Dataset:
-    """The first ``per_class`` samples of each class (generated data is already in random order)."""
-    picks = [np.flatnonzero(data.labels == c)[:per_class]
+def first_per_class(data: Dataset, per_class: int | np.ndarray) -> Dataset:
+    """The first ``per_class`` (one number, or one per class) samples of each class; generated
+    data is already in random order."""
+    wanted = np.broadcast_to(per_class, (data.class_set.num_classes,))
+    picks = [np.flatnonzero(data.labels == c)[:wanted[c]]
              for c in range(data.class_set.num_classes)]
     return data.subset(np.sort(np.concatenate(picks)))
 
@@ -323,10 +325,7 @@ def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
         if setting == "a":
             return train
         if setting == "b":  # the same size and class mix as the real train set
-            counts = train.class_counts()
-            picks = [np.flatnonzero(synthetic["shipped"].labels == c)[:counts[c]]
-                     for c in range(class_set.num_classes)]
-            return synthetic["shipped"].subset(np.sort(np.concatenate(picks)))
+            return first_per_class(synthetic["shipped"], train.class_counts())
         if setting in ("c", "c_aug"):
             return subset
         source = synthetic["shipped" if setting == "d" else "subset"]

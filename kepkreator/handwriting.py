@@ -48,9 +48,11 @@ class TextRenderer:
                 raise KepKreatorError(f"{gen_ref} and {val_ref} have different class sets")
             index = len(self.models)
             self.models.append((generator, validator))
-            for c, char in enumerate(generator.class_set.chars):
-                for variant in {char, char.lower(), char.upper()} if _case_merged(
-                        generator.class_set) else {char}:
+            class_set = generator.class_set
+            for c, char in enumerate(class_set.chars):
+                variants = {char, char.lower(), char.upper()} if char in class_set.case_merged \
+                    else {char}
+                for variant in variants:
                     self.char_map.setdefault(variant, (index, c))
         self._lock = threading.Lock()  # one model call at a time: TF threads already fill cores
 
@@ -102,10 +104,6 @@ class TextRenderer:
                     "candidates": best_of,
                     "candidate_confidence_mean": float(scores[row].mean())})
         return RenderedText(layout(glyphs, gap, space, margin), info)
-
-
-def _case_merged(class_set) -> bool:
-    return class_set.name == "letters"
 
 
 def describe_alphabet(alphabet: str) -> str:

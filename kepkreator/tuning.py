@@ -12,7 +12,7 @@ import csv
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -103,16 +103,15 @@ def _make_tuner_class():
             values = trial.hyperparameters
             cfg = self.cfg
             trial_dir = Path(self.get_trial_dir(trial.trial_id))
-            hp = GANHParams(class_set=cfg.class_set, data=list(cfg.data), out=str(
-                trial_dir / "generator"), eval_data=list(cfg.eval_data), holdout=cfg.holdout,
-                generator_preset=cfg.generator_preset, per_class=cfg.per_class,
-                discriminator_preset=cfg.discriminator_preset, seed=cfg.seed,
-                max_train_samples=cfg.max_train_samples, verbose=cfg.verbose,
-                **define_search_space(values, cfg.search_space))
             # Hyperband hands a budget (tuner/epochs) and, for a promoted trial, its parent.
             epochs = values.values.get("tuner/epochs", cfg.epochs)
             initial_epoch = values.values.get("tuner/initial_epoch", 0)
-            hp = replace(hp, epochs=epochs)
+            hp = GANHParams(class_set=cfg.class_set, data=list(cfg.data), out=str(
+                trial_dir / "generator"), eval_data=list(cfg.eval_data), holdout=cfg.holdout,
+                generator_preset=cfg.generator_preset, per_class=cfg.per_class,
+                discriminator_preset=cfg.discriminator_preset, seed=cfg.seed, epochs=epochs,
+                max_train_samples=cfg.max_train_samples, verbose=cfg.verbose,
+                **define_search_space(values, cfg.search_space))
             keras.utils.set_random_seed(cfg.seed)
             gan = build_gan(hp)
             parent = values.values.get("tuner/trial_id")
