@@ -99,11 +99,16 @@ class GeneratorHandler(_BundleHandler):
     """WorkUnit -> GeneratedBatch: latent draws from the unit's own seed, one model call per unit."""
     kind = "generator"
 
+    def __init__(self, bundle_ref: str, max_units_per_batch: int = 8, intra_op_threads: int = 0,
+                 latent_scale: float = 1.0):
+        super().__init__(bundle_ref, max_units_per_batch, intra_op_threads)
+        self.latent_scale = latent_scale
+
     def run_inference(self, batch: Sequence[WorkUnit], model,
                       inference_args: Optional[dict[str, Any]] = None) -> Iterable[GeneratedBatch]:
         for unit in batch:
             labels = candidate_labels(unit)
-            z = model.sample_latent(unit_rng(unit), unit.candidates)
+            z = model.sample_latent(unit_rng(unit), unit.candidates, self.latent_scale)
             yield GeneratedBatch(unit, labels, model.generate(z, labels))
 
     def get_num_bytes(self, batch: Sequence[WorkUnit]) -> int:

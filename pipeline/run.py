@@ -118,6 +118,8 @@ def check_bundles(job: JobSpec) -> dict:
     if generator.class_set.name != job.class_set:
         raise KepKreatorError(f"spec class_set {job.class_set!r} differs from the bundles' "
                               f"{generator.class_set.name!r}")
+    if job.latent_scale is None:  # resolved here, so the manifest records what was used
+        job.latent_scale = generator.default_latent_scale
     return {kind: {"ref": ref, "path": str(b.path.resolve()), "card_sha256": b.card_sha256,
                    "name": b.card.get("name", "")}
             for kind, ref, b in (("generator", job.generator, generator),
@@ -149,7 +151,7 @@ def build_pipeline(p, job: JobSpec, bundles: dict, out: str, known) -> None:
         progress = Path(tmp) / "progress"
         progress.mkdir(parents=True, exist_ok=True)
     generator = GeneratorHandler(bundles["generator"]["path"], known.max_units_per_batch,
-                                 known.intra_op_threads)
+                                 known.intra_op_threads, job.latent_scale)
     validator = ValidatorHandler(bundles["validator"]["path"], known.max_units_per_batch,
                                  known.intra_op_threads)
 

@@ -26,11 +26,11 @@ POLICIES = ("conditioned", "relabel")
 ORIENTATIONS = ("upright", "emnist")
 KEYS = {"class_set", "generator", "validator", "counts", "seed", "min_confidence", "label_policy",
         "formats", "shards", "split", "orientation", "name", "unit_size", "max_rounds",
-        "max_oversample"}
+        "max_oversample", "latent_scale"}
 # Keys every spec of one job must agree on (one dataset, one generator, one validator).
 SHARED_KEYS = ("class_set", "generator", "validator", "min_confidence", "label_policy", "formats",
                "shards", "split", "orientation", "name", "unit_size", "max_rounds",
-               "max_oversample")
+               "max_oversample", "latent_scale")
 
 
 class SpecError(KepKreatorError):
@@ -54,6 +54,9 @@ class JobSpec:
     unit_size: int = 1024                   # accepted samples a unit aims for (one model call)
     max_rounds: int = 4                     # 1 + top-up rounds
     max_oversample: float = 20.0            # candidates <= this x quota, per unit
+    # z ~ N(0, latent_scale^2). Above 1 the draw reaches past the generator's typical set (more
+    # varied samples, more rejected by the filter); None: the generator card's choice, else 1.
+    latent_scale: float | None = None
     sources: list[dict] = field(default_factory=list)  # per spec file: path, counts, seed
 
     @property
@@ -250,6 +253,11 @@ def parse_spec(data: dict, where: str = "spec", base_dir: Path = Path(".")) -> J
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 10_000:
             _fail(where, f"max_oversample must be a number in [1, 10000], got {value!r}")
         spec.max_oversample = float(value)
+    if "latent_scale" in data:
+        value = data["latent_scale"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 10:
+            _fail(where, f"latent_scale must be a number in (0, 10], got {value!r}")
+        spec.latent_scale = float(value)
     spec.sources = [{"path": where, "seed": spec.seed,
                      "counts": {class_set.chars[c]: n for c, n in spec.counts.items()}}]
     total = sum(spec.counts.values())

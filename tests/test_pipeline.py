@@ -163,6 +163,33 @@ def test_emnist_orientation_transposes_images(dataset, tiny, tmp_path):
     assert not list(flipped.glob("*.tfrecord-*"))
 
 
+def _images(out):
+    table = pq.read_table(Path(out) / "data")
+    return np.stack([np.asarray(Image.open(io.BytesIO(b)))
+                     for b in table.column("image").combine_chunks().field("bytes").to_pylist()])
+
+
+def test_latent_scale_from_spec_or_generator_card(dataset, tiny, tmp_path):
+    out, result = dataset
+    assert result.manifest["spec"]["latent_scale"] == 1.0  # no card choice: the plain normal
+    counts = {"0": 9, "3": 21, "9": 5}
+    spec = tiny_spec(tmp_path / "spec.yaml", tiny, counts=counts, latent_scale=2.5)
+    wide = run(["--spec", str(spec), "--out", str(tmp_path / "wide")])
+    assert wide.manifest["spec"]["latent_scale"] == 2.5
+    assert np.abs(_images(wide.out).astype(int) - _images(out)).mean() > 1
+    # A generator card may carry its own choice; the spec's key, when given, wins.
+    gen = shutil.copytree(tiny[0], tmp_path / "gen")
+    card = json.loads((gen / "card.json").read_text())
+    (gen / "card.json").write_text(json.dumps({**card, "sampling": {"latent_scale": 2.5}}))
+    spec = tiny_spec(tmp_path / "card.yaml", (gen, tiny[1]), counts=counts)
+    from_card = run(["--spec", str(spec), "--out", str(tmp_path / "from_card")])
+    assert from_card.manifest["spec"]["latent_scale"] == 2.5
+    np.testing.assert_array_equal(_images(from_card.out), _images(wide.out))
+    spec = tiny_spec(tmp_path / "override.yaml", (gen, tiny[1]), counts=counts, latent_scale=1)
+    np.testing.assert_array_equal(_images(run(["--spec", str(spec), "--out",
+                                               str(tmp_path / "override")]).out), _images(out))
+
+
 @pytest.mark.skipif(not (ASSETS / "digits" / "generator" / "card.json").exists(),
                     reason="shipped digits bundles not built yet")
 def test_shipped_digits_conditioned_filter(tmp_path):
@@ -189,6 +216,7 @@ BAD = [
     ({"counts": {"per_class": 10_000_001}}, "must be at most 10,000,000"),
     ({"flavour": 1}, "unknown key 'flavour'"),
     ({"formats": ["csv"]}, "unknown format 'csv'"),
+    ({"latent_scale": 0}, "latent_scale must be a number in (0, 10]"),
     ({"generator": "/nonexistent/bundle"}, "bundle not found"),
     ({"counts": {"balance_to": {"labels": "missing.idx", "target": 9}}}, "balance_to labels not found"),
 ]

@@ -160,8 +160,14 @@ class Generator(Bundle):
     def latent_dim(self) -> int:
         return int(self.signature["latent_dim"])
 
-    def sample_latent(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        return rng.standard_normal((n, self.latent_dim), dtype=np.float32)
+    @property
+    def default_latent_scale(self) -> float:
+        """The card's sampling choice (see ``kepkreator downstream --latent-scales``), else 1."""
+        return float(self.card.get("sampling", {}).get("latent_scale", 1.0))
+
+    def sample_latent(self, rng: np.random.Generator, n: int, scale: float = 1.0) -> np.ndarray:
+        z = rng.standard_normal((n, self.latent_dim), dtype=np.float32)
+        return z if scale == 1.0 else z * np.float32(scale)
 
     def model_inputs(self, z: np.ndarray, labels: np.ndarray) -> list[np.ndarray]:
         sig = self.signature
