@@ -183,6 +183,31 @@ def _int_list(ctx, param, value):
                                  ctx, param) from None
 
 
+def _generate_with_pipeline(spec: dict, directory: Path) -> Path:
+    """The studies' synthetic data comes from the real pipeline, read back from its output."""
+    from kepkreator.errors import KepKreatorError
+    from pipeline.run import run
+    spec_file = directory.parent / f"{directory.name}.spec.json"
+    spec_file.parent.mkdir(parents=True, exist_ok=True)
+    spec_file.write_text(json.dumps(spec, indent=2) + "\n")
+    result = run(["--spec", str(spec_file), "--out", str(directory), "--overwrite"])
+    if result.failed:
+        raise KepKreatorError(result.failed)
+    return Path(result.out)
+
+
+_study_options = [
+    click.option("--seeds", default="0,1,2", show_default=True, callback=_int_list),
+    click.option("--generator", default="",
+                 help="Generator for b and d (default: the shipped one)."),
+    click.option("--validator", default="",
+                 help="Validator for b and d (default: the shipped one)."),
+    click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.9, show_default=True),
+    click.option("--steps", type=click.IntRange(1), default=1500, show_default=True,
+                 help="Reference classifier updates, the same for every setting."),
+]
+
+
 @cli.command()
 @_with(_data_options)
 @click.option("--out", required=True, type=click.Path(file_okay=False),
@@ -190,16 +215,14 @@ def _int_list(ctx, param, value):
                    "results. Re-running resumes.")
 @click.option("--settings", default=",".join(["a", "b", "c", "c_aug", "d", "e", "e_aug"]),
               show_default=True, help="Which settings to run.")
-@click.option("--seeds", default="0,1,2", show_default=True, callback=_int_list)
+@_with(_study_options)
 @click.option("--per-class", type=click.IntRange(1), default=200, show_default=True,
               help="Real samples per class in the low-data settings (c, c_aug, d, e).")
 @click.option("--synthetic-per-class", type=click.IntRange(1), default=2000, show_default=True,
               help="Synthetic samples per class added to the subset in d and e.")
-@click.option("--generator", default="", help="Generator for b and d (default: the shipped one).")
-@click.option("--validator", default="", help="Validator for b and d (default: the shipped one).")
-@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.9, show_default=True)
-@click.option("--steps", type=click.IntRange(1), default=1500, show_default=True,
-              help="Reference classifier updates, the same for every setting.")
+@click.option("--latent-scale", type=click.FloatRange(0, 10, min_open=True), default=None,
+              help="z ~ N(0, s^2) for every generated set (default: the b/d generator card's "
+                   "choice, see tune-sampling).")
 @click.option("--subset-validator-epochs", type=click.IntRange(1), default=40, show_default=True)
 @click.option("--subset-gan-epochs", type=click.IntRange(1), default=120, show_default=True)
 @click.option("--subset-gan-batch-size", type=click.IntRange(1), default=64, show_default=True)
@@ -211,13 +234,12 @@ def _int_list(ctx, param, value):
               help="Also record the summary in the card of the generator used for b and d.")
 def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_class,
                synthetic_per_class, generator, validator, min_confidence, steps,
-               subset_validator_epochs, subset_gan_epochs, subset_gan_batch_size, subset_presets,
-               subset_aux_weight, update_card):
+               latent_scale, subset_validator_epochs, subset_gan_epochs, subset_gan_batch_size,
+               subset_presets, subset_aux_weight, update_card):
     """Is the synthetic data worth training on? A fixed reference classifier per setting, tested
     on real data: full real (a), synthetic only (b), a small real subset (c, c_aug), the subset
     plus synthetic from the shipped generator (d) or from one trained on the subset alone (e)."""
     from kepkreator.downstream import DownstreamConfig, ReferenceTraining, run_study
-    from kepkreator.errors import KepKreatorError
     presets = subset_presets.split(",")
     if len(presets) != 3:
         raise click.BadParameter("needs three comma-separated presets",
@@ -230,19 +252,9 @@ def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_cl
         subset_validator_epochs=subset_validator_epochs, subset_gan_epochs=subset_gan_epochs,
         subset_gan_batch_size=subset_gan_batch_size, subset_validator_preset=presets[0],
         subset_generator_preset=presets[1], subset_discriminator_preset=presets[2],
-        subset_aux_weight=subset_aux_weight)
+        subset_aux_weight=subset_aux_weight, latent_scale=latent_scale)
 
-    def generate_with_pipeline(spec: dict, directory: Path) -> Path:
-        from pipeline.run import run
-        spec_file = directory.parent / f"{directory.name}.spec.json"
-        spec_file.parent.mkdir(parents=True, exist_ok=True)
-        spec_file.write_text(json.dumps(spec, indent=2) + "\n")
-        result = run(["--spec", str(spec_file), "--out", str(directory), "--overwrite"])
-        if result.failed:
-            raise KepKreatorError(result.failed)
-        return Path(result.out)
-
-    report = run_study(cfg, generate_with_pipeline, log=lambda m: click.echo(m, err=True))
+    report = run_study(cfg, _generate_with_pipeline, log=lambda m: click.echo(m, err=True))
     if update_card:
         from kepkreator.downstream import card_summary
         from kepkreator.evaluate import record_in_card
@@ -254,6 +266,41 @@ def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_cl
     missed = [c["target"] for c in report["checks"] if not c["met"]]
     if missed:
         click.echo("missed: " + "; ".join(missed), err=True)
+
+
+@cli.command("tune-sampling")
+@_with(_data_options)
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Scan directory: sampling.json/.md, one generated set per scale, per-run "
+                   "results. Re-running resumes.")
+@_with(_study_options)
+@click.option("--scales", default="1,1.5,2,2.5,3", show_default=True,
+              help="Latent scales to try, comma-separated.")
+@click.option("--update-card", is_flag=True,
+              help="Record the chosen scale in the generator's card: the pipeline's default.")
+def tune_sampling(class_set, data, eval_data, holdout, out, seeds, generator, validator,
+                  min_confidence, steps, scales, update_card):
+    """Choose the generator's latent scale by the Classification Accuracy Score on held-out real
+    validation data (--holdout of the training source; the test set stays unseen)."""
+    from kepkreator.downstream import (DownstreamConfig, ReferenceTraining, sampling_card_entry,
+                                       scan_latent_scales)
+    try:
+        scale_list = tuple(float(v) for v in scales.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{scales!r} is not a comma-separated list of numbers",
+                                 param_hint="--scales") from None
+    cfg = DownstreamConfig(class_set=class_set, data=list(data), eval_data=list(eval_data),
+                           holdout=holdout, out=out, settings=("b",), seeds=seeds,
+                           generator=generator, validator=validator,
+                           min_confidence=min_confidence, training=ReferenceTraining(steps=steps))
+    report = scan_latent_scales(cfg, scale_list, _generate_with_pipeline,
+                                log=lambda m: click.echo(m, err=True))
+    if update_card:
+        from kepkreator.evaluate import record_in_card
+        from kepkreator.models.bundle import resolve_bundle_path
+        record_in_card(resolve_bundle_path(generator or f"default:{class_set}", "generator"),
+                       sampling_card_entry(report), key="sampling", section=None)
+    click.echo((Path(out) / "sampling.md").read_text())
 
 
 @cli.command()

@@ -14,7 +14,7 @@ size and optimiser, so that only the training data differs between settings.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -232,6 +232,14 @@ class DownstreamConfig:
     subset_discriminator_preset: str = "default"
     subset_aux_weight: float = 1.0  # lower: less pull towards prototypes, more diverse samples
     generation_seed: int = 0
+    # z ~ N(0, latent_scale^2) for every generated set; None: the b/d generator card's choice
+    # (``kepkreator tune-sampling``), resolved before the study starts so study.json records it.
+    latent_scale: float | None = None
+
+
+def _card_latent_scale(generator: str, class_set: str) -> float:
+    from kepkreator.models.bundle import load_bundle
+    return load_bundle(generator or f"default:{class_set}", "generator").default_latent_scale
 
 
 def _generated(generate: GenerateFn, spec: dict, out: Path, class_set: str, log) -> Dataset:
@@ -295,6 +303,8 @@ def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
                         f"(known: {', '.join(SETTINGS)})")
     class_set = get_class_set(cfg.class_set)
     out = Path(cfg.out)
+    if cfg.latent_scale is None:
+        cfg = replace(cfg, latent_scale=_card_latent_scale(cfg.generator, class_set.name))
     _check_same_study(cfg, out)
     train, test, data_info = split_data(list(cfg.data), class_set.name, cfg.holdout,
                                         list(cfg.eval_data), cfg.split_seed)
@@ -302,7 +312,8 @@ def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
         raise DataError("the study needs real test data: give --eval-data or --holdout")
     subset = per_class_subset(train, cfg.per_class, cfg.subset_seed)
     spec_base = dict(class_set=class_set.name, min_confidence=cfg.min_confidence,
-                     seed=cfg.generation_seed, formats=["parquet"], shards=4)
+                     seed=cfg.generation_seed, formats=["parquet"], shards=4,
+                     latent_scale=cfg.latent_scale)
     synthetic = {}
     if {"b", "d"} & set(cfg.settings):
         counts = train.class_counts() if "b" in cfg.settings else \
@@ -357,3 +368,75 @@ def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
         + markdown_table(summary, checks) + "\n\n## Per class (mean accuracy %)\n\n"
         + per_class_markdown(summary) + "\n")
     return report
+
+
+# ----------------------------------------------------------------------------------------------
+# Choosing the latent scale. The filter rejects what the validator doubts, so the generator can be
+# sampled wider than its training prior (the opposite of truncation): more varied accepted data,
+# at the price of more rejected candidates. Chosen by CAS on held-out *validation* data carved
+# from the training source, never on the test set the study reports.
+
+def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generate: GenerateFn,
+                       log=print) -> dict:
+    """Setting b (synthetic only, the real train set's size) per latent scale, tested on the
+    --holdout part of the training source; every scale x seed is cached like the study's runs."""
+    from kepkreator.training.common import split_data, write_json
+    if cfg.eval_data or not cfg.holdout:
+        raise DataError("the scan chooses on validation data: give --holdout and no --eval-data, "
+                        "so the test set stays unseen")
+    if not scales or min(scales) <= 0:
+        raise DataError(f"latent scales must be positive numbers, got {list(scales)}")
+    class_set = get_class_set(cfg.class_set)
+    out = Path(cfg.out)
+    _check_same_study(replace(cfg, latent_scale=None), out)
+    train, validation, data_info = split_data(list(cfg.data), class_set.name, cfg.holdout, [],
+                                              cfg.split_seed)
+    counts = train.class_counts()
+    rows = []
+    for scale in scales:
+        spec = dict(class_set=class_set.name, min_confidence=cfg.min_confidence,
+                    seed=cfg.generation_seed, formats=["parquet"], shards=4, latent_scale=scale,
+                    generator=cfg.generator or f"default:{class_set.name}",
+                    validator=cfg.validator or f"default:{class_set.name}",
+                    counts={class_set.chars[c]: int(n) for c, n in enumerate(counts)})
+        where = out / f"synthetic-scale{scale:g}"
+        synthetic = first_per_class(_generated(generate, spec, where, class_set.name, log), counts)
+        generated = json.loads((where / "metrics.json").read_text())
+        accs = []
+        for seed in cfg.seeds:
+            cached = out / "runs" / f"scale{scale:g}-seed{seed}.json"
+            if cached.is_file():
+                result = json.loads(cached.read_text())
+            else:
+                result = train_and_test(synthetic, validation, seed, schedule=cfg.training)
+                write_json(cached, result)
+            log(f"latent scale {scale:g}, seed {seed}: validation accuracy "
+                f"{100 * result['accuracy']:.2f}%")
+            accs.append(result["accuracy"])
+        rows.append({"latent_scale": scale, "cas_mean": float(np.mean(accs)),
+                     "cas_spread": float(np.max(accs) - np.min(accs)), "seeds": len(accs),
+                     "acceptance_rate": generated["accepted"] / max(generated["generated"], 1)})
+    best = max(rows, key=lambda r: r["cas_mean"])
+    report = {"config": asdict(cfg), "data": data_info, "validation_samples": len(validation),
+              "scales": rows, "best_latent_scale": best["latent_scale"]}
+    write_json(out / "sampling.json", report)
+    lines = ["| latent scale | acceptance rate | CAS on validation, mean ± half-spread |",
+             "|---|---|---|"]
+    lines += [f"| {r['latent_scale']:g}{' (chosen)' if r is best else ''} | "
+              f"{100 * r['acceptance_rate']:.1f}% | {100 * r['cas_mean']:.2f}% ± "
+              f"{100 * r['cas_spread'] / 2:.2f} ({r['seeds']} seeds) |" for r in rows]
+    (out / "sampling.md").write_text(
+        f"# Latent scale scan: {class_set.name}\n\nSynthetic-only reference classifier "
+        f"({len(synthetic):,} samples, {cfg.training.steps} steps), tested on "
+        f"{len(validation):,} held-out real validation images; min_confidence "
+        f"{cfg.min_confidence}.\n\n" + "\n".join(lines) + "\n")
+    return report
+
+
+def sampling_card_entry(report: dict) -> dict:
+    cfg = report["config"]
+    return {"latent_scale": report["best_latent_scale"], "min_confidence": cfg["min_confidence"],
+            "chosen_by": "highest CAS (synthetic-only reference classifier) on held-out real "
+                         "validation data; `kepkreator tune-sampling`",
+            "validation": {k: cfg[k] for k in ("data", "holdout", "split_seed")},
+            "validation_samples": report["validation_samples"], "scan": report["scales"]}

@@ -54,12 +54,14 @@ def evaluate_generator(generator_ref, validator_ref, per_class: int = 1000, seed
     return report
 
 
-def record_in_card(bundle_path: str | Path, report: dict, key: str = "evaluation") -> None:
-    """Put an evaluation into the bundle's card, so the numbers travel with the weights."""
+def record_in_card(bundle_path: str | Path, report: dict, key: str = "evaluation",
+                   section: str | None = "metrics") -> None:
+    """Put an evaluation into the bundle's card, so the numbers travel with the weights;
+    ``section=None`` puts it at the top level (``sampling``, which the pipeline reads)."""
     card_path = Path(bundle_path) / CARD_NAME
     card = json.loads(card_path.read_text())
     summary = {k: v for k, v in report.items() if k not in ("generator",)}
-    card.setdefault("metrics", {})[key] = summary
+    (card.setdefault(section, {}) if section else card)[key] = summary
     card_path.write_text(json.dumps(card, indent=2) + "\n")
 
 

@@ -102,3 +102,32 @@ def test_downstream_rejects_unknown_settings_in_one_line(tmp_path, mnist_dir):
                      "--eval-data", f"mnist:test@{mnist_dir}", "--out", tmp_path / "s",
                      "--settings", "a,z")
     assert_one_line_error(result, "unknown setting(s) z")
+
+
+def test_tune_sampling_chooses_on_validation_and_sets_the_pipeline_default(tmp_path, mnist_dir):
+    small = _small_mnist(tmp_path / "mnist", mnist_dir)
+    gen, val = make_tiny_bundles(tmp_path)
+    scan = tmp_path / "scan"
+    args = ["tune-sampling", "--class-set", "digits", "--data", f"mnist:train@{small}",
+            "--holdout", 0.25, "--out", scan, "--seeds", "0", "--scales", "1,3", "--steps", 8,
+            "--generator", gen, "--validator", val, "--min-confidence", 0, "--update-card"]
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((scan / "sampling.json").read_text())
+    rows = {r["latent_scale"]: r for r in report["scales"]}
+    assert set(rows) == {1.0, 3.0} and 0 < report["validation_samples"] < 400
+    best = max(rows.values(), key=lambda r: r["cas_mean"])["latent_scale"]
+    assert report["best_latent_scale"] == best and "(chosen)" in result.stdout
+    for scale in (1, 3):  # each scale's data came out of the pipeline with that scale
+        manifest = json.loads((scan / f"synthetic-scale{scale}" / "manifest.json").read_text())
+        assert manifest["spec"]["latent_scale"] == scale
+    card = json.loads((gen / "card.json").read_text())
+    assert card["sampling"]["latent_scale"] == best and len(card["sampling"]["scan"]) == 2
+    # The card's choice is now the pipeline's default for this generator.
+    spec = write_spec(tmp_path / "spec.yaml", class_set="digits", generator=str(gen),
+                      validator=str(val), counts={"per_class": 3}, min_confidence=0)
+    assert run(["--spec", str(spec), "--out", str(tmp_path / "out")]).manifest["spec"][
+        "latent_scale"] == best
+    # Choosing on the test set would leak it into the reported numbers: refused.
+    leak = [a for a in args if a not in ("--holdout", 0.25)] + ["--eval-data", f"mnist:test@{small}"]
+    assert_one_line_error(run_cli(*leak), "the scan chooses on validation data")
