@@ -14,7 +14,7 @@ digits)
   $KK train validator --class-set digits --data mnist:train@$M --eval-data mnist:test@$M \
       --out $A/digits/validator --workdir runs/digits/validator.work --epochs 12 --seed 0
   $KK train gan --class-set digits --data mnist:train@$M --eval-data mnist:test@$M \
-      --out $A/digits/generator --workdir runs/digits/generator.work --epochs 8 --seed 0
+      --out $A/digits/generator --workdir runs/digits/generator.work --epochs 16 --seed 0
   $KK evaluate --generator $A/digits/generator --validator $A/digits/validator -n 10000 \
       --real mnist:test@$M --update-card --json-out runs/digits/evaluation.json
   ;;

@@ -424,7 +424,8 @@ def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generat
              "|---|---|---|"]
     lines += [f"| {r['latent_scale']:g}{' (chosen)' if r is best else ''} | "
               f"{100 * r['acceptance_rate']:.1f}% | {100 * r['cas_mean']:.2f}% ± "
-              f"{100 * r['cas_spread'] / 2:.2f} ({r['seeds']} seeds) |" for r in rows]
+              f"{100 * r['cas_spread'] / 2:.2f} ({r['seeds']} seed{'s' * (r['seeds'] > 1)}) |"
+              for r in rows]
     (out / "sampling.md").write_text(
         f"# Latent scale scan: {class_set.name}\n\nSynthetic-only reference classifier "
         f"({len(synthetic):,} samples, {cfg.training.steps} steps), tested on "

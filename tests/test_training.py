@@ -80,3 +80,17 @@ def test_diff_augment_shifts_whole_pixels_and_cuts_out_background():
     assert len(offsets) > 5 and all(9 <= r <= 15 and 9 <= c <= 15 for r, c in offsets)
     cut = diff_augment(tf.ones((64, 28, 28, 1)), seeds, shift=0).numpy()
     assert ((cut == -1).sum(axis=(1, 2, 3)) > 0).mean() > 0.9  # a square set to background
+
+
+def test_real_augment_changes_what_the_gan_sees_and_only_then(mnist_dir, tmp_path):
+    from kepkreator.data import load_sources
+    from kepkreator.training.gan import gan_dataset
+    data = load_sources([f"mnist:test@{mnist_dir}"], "digits").subset(np.arange(64))
+    hp = GANHParams(class_set="digits", data=[], out=str(tmp_path), batch_size=64)
+    plain = next(iter(gan_dataset(data, hp)))[0].numpy()
+    hp.real_augment = True
+    widened = [next(iter(gan_dataset(data, hp)))[0].numpy() for _ in range(2)]
+    # Same images in the same order (the shuffle is seeded), moved: each draw differently.
+    assert widened[0].shape == plain.shape and widened[0].min() >= -1.0001
+    assert np.abs(widened[0] - plain).mean() > 0.01 and np.abs(widened[0] - widened[1]).mean() > 0.01
+    assert np.abs(widened[0].mean() - plain.mean()) < 0.05  # ink moved, not invented

@@ -39,6 +39,9 @@ class GANHParams:
     beta_1: float = 0.5
     aux_weight: float = 1.0
     diff_augment: bool = False  # translate + cut out what D sees (real and fake): for small data
+    # Classic shifts/rotations/zoom on the real images themselves: unlike DiffAugment this leaks
+    # into what G learns, on purpose — a small set's generator then also covers its variants.
+    real_augment: bool = False
     ema_decay: float = 0.999
     seed: int = 0
     split_seed: int = 0
@@ -206,9 +209,14 @@ def generator_overrides(hp: GANHParams) -> dict:
 
 def gan_dataset(train, hp: GANHParams):
     import tensorflow as tf
-    return (tf.data.Dataset.from_tensor_slices((to_model_input(train.images), train.labels))
-            .shuffle(len(train), seed=hp.seed).batch(hp.batch_size, drop_remainder=True)
-            .prefetch(tf.data.AUTOTUNE))
+    data = (tf.data.Dataset.from_tensor_slices((to_model_input(train.images), train.labels))
+            .shuffle(len(train), seed=hp.seed).batch(hp.batch_size, drop_remainder=True))
+    if hp.real_augment:
+        from kepkreator.training.common import classic_augmentation
+        augmenter = classic_augmentation()
+        data = data.map(lambda x, y: (augmenter(x, training=True), y),
+                        num_parallel_calls=tf.data.AUTOTUNE)
+    return data.prefetch(tf.data.AUTOTUNE)
 
 
 def generator_card(hp: GANHParams, gan, data_info: dict) -> dict:
