@@ -276,11 +276,23 @@ def _subset_models(cfg: DownstreamConfig, out: Path, log) -> tuple[Path, Path]:
     return generator, validator
 
 
+def _model_fingerprints(cfg: DownstreamConfig) -> dict:
+    """The weights behind the b/d bundle references: "default:digits" names whatever is shipped
+    today, so a resumed study compares weight hashes, not names (cards change, weights must not)."""
+    from kepkreator.models.bundle import read_card, resolve_bundle_path, sha256_file
+    fingerprints = {}
+    for kind, ref in (("generator", cfg.generator), ("validator", cfg.validator)):
+        path = resolve_bundle_path(ref or f"default:{cfg.class_set}", kind)
+        fingerprints[kind] = sha256_file(path / read_card(path)["model_file"])
+    return fingerprints
+
+
 def _check_same_study(cfg: DownstreamConfig, out: Path) -> None:
-    """Resuming reuses finished runs and datasets, so they must come from the same protocol;
-    only the settings and seeds may grow between runs."""
+    """Resuming reuses finished runs and datasets, so they must come from the same protocol and
+    the same b/d weights; only the settings and seeds may grow between runs."""
     protocol = json.loads(json.dumps({k: v for k, v in asdict(cfg).items()
                                       if k not in ("settings", "seeds", "out")}))
+    protocol["model_sha256"] = _model_fingerprints(cfg)
     recorded = out / "study.json"
     if recorded.is_file():
         before = json.loads(recorded.read_text())

@@ -95,6 +95,12 @@ def test_downstream_command_runs_every_setting_and_resumes(tmp_path, mnist_dir):
     # Another protocol in the same directory would silently mix results: refused by name.
     other = [a if a != 8 else 9 for a in args]
     assert_one_line_error(run_cli(*other), "holds a study with other training")
+    # So would other weights under the same generator path (default:NAME changes with releases).
+    import keras
+    from kepkreator.models.networks import build_generator
+    keras.utils.set_random_seed(8)
+    build_generator(10, "tiny").save(gen / "model.keras")
+    assert_one_line_error(run_cli(*args), "holds a study with other model_sha256")
 
 
 def test_downstream_rejects_unknown_settings_in_one_line(tmp_path, mnist_dir):
