@@ -163,9 +163,9 @@ def check_targets(summary: dict) -> list[dict]:
 def card_summary(report: dict) -> dict:
     """What a model card keeps of a study: the protocol, means and spreads, the target checks."""
     cfg = report["config"]
-    return {"protocol": {k: cfg[k] for k in ("per_class", "seeds", "synthetic_per_class",
-                                             "min_confidence", "training", "data",
-                                             "eval_data", "holdout")},
+    return {"protocol": {k: cfg.get(k) for k in ("per_class", "seeds", "synthetic_per_class",
+                                                 "min_confidence", "latent_scale", "training",
+                                                 "data", "eval_data", "holdout")},
             "test_samples": report["test_samples"],
             "settings": {name: {k: row[k] for k in ("description", "train_samples",
                                                      "accuracy_mean", "accuracy_spread", "seeds")}
