@@ -167,6 +167,7 @@ def card_summary(report: dict) -> dict:
                                                  "min_confidence", "latent_scale", "training",
                                                  "data", "eval_data", "holdout")},
             "test_samples": report["test_samples"],
+            "latent_scales": report.get("latent_scales", {}),
             "settings": {name: {k: row[k] for k in ("description", "train_samples",
                                                      "accuracy_mean", "accuracy_spread", "seeds")}
                          for name, row in report["settings"].items()},
@@ -232,8 +233,9 @@ class DownstreamConfig:
     subset_discriminator_preset: str = "default"
     subset_aux_weight: float = 1.0  # lower: less pull towards prototypes, more diverse samples
     generation_seed: int = 0
-    # z ~ N(0, latent_scale^2) for every generated set; None: the b/d generator card's choice
-    # (``kepkreator tune-sampling``), resolved before the study starts so study.json records it.
+    # z ~ N(0, latent_scale^2) for every generated set; None: each generator at its card's choice
+    # (``kepkreator tune-sampling``; the subset-only generator has none, so 1): a scale chosen on
+    # the full data's validation split must not steer the low-data chain.
     latent_scale: float | None = None
 
 
@@ -287,12 +289,13 @@ def _model_fingerprints(cfg: DownstreamConfig) -> dict:
     return fingerprints
 
 
-def _check_same_study(cfg: DownstreamConfig, out: Path) -> None:
-    """Resuming reuses finished runs and datasets, so they must come from the same protocol and
-    the same b/d weights; only the settings and seeds may grow between runs."""
+def _check_same_study(cfg: DownstreamConfig, out: Path, resolved: dict | None = None) -> None:
+    """Resuming reuses finished runs and datasets, so they must come from the same protocol, the
+    same b/d weights and the same resolved defaults; only settings and seeds may grow."""
     protocol = json.loads(json.dumps({k: v for k, v in asdict(cfg).items()
                                       if k not in ("settings", "seeds", "out")}))
     protocol["model_sha256"] = _model_fingerprints(cfg)
+    protocol.update(resolved or {})
     recorded = out / "study.json"
     if recorded.is_file():
         before = json.loads(recorded.read_text())
@@ -315,27 +318,30 @@ def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
                         f"(known: {', '.join(SETTINGS)})")
     class_set = get_class_set(cfg.class_set)
     out = Path(cfg.out)
-    if cfg.latent_scale is None:
-        cfg = replace(cfg, latent_scale=_card_latent_scale(cfg.generator, class_set.name))
-    _check_same_study(cfg, out)
+    shipped_scale = cfg.latent_scale or _card_latent_scale(cfg.generator, class_set.name)
+    _check_same_study(cfg, out, {"b_d_latent_scale": shipped_scale})
     train, test, data_info = split_data(list(cfg.data), class_set.name, cfg.holdout,
                                         list(cfg.eval_data), cfg.split_seed)
     if test is None:
         raise DataError("the study needs real test data: give --eval-data or --holdout")
     subset = per_class_subset(train, cfg.per_class, cfg.subset_seed)
     spec_base = dict(class_set=class_set.name, min_confidence=cfg.min_confidence,
-                     seed=cfg.generation_seed, formats=["parquet"], shards=4,
-                     latent_scale=cfg.latent_scale)
+                     seed=cfg.generation_seed, formats=["parquet"], shards=4)
+    if cfg.latent_scale:
+        spec_base["latent_scale"] = cfg.latent_scale
+    latent_scales = {}
     synthetic = {}
     if {"b", "d"} & set(cfg.settings):
         counts = train.class_counts() if "b" in cfg.settings else \
             np.full(class_set.num_classes, cfg.synthetic_per_class)
         counts = np.maximum(counts, cfg.synthetic_per_class if "d" in cfg.settings else 0)
-        spec = spec_base | dict(generator=cfg.generator or f"default:{class_set.name}",
+        spec = spec_base | dict(latent_scale=shipped_scale,
+                                generator=cfg.generator or f"default:{class_set.name}",
                                 validator=cfg.validator or f"default:{class_set.name}",
                                 counts={class_set.chars[c]: int(n) for c, n in enumerate(counts)})
         synthetic["shipped"] = _generated(generate, spec, out / "synthetic-shipped", class_set.name,
                                           log)
+        latent_scales["b_d"] = shipped_scale
     if {"e", "e_aug"} & set(cfg.settings):
         generator, validator = _subset_models(cfg, out / "subset-models", log)
         spec = spec_base | dict(generator=str(generator.resolve()),
@@ -343,6 +349,8 @@ def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
                                 counts={ch: cfg.synthetic_per_class for ch in class_set.chars})
         synthetic["subset"] = _generated(generate, spec, out / "synthetic-subset", class_set.name,
                                          log)
+        manifest = json.loads((out / "synthetic-subset" / "manifest.json").read_text())
+        latent_scales["e"] = manifest["spec"]["latent_scale"]  # what the pipeline resolved
 
     def training_set(setting: str) -> Dataset:
         if setting == "a":
@@ -371,12 +379,14 @@ def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
     summary = summarise(runs)
     checks = check_targets(summary)
     report = {"config": asdict(cfg), "data": data_info, "test_samples": len(test),
-              "subset_samples": len(subset), "settings": summary, "checks": checks}
+              "subset_samples": len(subset), "latent_scales": latent_scales,
+              "settings": summary, "checks": checks}
     write_json(out / "downstream.json", report)
     (out / "downstream.md").write_text(
         f"# Downstream study: {class_set.name}\n\nReference classifier: "
         f"{cfg.training.steps} steps of batch {cfg.training.batch_size}, tested on "
-        f"{len(test):,} real images; subset {cfg.per_class} per class.\n\n"
+        f"{len(test):,} real images; subset {cfg.per_class} per class; latent scale "
+        + (", ".join(f"{k} {v:g}" for k, v in latent_scales.items()) or "-") + ".\n\n"
         + markdown_table(summary, checks) + "\n\n## Per class (mean accuracy %)\n\n"
         + per_class_markdown(summary) + "\n")
     return report

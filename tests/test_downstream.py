@@ -58,6 +58,8 @@ def _small_mnist(root, mnist_dir, train_per_class=40, test_per_class=20):
 def test_downstream_command_runs_every_setting_and_resumes(tmp_path, mnist_dir):
     small = _small_mnist(tmp_path / "mnist", mnist_dir)
     gen, val = make_tiny_bundles(tmp_path)
+    card = json.loads((gen / "card.json").read_text())  # as if tune-sampling had chosen 2.5
+    (gen / "card.json").write_text(json.dumps({**card, "sampling": {"latent_scale": 2.5}}))
     study = tmp_path / "study"
     args = ["downstream", "--class-set", "digits", "--data", f"mnist:train@{small}",
             "--eval-data", f"mnist:test@{small}", "--out", study, "--seeds", "0,1",
@@ -76,6 +78,8 @@ def test_downstream_command_runs_every_setting_and_resumes(tmp_path, mnist_dir):
     assert settings["d"]["train_samples"] == settings["e"]["train_samples"] == 100 + 150
     assert settings["c_aug"]["runs"][0]["augment"] and not settings["c"]["runs"][0]["augment"]
     assert report["test_samples"] == 200 and len(report["checks"]) == 3
+    # Each generator at its own card's scale: the subset-only one has no choice, so 1.
+    assert report["latent_scales"] == {"b_d": 2.5, "e": 1.0}
     # The synthetic data went through the pipeline and was read back from its Parquet output.
     for name in ("synthetic-shipped", "synthetic-subset"):
         assert (study / name / "manifest.json").is_file() and list((study / name / "data").glob("*.parquet"))
