@@ -225,8 +225,8 @@ _study_options = [
 @click.option("--synthetic-per-class", type=click.IntRange(1), default=2000, show_default=True,
               help="Synthetic samples per class added to the subset in d and e.")
 @click.option("--latent-scale", type=click.FloatRange(0, 10, min_open=True), default=None,
-              help="z ~ N(0, s^2) for every generated set (default: the b/d generator card's "
-                   "choice, see tune-sampling).")
+              help="z ~ N(0, s^2) for every generated set (default: each generator at its own "
+                   "card's choice, see tune-sampling; the subset-only one has none: 1).")
 @click.option("--subset-validator-epochs", type=click.IntRange(1), default=40, show_default=True)
 @click.option("--subset-gan-epochs", type=click.IntRange(1), default=120, show_default=True)
 @click.option("--subset-gan-batch-size", type=click.IntRange(1), default=64, show_default=True)

@@ -162,7 +162,7 @@ class Generator(Bundle):
 
     @property
     def default_latent_scale(self) -> float:
-        """The card's sampling choice (see ``kepkreator downstream --latent-scales``), else 1."""
+        """The card's sampling choice (``kepkreator tune-sampling``), else 1."""
         return float(self.card.get("sampling", {}).get("latent_scale", 1.0))
 
     def sample_latent(self, rng: np.random.Generator, n: int, scale: float = 1.0) -> np.ndarray:
