@@ -14,7 +14,7 @@ size and optimiser, so that only the training data differs between settings.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -240,8 +240,19 @@ class DownstreamConfig:
 
 
 def _card_latent_scale(generator: str, class_set: str) -> float:
-    from kepkreator.models.bundle import load_bundle
-    return load_bundle(generator or f"default:{class_set}", "generator").default_latent_scale
+    """Read from the card alone: no model load for one number."""
+    from kepkreator.models.bundle import card_latent_scale, read_card, resolve_bundle_path
+    return card_latent_scale(read_card(resolve_bundle_path(generator or f"default:{class_set}",
+                                                           "generator")))
+
+
+def _pipeline_spec(cfg: DownstreamConfig, class_set: ClassSet, counts, **fields) -> dict:
+    """One generation job of a study or scan; ``fields`` add or override spec keys."""
+    return dict(class_set=class_set.name, min_confidence=cfg.min_confidence,
+                seed=cfg.generation_seed, formats=["parquet"], shards=4,
+                generator=cfg.generator or f"default:{class_set.name}",
+                validator=cfg.validator or f"default:{class_set.name}",
+                counts={class_set.chars[c]: int(n) for c, n in enumerate(counts)}) | fields
 
 
 def _generated(generate: GenerateFn, spec: dict, out: Path, class_set: str, log) -> Dataset:
@@ -325,28 +336,24 @@ def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
     if test is None:
         raise DataError("the study needs real test data: give --eval-data or --holdout")
     subset = per_class_subset(train, cfg.per_class, cfg.subset_seed)
-    spec_base = dict(class_set=class_set.name, min_confidence=cfg.min_confidence,
-                     seed=cfg.generation_seed, formats=["parquet"], shards=4)
-    if cfg.latent_scale:
-        spec_base["latent_scale"] = cfg.latent_scale
+    # An explicit --latent-scale applies to every set; otherwise the pipeline asks each card.
+    explicit = {"latent_scale": cfg.latent_scale} if cfg.latent_scale else {}
     latent_scales = {}
     synthetic = {}
     if {"b", "d"} & set(cfg.settings):
         counts = train.class_counts() if "b" in cfg.settings else \
             np.full(class_set.num_classes, cfg.synthetic_per_class)
         counts = np.maximum(counts, cfg.synthetic_per_class if "d" in cfg.settings else 0)
-        spec = spec_base | dict(latent_scale=shipped_scale,
-                                generator=cfg.generator or f"default:{class_set.name}",
-                                validator=cfg.validator or f"default:{class_set.name}",
-                                counts={class_set.chars[c]: int(n) for c, n in enumerate(counts)})
+        spec = _pipeline_spec(cfg, class_set, counts, latent_scale=shipped_scale)
         synthetic["shipped"] = _generated(generate, spec, out / "synthetic-shipped", class_set.name,
                                           log)
         latent_scales["b_d"] = shipped_scale
     if {"e", "e_aug"} & set(cfg.settings):
         generator, validator = _subset_models(cfg, out / "subset-models", log)
-        spec = spec_base | dict(generator=str(generator.resolve()),
-                                validator=str(validator.resolve()),
-                                counts={ch: cfg.synthetic_per_class for ch in class_set.chars})
+        spec = _pipeline_spec(cfg, class_set,
+                              np.full(class_set.num_classes, cfg.synthetic_per_class),
+                              generator=str(generator.resolve()),
+                              validator=str(validator.resolve()), **explicit)
         synthetic["subset"] = _generated(generate, spec, out / "synthetic-subset", class_set.name,
                                          log)
         manifest = json.loads((out / "synthetic-subset" / "manifest.json").read_text())
@@ -410,17 +417,13 @@ def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generat
         raise DataError(f"latent scales must be positive numbers, got {list(scales)}")
     class_set = get_class_set(cfg.class_set)
     out = Path(cfg.out)
-    _check_same_study(replace(cfg, latent_scale=None), out)
+    _check_same_study(cfg, out)
     train, validation, data_info = split_data(list(cfg.data), class_set.name, cfg.holdout, [],
                                               cfg.split_seed)
     counts = train.class_counts()
     rows = []
     for scale in scales:
-        spec = dict(class_set=class_set.name, min_confidence=cfg.min_confidence,
-                    seed=cfg.generation_seed, formats=["parquet"], shards=4, latent_scale=scale,
-                    generator=cfg.generator or f"default:{class_set.name}",
-                    validator=cfg.validator or f"default:{class_set.name}",
-                    counts={class_set.chars[c]: int(n) for c, n in enumerate(counts)})
+        spec = _pipeline_spec(cfg, class_set, counts, latent_scale=scale)
         where = out / f"synthetic-scale{scale:g}"
         synthetic = first_per_class(_generated(generate, spec, where, class_set.name, log), counts)
         generated = json.loads((where / "metrics.json").read_text())

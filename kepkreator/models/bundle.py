@@ -97,6 +97,11 @@ def resolve_bundle_path(ref: str | os.PathLike, kind: str | None = None) -> Path
     return path
 
 
+def card_latent_scale(card: dict) -> float:
+    """A generator card's sampling choice (``kepkreator tune-sampling``), else 1."""
+    return float(card.get("sampling", {}).get("latent_scale", 1.0))
+
+
 def read_card(path: Path) -> dict:
     try:
         card = json.loads((path / CARD_NAME).read_text())
@@ -162,8 +167,7 @@ class Generator(Bundle):
 
     @property
     def default_latent_scale(self) -> float:
-        """The card's sampling choice (``kepkreator tune-sampling``), else 1."""
-        return float(self.card.get("sampling", {}).get("latent_scale", 1.0))
+        return card_latent_scale(self.card)
 
     def sample_latent(self, rng: np.random.Generator, n: int, scale: float = 1.0) -> np.ndarray:
         z = rng.standard_normal((n, self.latent_dim), dtype=np.float32)
