@@ -123,12 +123,15 @@ def train_validator_cmd(class_set, data, eval_data, holdout, out, epochs, batch_
 @click.option("--real-augment", is_flag=True,
               help="Classic shifts/rotations/zoom on the real images, which the generator then "
                    "learns too: widens a small set.")
+@click.option("--mode-seeking", type=click.FloatRange(0), default=None,
+              help="Weight of the mode-seeking term (Mao et al. 2019) against dropped styles; "
+                   "0.05 is a usable start.")
 @click.option("--validator", default="", help="Validator bundle to measure the result with.")
 @click.option("--eval-per-class", type=click.IntRange(1), default=1000, show_default=True)
 def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, seed,
                   per_class, subset_seed, max_train_samples, workdir, generator_preset,
                   discriminator_preset, latent_dim, embed_dim, channels, g_lr, d_lr, aux_weight,
-                  diff_augment, real_augment, validator, eval_per_class):
+                  diff_augment, real_augment, mode_seeking, validator, eval_per_class):
     """Train a conditional GAN; the bundle holds the (EMA) generator."""
     from kepkreator.training.gan import GANHParams, train_gan
     if validator:
@@ -138,7 +141,7 @@ def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, 
         class_set=class_set, data=list(data), eval_data=list(eval_data), holdout=holdout, out=out,
         epochs=epochs, batch_size=batch_size, seed=seed, max_train_samples=max_train_samples,
         per_class=per_class, subset_seed=subset_seed, diff_augment=diff_augment,
-        real_augment=real_augment, workdir=workdir,
+        real_augment=real_augment, mode_seeking=mode_seeking, workdir=workdir,
         generator_preset=generator_preset,
         discriminator_preset=discriminator_preset, latent_dim=latent_dim, embed_dim=embed_dim,
         channels=channels, g_learning_rate=g_lr, d_learning_rate=d_lr, aux_weight=aux_weight,

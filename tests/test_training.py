@@ -94,3 +94,32 @@ def test_real_augment_changes_what_the_gan_sees_and_only_then(mnist_dir, tmp_pat
     assert widened[0].shape == plain.shape and widened[0].min() >= -1.0001
     assert np.abs(widened[0] - plain).mean() > 0.01 and np.abs(widened[0] - widened[1]).mean() > 0.01
     assert np.abs(widened[0].mean() - plain.mean()) < 0.05  # ink moved, not invented
+
+
+def test_mode_seeking_spread_sees_a_dropped_mode():
+    from kepkreator.training.gan import mode_seeking_spread
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(8, 4)).astype("float32")
+    one = np.tile(rng.uniform(-1, 1, (1, 28, 28, 1)).astype("float32"), (8, 1, 1, 1))
+    varied = rng.uniform(-1, 1, (8, 28, 28, 1)).astype("float32")
+    assert float(mode_seeking_spread(one, z)) == 0.0  # every latent -> the same picture
+    assert float(mode_seeking_spread(varied, z)) > 0.1
+    assert float(mode_seeking_spread(varied * 0.5, z)) == pytest.approx(
+        0.5 * float(mode_seeking_spread(varied, z)), rel=1e-5)
+
+
+def test_mode_seeking_changes_what_the_generator_learns(mnist_dir, tmp_path):
+    def once(name, weight):
+        hp = GANHParams(class_set="digits", data=[f"mnist:train@{mnist_dir}"],
+                        out=str(tmp_path / name), generator_preset="tiny",
+                        discriminator_preset="tiny", epochs=1, batch_size=64,
+                        max_train_samples=256, verbose=0, jit_compile=False, mode_seeking=weight,
+                        ema_decay=0.0)  # the bundle holds the live generator
+        return load_bundle(train_gan(hp))
+    plain, again, seeking = once("plain", 0.0), once("again", 0.0), once("seeking", 0.5)
+    assert seeking.card["training"]["hparams"]["mode_seeking"] == 0.5
+    z = plain.sample_latent(np.random.default_rng(0), 16)
+    labels = np.arange(16) % 10
+    # Training is deterministic, so any difference is the term's doing.
+    np.testing.assert_array_equal(plain.generate(z, labels), again.generate(z, labels))
+    assert (plain.generate(z, labels) != seeking.generate(z, labels)).any()

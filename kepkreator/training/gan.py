@@ -42,6 +42,9 @@ class GANHParams:
     # Classic shifts/rotations/zoom on the real images themselves: unlike DiffAugment this leaks
     # into what G learns, on purpose — a small set's generator then also covers its variants.
     real_augment: bool = False
+    # Mode seeking (Mao et al. 2019): rewards G for mapping two latents of the same class to
+    # different images, against a conditional GAN's habit of dropping a class's rarer styles.
+    mode_seeking: float = 0.0
     ema_decay: float = 0.999
     seed: int = 0
     split_seed: int = 0
@@ -79,19 +82,30 @@ def diff_augment(images, seed_generator, shift: int = 3, cutout: int = 14):
     return (x * keep - 1.0)[..., None]
 
 
+def mode_seeking_spread(images, latents):
+    """Mean image distance per latent distance over the pairs (i, i + n//2): near zero when G
+    maps different latents of a class to the same picture (a dropped mode)."""
+    import tensorflow as tf
+    half = tf.shape(images)[0] // 2
+    image_gap = tf.reduce_mean(tf.abs(images[:half] - images[half:2 * half]), [1, 2, 3])
+    latent_gap = tf.reduce_mean(tf.abs(latents[:half] - latents[half:2 * half]), 1)
+    return tf.reduce_mean(image_gap / latent_gap)
+
+
 def _make_gan_class():
     import keras
     import tensorflow as tf
 
     class ConditionalGAN(keras.Model):
         def __init__(self, generator, discriminator, ema_generator, num_classes, latent_dim,
-                     aux_weight, ema_decay, seed, augment=False):
+                     aux_weight, ema_decay, seed, augment=False, mode_seeking=0.0):
             super().__init__()
             self.generator, self.discriminator = generator, discriminator
             self.ema_generator = ema_generator
             self.num_classes, self.latent_dim = num_classes, latent_dim
             self.aux_weight, self.ema_decay = aux_weight, ema_decay
             self.augment = augment
+            self.mode_seeking = mode_seeking
             self.seed_generator = keras.random.SeedGenerator(seed)
             self.trackers = {name: keras.metrics.Mean(name=name) for name in
                              ("d_loss", "g_loss", "d_real_acc", "g_label_acc")}
@@ -120,9 +134,14 @@ def _make_gan_class():
             fake_labels = tf.cast(keras.random.randint((batch, 1), 0, self.num_classes,
                                                        seed=self.seed_generator), "int32")
             labels = tf.reshape(tf.cast(labels, "int32"), (-1, 1))
+            half = batch // 2
+            if self.mode_seeking:  # pairs (i, i + half) share a label, for the mode-seeking term
+                fake_labels = tf.concat([fake_labels[:half], fake_labels[:half],
+                                         fake_labels[2 * half:]], 0)
             ce = keras.losses.sparse_categorical_crossentropy
             with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
                 fake = self.generator([z, fake_labels], training=True)
+                spread = mode_seeking_spread(fake, z) if self.mode_seeking else None
                 if self.augment:
                     real = diff_augment(real, self.seed_generator)
                     fake = diff_augment(fake, self.seed_generator)
@@ -135,6 +154,8 @@ def _make_gan_class():
                 g_loss = (tf.reduce_mean(tf.nn.softplus(-fake_score))
                           + self.aux_weight * tf.reduce_mean(ce(fake_labels, fake_logits,
                                                                 from_logits=True)))
+                if spread is not None:
+                    g_loss += self.mode_seeking / (spread + 1e-5)
             d_vars = self.discriminator.trainable_variables
             g_vars = self.generator.trainable_variables
             self.d_optimizer.apply_gradients(zip(d_tape.gradient(d_loss, d_vars), d_vars))
@@ -194,7 +215,8 @@ def build_gan(hp: GANHParams):
     discriminator = build_discriminator(class_set.num_classes, hp.discriminator_preset)
     latent_dim = int(generator.inputs[0].shape[-1])
     gan = _make_gan_class()(generator, discriminator, ema_generator, class_set.num_classes,
-                            latent_dim, hp.aux_weight, hp.ema_decay, hp.seed, hp.diff_augment)
+                            latent_dim, hp.aux_weight, hp.ema_decay, hp.seed, hp.diff_augment,
+                            hp.mode_seeking)
     gan.compile(keras.optimizers.Adam(hp.g_learning_rate, beta_1=hp.beta_1),
                 keras.optimizers.Adam(hp.d_learning_rate, beta_1=hp.beta_1),
                 jit_compile=hp.jit_compile)
