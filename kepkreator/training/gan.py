@@ -134,8 +134,8 @@ def _make_gan_class():
             fake_labels = tf.cast(keras.random.randint((batch, 1), 0, self.num_classes,
                                                        seed=self.seed_generator), "int32")
             labels = tf.reshape(tf.cast(labels, "int32"), (-1, 1))
-            half = batch // 2
             if self.mode_seeking:  # pairs (i, i + half) share a label, for the mode-seeking term
+                half = batch // 2
                 fake_labels = tf.concat([fake_labels[:half], fake_labels[:half],
                                          fake_labels[2 * half:]], 0)
             ce = keras.losses.sparse_categorical_crossentropy
