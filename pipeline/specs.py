@@ -332,6 +332,12 @@ def _unit(job, spec_index, round_, unit_id, quota, seed, *path) -> WorkUnit:
                     request=tuple(quota))
 
 
+# Top-up sizes are rounded up to this many candidates: every distinct batch shape costs the
+# CPU kernels (oneDNN and others) cached memory, and free-form shortfalls made the peak RSS grow
+# with the job's length (bench (d)).
+TOP_UP_QUANTUM = 64
+
+
 def top_up(job: JobSpec, unit: WorkUnit, shortfall: list[int],
            accepted_per_class) -> WorkUnit | None:
     """The follow-up unit for a shortfall, or None at the bound.
@@ -346,7 +352,8 @@ def top_up(job: JobSpec, unit: WorkUnit, shortfall: list[int],
                for c, short in enumerate(shortfall) if short)
     spent = unit.spent + unit.candidates
     budget = int(job.max_oversample * sum(unit.request))
-    candidates = min(int(math.ceil(need * 1.25)) + 16, max(budget - spent, 0))
+    wanted = TOP_UP_QUANTUM * math.ceil((math.ceil(need * 1.25) + 16) / TOP_UP_QUANTUM)
+    candidates = min(wanted, max(budget - spent, 0))
     if candidates <= 0:
         return None
     return WorkUnit(unit_id=unit.unit_id, spec_index=unit.spec_index, round=unit.round + 1,

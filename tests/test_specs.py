@@ -6,8 +6,8 @@ import pytest
 
 from kepkreator.data import write_idx
 from pipeline.handlers import ScoredBatch, candidate_labels
-from pipeline.specs import (MAX_PER_CLASS, SpecError, WorkUnit, expand, load_specs, parse_spec,
-                            top_up)
+from pipeline.specs import (MAX_PER_CLASS, TOP_UP_QUANTUM, SpecError, WorkUnit, expand,
+                            load_specs, parse_spec, top_up)
 from pipeline.transforms import select_accepted
 
 BASE = {"class_set": "digits", "generator": "g", "validator": "v", "counts": {"per_class": 10}}
@@ -143,6 +143,19 @@ def test_top_up_is_bounded_and_sized_by_the_slowest_class():
     assert top_up(job, last, [0, 10], np.array([0, 0])) is None  # no rounds left
     broke = WorkUnit("u", 0, 1, (0, 10), 800, (1, 0, 1), (0, 100), spent=200)
     assert top_up(job, broke, [0, 10], np.array([0, 0])) is None  # budget 10 x 100 spent
+
+
+def test_top_up_sizes_come_in_few_shapes():
+    # Free-form shortfalls gave every top-up call its own batch shape, and the CPU kernels'
+    # per-shape caches grew the peak RSS with the job's length.
+    job = spec(max_rounds=3, max_oversample=10)
+    unit = WorkUnit("u", 0, 0, (0, 1024), 1114, (1, 0, 0), (0, 1024))
+    sizes = {top_up(job, unit, [0, short], np.array([0, 1024 - short])).candidates
+             for short in range(1, 400)}
+    assert all(n % TOP_UP_QUANTUM == 0 for n in sizes)
+    assert len(sizes) <= 16  # 399 different shortfalls, at most 16 shapes
+    tight = WorkUnit("u", 0, 1, (0, 10), 100, (1, 0, 1), (0, 100), spent=870)
+    assert top_up(job, tight, [0, 10], np.array([0, 50])).candidates == 30  # what the budget leaves
 
 
 def test_shard_plan_is_balanced_ordered_and_complete():
