@@ -126,22 +126,28 @@ def train_validator_cmd(class_set, data, eval_data, holdout, out, epochs, batch_
 @click.option("--mode-seeking", type=click.FloatRange(0), default=None,
               help="Weight of the mode-seeking term (Mao et al. 2019) against dropped styles; "
                    "0.05 is a usable start.")
+@click.option("--init-from", default="",
+              help="Generator bundle to start from (e.g. default:letters for a few hundred digits): "
+                   "layers of matching shape are copied, the label embedding of a new class set "
+                   "starts fresh.")
 @click.option("--validator", default="", help="Validator bundle to measure the result with.")
 @click.option("--eval-per-class", type=click.IntRange(1), default=1000, show_default=True)
 def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, seed,
                   per_class, subset_seed, max_train_samples, workdir, generator_preset,
                   discriminator_preset, latent_dim, embed_dim, channels, g_lr, d_lr, aux_weight,
-                  diff_augment, real_augment, mode_seeking, validator, eval_per_class):
+                  diff_augment, real_augment, mode_seeking, init_from, validator, eval_per_class):
     """Train a conditional GAN; the bundle holds the (EMA) generator."""
+    from kepkreator.models.bundle import resolve_bundle_path
     from kepkreator.training.gan import GANHParams, train_gan
     if validator:
-        from kepkreator.models.bundle import resolve_bundle_path
         resolve_bundle_path(validator, "validator")  # fail before hours of training, not after
+    if init_from:
+        resolve_bundle_path(init_from, "generator")
     hp = GANHParams(**_drop_none(
         class_set=class_set, data=list(data), eval_data=list(eval_data), holdout=holdout, out=out,
         epochs=epochs, batch_size=batch_size, seed=seed, max_train_samples=max_train_samples,
         per_class=per_class, subset_seed=subset_seed, diff_augment=diff_augment,
-        real_augment=real_augment, mode_seeking=mode_seeking, workdir=workdir,
+        real_augment=real_augment, mode_seeking=mode_seeking, init_from=init_from, workdir=workdir,
         generator_preset=generator_preset,
         discriminator_preset=discriminator_preset, latent_dim=latent_dim, embed_dim=embed_dim,
         channels=channels, g_learning_rate=g_lr, d_learning_rate=d_lr, aux_weight=aux_weight,
@@ -160,8 +166,12 @@ def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, 
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json-out", type=click.Path(dir_okay=False), default=None,
               help="Where to write the JSON report (default: print only).")
+@click.option("--latent-scale", type=click.FloatRange(0, 10, min_open=True), default=None,
+              help="z ~ N(0, scale^2); default: the generator card's sampling scale, as the "
+                   "pipeline uses.")
 @click.option("--update-card", is_flag=True, help="Also record the report in the generator card.")
-def evaluate(generator_ref, validator_ref, samples, real_sources, seed, json_out, update_card):
+def evaluate(generator_ref, validator_ref, samples, real_sources, seed, json_out, latent_scale,
+             update_card):
     """Measure a generator with a validator: agreement, IS, BCIS, WCIS, Frechet distance."""
     from kepkreator.evaluate import evaluate_generator, format_table, record_in_card
     from kepkreator.models.bundle import load_bundle, resolve_bundle_path
@@ -172,7 +182,8 @@ def evaluate(generator_ref, validator_ref, samples, real_sources, seed, json_out
         from kepkreator.data import load_sources
         real = load_sources(list(real_sources), validator.class_set)
     per_class = max(1, samples // generator.class_set.num_classes)
-    report = evaluate_generator(generator, validator, per_class, seed, real)
+    report = evaluate_generator(generator, validator, per_class, seed, real,
+                                latent_scale=latent_scale)
     click.echo(format_table(report))
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)

@@ -11,19 +11,24 @@ from kepkreator.metrics import ClassStats, class_report, frechet_distance
 from kepkreator.models.bundle import CARD_NAME, Bundle, load_bundle
 
 
-def sample_generator(generator, per_class: int, seed: int, batch_size: int = 2048):
+def sample_generator(generator, per_class: int, seed: int, batch_size: int = 2048,
+                     latent_scale: float = 1.0):
     """Class-balanced samples: z from a seeded generator, labels 0..C-1 each ``per_class`` times."""
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(generator.class_set.num_classes), per_class)
-    z = generator.sample_latent(rng, len(labels))
+    z = generator.sample_latent(rng, len(labels), latent_scale)
     images = np.concatenate([generator.generate(z[i:i + batch_size], labels[i:i + batch_size])
                              for i in range(0, len(labels), batch_size)])
     return images, labels
 
 
 def evaluate_generator(generator_ref, validator_ref, per_class: int = 1000, seed: int = 0,
-                       real: Dataset | None = None, real_limit: int = 10000) -> dict:
-    """``generator_ref``/``validator_ref``: bundle references or already loaded bundles."""
+                       real: Dataset | None = None, real_limit: int = 10000,
+                       latent_scale: float | None = None) -> dict:
+    """``generator_ref``/``validator_ref``: bundle references or already loaded bundles.
+
+    ``latent_scale`` None: the scale the pipeline would use (the card's), so the numbers describe
+    the data users get."""
     generator = generator_ref if isinstance(generator_ref, Bundle) else load_bundle(
         generator_ref, "generator")
     validator = validator_ref if isinstance(validator_ref, Bundle) else load_bundle(
@@ -33,11 +38,13 @@ def evaluate_generator(generator_ref, validator_ref, per_class: int = 1000, seed
         raise KepKreatorError(f"generator class set {generator.class_set.name!r} differs from "
                               f"validator class set {validator.class_set.name!r}")
     labels_text = list(generator.class_set.chars)
-    images, labels = sample_generator(generator, per_class, seed)
+    if latent_scale is None:
+        latent_scale = generator.default_latent_scale
+    images, labels = sample_generator(generator, per_class, seed, latent_scale=latent_scale)
     probs = validator.probabilities(images)
     report = {"generator": str(generator.path), "validator": str(validator.path),
               "class_set": generator.class_set.name, "per_class_requested": per_class,
-              "seed": seed,
+              "seed": seed, "latent_scale": latent_scale,
               "generated": class_report(ClassStats.from_probabilities(probs, labels), labels_text)}
     if real is not None and len(real):
         if len(real) > real_limit:
@@ -78,7 +85,9 @@ def format_table(report: dict) -> str:
     lines.append(f"{'all':>5} {gen['samples']:>6} {gen['agreement']:>9.4f} "
                  f"{gen['mean_confidence']:>10.4f}"
                  + (f" {report['real']['agreement']:>8.4f}" if real else ""))
-    lines.append(f"generated: IS {gen['is']:.3f}  BCIS {gen['bcis']:.3f}  WCIS {gen['wcis']:.3f}")
+    lines.append(f"generated: IS {gen['is']:.3f}  BCIS {gen['bcis']:.3f}  WCIS {gen['wcis']:.3f}"
+                 + (f"  (latent scale {report['latent_scale']:g})"
+                    if "latent_scale" in report else ""))
     if "real" in report:
         r = report["real"]
         lines.append(f"real:      IS {r['is']:.3f}  BCIS {r['bcis']:.3f}  WCIS {r['wcis']:.3f}"

@@ -24,6 +24,13 @@ def test_bad_source_string(tmp_path):
     assert_one_line_error(result, "lacks a split")
 
 
+def test_missing_init_from_bundle(tmp_path):
+    result = run_cli("train", "gan", "--class-set", "digits", "--data", f"mnist:train@{tmp_path}",
+                     "--init-from", tmp_path / "nowhere", "--out", tmp_path / "g")
+    assert_one_line_error(result, "bundle not found")
+    assert not (tmp_path / "g").exists()
+
+
 def test_missing_data_directory(tmp_path):
     result = run_cli("train", "validator", "--class-set", "digits", "--data",
                      f"mnist:train@{tmp_path / 'nowhere'}", "--out", tmp_path / "v")
@@ -65,3 +72,27 @@ def test_import_and_evaluate_a_peer(tmp_path, peers_dir):
     mixed = run_cli("evaluate", "--generator", tmp_path / "kepkreator-num-model", "--validator",
                     tmp_path / "kepkreator-num-model")
     assert_one_line_error(mixed, "is a generator bundle, a validator is needed")
+
+
+def test_evaluate_samples_at_the_cards_latent_scale(tmp_path, peers_dir):
+    """The numbers must describe the data the pipeline makes, which uses the card's scale."""
+    for model, name in [("KepKreator/num-model/generator.h5", "kepkreator-num-model"),
+                        ("KepKreator/validation_cnn.hdf5", "kepkreator-validation-cnn")]:
+        assert run_cli("import-model", peers_dir / model, "--card",
+                       ROOT / f"jobs/peers/{name}.card.json", "--out",
+                       tmp_path / name).returncode == 0
+    generator = tmp_path / "kepkreator-num-model"
+    card = json.loads((generator / "card.json").read_text())
+    card["sampling"] = {"latent_scale": 3.0}
+    (generator / "card.json").write_text(json.dumps(card))
+    reports = {}
+    for name, extra in [("card", ()), ("one", ("--latent-scale", "1"))]:
+        result = run_cli("evaluate", "--generator", generator, "--validator",
+                         tmp_path / "kepkreator-validation-cnn", "-n", "100",
+                         "--json-out", tmp_path / f"{name}.json", *extra)
+        assert result.returncode == 0, result.stderr
+        assert "latent scale" in result.stdout
+        reports[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert reports["card"]["latent_scale"] == 3.0 and reports["one"]["latent_scale"] == 1.0
+    assert reports["card"]["generated"]["mean_confidence"] != \
+        reports["one"]["generated"]["mean_confidence"]

@@ -123,3 +123,30 @@ def test_mode_seeking_changes_what_the_generator_learns(mnist_dir, tmp_path):
     # Training is deterministic, so any difference is the term's doing.
     np.testing.assert_array_equal(plain.generate(z, labels), again.generate(z, labels))
     assert (plain.generate(z, labels) != seeking.generate(z, labels)).any()
+
+
+def test_warm_start_copies_every_layer_but_a_new_class_sets_embedding(mnist_dir, tmp_path):
+    from kepkreator.errors import KepKreatorError
+    from kepkreator.models.networks import build_generator
+    from kepkreator.training.gan import warm_start
+    letters = build_generator(26, "tiny")
+    digits = build_generator(10, "tiny")
+    report = warm_start(digits, letters)
+    assert report["fresh_layers"] == ["label_embedding"] and report["copied_layers"] >= 3
+    for target, origin in zip(digits.layers, letters.layers):
+        if target.weights and target.name != "label_embedding":
+            for a, b in zip(target.get_weights(), origin.get_weights()):
+                np.testing.assert_array_equal(a, b)
+    with pytest.raises(KepKreatorError, match="shares no layer shapes|weighted layers"):
+        warm_start(build_generator(10, "default"), letters)
+
+    from kepkreator.models.bundle import write_bundle
+    source = write_bundle(tmp_path / "letters", letters, {
+        "kind": "generator", "name": "letters", "class_set": "letters",
+        "signature": {"inputs": ["z", "label"], "latent_dim": int(letters.inputs[0].shape[-1]),
+                      "label_encoding": "int", "output_range": "tanh"}})
+    hp = GANHParams(class_set="digits", data=[f"mnist:train@{mnist_dir}"], out=str(tmp_path / "g"),
+                    generator_preset="tiny", discriminator_preset="tiny", epochs=1, batch_size=64,
+                    max_train_samples=128, verbose=0, jit_compile=False, init_from=str(source))
+    started = load_bundle(train_gan(hp)).card["training"]["started_from"]
+    assert started["class_set"] == "letters" and started["fresh_layers"] == ["label_embedding"]

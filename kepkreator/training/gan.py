@@ -45,6 +45,10 @@ class GANHParams:
     # Mode seeking (Mao et al. 2019): rewards G for mapping two latents of the same class to
     # different images, against a conditional GAN's habit of dropping a class's rarer styles.
     mode_seeking: float = 0.0
+    # A generator bundle to start from (e.g. default:letters for a small digit set): every layer
+    # whose weight shapes match is copied, the rest (the label embedding when the class sets
+    # differ) starts fresh. Strokes learnt on plenty of data, classes learnt on the small set.
+    init_from: str = ""
     ema_decay: float = 0.999
     seed: int = 0
     split_seed: int = 0
@@ -202,6 +206,27 @@ def _grid_callback(gan, class_set, latent_dim, workdir: Path, per_row: int = 10)
     return SampleGrid()
 
 
+def warm_start(generator, source) -> dict:
+    """Copy ``source``'s weights into ``generator`` layer by layer where the shapes agree."""
+    from kepkreator.errors import KepKreatorError
+    target_layers = [layer for layer in generator.layers if layer.weights]
+    source_layers = [layer for layer in source.layers if layer.weights]
+    if len(target_layers) != len(source_layers):
+        raise KepKreatorError(f"cannot start from a generator with {len(source_layers)} weighted "
+                              f"layers: this architecture has {len(target_layers)}")
+    copied, fresh = [], []
+    for target, origin in zip(target_layers, source_layers):
+        shapes = [tuple(w.shape) for w in target.weights]
+        if type(target) is type(origin) and shapes == [tuple(w.shape) for w in origin.weights]:
+            target.set_weights(origin.get_weights())
+            copied.append(target.name)
+        else:
+            fresh.append(target.name)
+    if not copied or all(name.startswith("label_embedding") for name in copied):
+        raise KepKreatorError("the generator to start from shares no layer shapes with this one")
+    return {"copied_layers": len(copied), "fresh_layers": fresh}
+
+
 def build_gan(hp: GANHParams):
     """The compiled conditional GAN of ``hp`` (generator, discriminator, EMA generator)."""
     import keras
@@ -210,6 +235,13 @@ def build_gan(hp: GANHParams):
     class_set = get_class_set(hp.class_set)
     overrides = generator_overrides(hp)
     generator = build_generator(class_set.num_classes, hp.generator_preset, **overrides)
+    started_from = None
+    if hp.init_from:
+        from kepkreator.models.bundle import load_bundle
+        source = load_bundle(hp.init_from, "generator")
+        started_from = {"bundle": hp.init_from, "class_set": source.class_set.name,
+                        "model_sha256": source.card.get("model_sha256"),
+                        **warm_start(generator, source.model)}
     ema_generator = build_generator(class_set.num_classes, hp.generator_preset, **overrides)
     ema_generator.set_weights(generator.get_weights())
     discriminator = build_discriminator(class_set.num_classes, hp.discriminator_preset)
@@ -221,6 +253,7 @@ def build_gan(hp: GANHParams):
                 keras.optimizers.Adam(hp.d_learning_rate, beta_1=hp.beta_1),
                 jit_compile=hp.jit_compile)
     gan.build(None)  # sub-models are built; BackupAndRestore needs the wrapper marked so too
+    gan.started_from = started_from
     return gan
 
 
@@ -260,6 +293,7 @@ def generator_card(hp: GANHParams, gan, data_info: dict) -> dict:
                          "weights": f"EMA of generator weights, decay {hp.ema_decay}"},
         "training": {"hparams": asdict(hp) | {"command": command_line(hp.command)},
                      "data": data_info, "epochs": hp.epochs, "seed": hp.seed,
+                     "started_from": getattr(gan, "started_from", None),
                      "environment": environment()},
         "metrics": {},
     }
