@@ -99,16 +99,14 @@ def train_and_test(train: Dataset, test: Dataset, seed: int, augment: bool = Fal
     import keras
     import tensorflow as tf
 
-    from kepkreator.training.common import classic_augmentation, to_model_input
+    from kepkreator.training.common import to_model_input, with_classic_augmentation
     keras.utils.set_random_seed(seed)
     num_classes = train.class_set.num_classes
     data = (tf.data.Dataset.from_tensor_slices((to_model_input(train.images), train.labels))
             .shuffle(len(train), seed=seed, reshuffle_each_iteration=True).repeat()
             .batch(schedule.batch_size))
     if augment:
-        augmenter = classic_augmentation()
-        data = data.map(lambda x, y: (augmenter(x, training=True), y),
-                        num_parallel_calls=tf.data.AUTOTUNE)
+        data = with_classic_augmentation(data)
     model = build_reference_classifier(num_classes)
     rate = keras.optimizers.schedules.CosineDecay(schedule.learning_rate, schedule.steps)
     model.compile(keras.optimizers.Adam(rate), "sparse_categorical_crossentropy")

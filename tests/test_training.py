@@ -57,8 +57,7 @@ def test_training_is_deterministic(mnist_dir, tmp_path):
     def once(name):
         return train_validator(ValidatorHParams(
             class_set="digits", data=[f"mnist:test@{mnist_dir}"], out=str(tmp_path / name),
-            preset="tiny", epochs=1, batch_size=64, max_train_samples=256, augment=False,
-            verbose=0))
+            preset="tiny", epochs=1, batch_size=64, max_train_samples=256, verbose=0))
     a, b = load_bundle(once("a")), load_bundle(once("b"))
     for wa, wb in zip(a.model.get_weights(), b.model.get_weights()):
         np.testing.assert_array_equal(wa, wb)
@@ -150,3 +149,15 @@ def test_warm_start_copies_every_layer_but_a_new_class_sets_embedding(mnist_dir,
                     max_train_samples=128, verbose=0, jit_compile=False, init_from=str(source))
     started = load_bundle(train_gan(hp)).card["training"]["started_from"]
     assert started["class_set"] == "letters" and started["fresh_layers"] == ["label_embedding"]
+
+
+def test_augmented_training_is_reproducible(mnist_dir):
+    """c_aug and e_aug are seeded settings: the same seed must give the same classifier."""
+    from kepkreator.data import load_sources
+    from kepkreator.downstream import ReferenceTraining, per_class_subset, train_and_test
+    train = per_class_subset(load_sources([f"mnist:train@{mnist_dir}"], "digits"), 30, 0)
+    test = load_sources([f"mnist:test@{mnist_dir}"], "digits").subset(np.arange(1000))
+    schedule = ReferenceTraining(steps=40)
+    runs = [train_and_test(train, test, 0, augment=True, schedule=schedule) for _ in range(2)]
+    assert runs[0]["accuracy"] == runs[1]["accuracy"]
+    assert runs[0]["per_class"] == runs[1]["per_class"]

@@ -80,6 +80,16 @@ def classic_augmentation():
                             name="classic_augmentation")
 
 
+def with_classic_augmentation(batches):
+    """``batches`` of (image, label) with every image batch randomly shifted, rotated, zoomed.
+
+    Mapped one batch at a time: the augmentation layers draw from one random state, and parallel
+    calls would take the draws in whatever order the threads run, so a seed would not fix the run.
+    """
+    augmenter = classic_augmentation()
+    return batches.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=None)
+
+
 def keras_verbosity(verbose) -> int:
     """Keras fit verbosity: a live progress bar on a terminal, one line per epoch otherwise."""
     if verbose == "auto":

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from kepkreator.classsets import get_class_set
-from kepkreator.training.common import (classic_augmentation, command_line, environment,
-                                        keras_verbosity, save_grid, to_model_input,
-                                        training_data, write_json)
+from kepkreator.training.common import (command_line, environment, keras_verbosity, save_grid,
+                                        to_model_input, training_data, with_classic_augmentation,
+                                        write_json)
 
 
 @dataclass
@@ -267,9 +267,7 @@ def gan_dataset(train, hp: GANHParams):
     data = (tf.data.Dataset.from_tensor_slices((to_model_input(train.images), train.labels))
             .shuffle(len(train), seed=hp.seed).batch(hp.batch_size, drop_remainder=True))
     if hp.real_augment:
-        augmenter = classic_augmentation()
-        data = data.map(lambda x, y: (augmenter(x, training=True), y),
-                        num_parallel_calls=tf.data.AUTOTUNE)
+        data = with_classic_augmentation(data)
     return data.prefetch(tf.data.AUTOTUNE)
 
 

@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from kepkreator.classsets import get_class_set
-from kepkreator.training.common import (classic_augmentation, command_line, environment,
-                                        keras_verbosity, to_model_input, training_data,
-                                        write_json)
+from kepkreator.training.common import (command_line, environment, keras_verbosity, to_model_input,
+                                        training_data, with_classic_augmentation, write_json)
 
 
 @dataclass
@@ -53,9 +52,7 @@ def train_validator(hp: ValidatorHParams) -> Path:
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(y), seed=hp.seed)
     dataset = dataset.batch(hp.batch_size)
     if hp.augment:
-        augment = classic_augmentation()
-        dataset = dataset.map(lambda a, b: (augment(a, training=True), b),
-                              num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = with_classic_augmentation(dataset)
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
     validation = None
     if evaluation is not None:
