@@ -137,3 +137,22 @@ def test_real_handwritten_folders(handwritten_dir):
     assert any(path.endswith("small_i_83.png") for path in report.skipped)
     # white ink on black: dark borders, bright strokes
     assert images[:, 0, :].mean() < 10 and images.mean() > 20
+
+
+def test_edge_specks_do_not_shrink_the_character():
+    """A cut line in a photo's corner must not stretch the crop (the character would shrink)."""
+    def speckled(box, *specks):
+        img = np.asarray(_photo(box, size=(60, 60)).convert("L")).copy()
+        for y0, y1, x0, x1 in specks:
+            img[y0:y1, x0:x1] = 30
+        return Image.fromarray(img)
+    clean = to_emnist_style(_photo((15, 45, 27, 33), size=(60, 60)))
+    corner = to_emnist_style(speckled((15, 45, 27, 33), (57, 60, 0, 4)))  # blob in a corner
+    np.testing.assert_array_equal(corner, clean)
+    # An i's dot is not on the edge: it stays, so the ink box reaches up to it.
+    dotted = to_emnist_style(speckled((25, 45, 27, 33), (15, 19, 28, 32)))
+    assert np.flatnonzero(dotted.max(1) > 128)[0] < 6
+    # A large blob on the edge is not a speck: the character may touch the frame.
+    edge_bar = to_emnist_style(speckled((15, 45, 27, 33), (0, 60, 0, 8)))
+    cols = np.flatnonzero(edge_bar.max(0) > 128)
+    assert cols[-1] - cols[0] > 10  # bar and stroke both in the frame, side by side
