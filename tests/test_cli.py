@@ -31,6 +31,17 @@ def test_missing_init_from_bundle(tmp_path):
     assert not (tmp_path / "g").exists()
 
 
+def test_init_from_a_generator_of_another_architecture(tmp_path, peers_dir, mnist_dir):
+    assert run_cli("import-model", peers_dir / "KepKreator/num-model/generator.h5", "--card",
+                   ROOT / "jobs/peers/kepkreator-num-model.card.json", "--out",
+                   tmp_path / "peer").returncode == 0
+    result = run_cli("train", "gan", "--class-set", "digits", "--data", f"mnist:test@{mnist_dir}",
+                     "--max-train-samples", "128", "--init-from", tmp_path / "peer",
+                     "--out", tmp_path / "g")
+    assert_one_line_error(result, "cannot start from a generator with 6 weighted layers")
+    assert not (tmp_path / "g").exists() and not (tmp_path / "g.work").exists()
+
+
 def test_missing_data_directory(tmp_path):
     result = run_cli("train", "validator", "--class-set", "digits", "--data",
                      f"mnist:train@{tmp_path / 'nowhere'}", "--out", tmp_path / "v")

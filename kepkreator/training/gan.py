@@ -309,9 +309,9 @@ def train_gan(hp: GANHParams, callbacks=()) -> Path:
     keras.utils.set_random_seed(hp.seed)
     class_set = get_class_set(hp.class_set)
     train, evaluation, data_info = training_data(hp)
+    gan = build_gan(hp)  # first: a generator to start from that does not fit fails here
     workdir = Path(hp.workdir or f"{hp.out}.work")
     workdir.mkdir(parents=True, exist_ok=True)
-    gan = build_gan(hp)
     started = time.time()
     history = gan.fit(gan_dataset(train, hp), epochs=hp.epochs,
                       verbose=keras_verbosity(hp.verbose), callbacks=[
