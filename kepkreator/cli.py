@@ -523,11 +523,12 @@ def inspect(directory):
                "their sha256 in manifest.json")
 
 
-def main(argv=None) -> int:
-    """Entry point: one-line errors, no tracebacks for anything the user can fix."""
+def main(argv=None, command: click.Command | None = None) -> int:
+    """Entry point: one-line errors, no tracebacks for anything the user can fix. ``command``:
+    another click command (a job script) run under the same rules."""
     from kepkreator.errors import KepKreatorError
     try:
-        cli.main(args=argv, prog_name="kepkreator", standalone_mode=False)
+        (command or cli).main(args=argv, prog_name="kepkreator", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.Abort:

@@ -141,3 +141,29 @@ def test_tune_sampling_chooses_on_validation_and_sets_the_pipeline_default(tmp_p
     # Choosing on the test set would leak it into the reported numbers: refused.
     leak = [a for a in args if a not in ("--holdout", 0.25)] + ["--eval-data", f"mnist:test@{small}"]
     assert_one_line_error(run_cli(*leak), "the scan chooses on validation data")
+
+
+def test_probe_e_job_runs_on_validation_data_only(tmp_path, mnist_dir):
+    """jobs/probe_e.py: the README's (e) probes, runnable; its validation set is never the subset."""
+    import subprocess
+    import sys
+
+    from jobs.probe_e import validation_split
+    from tests.conftest import ROOT
+    train = load_sources([f"mnist:train@{mnist_dir}"], "digits")
+    subset, validation = validation_split(train, 20, 0, size=500)
+    assert len(subset) == 200 and len(validation) == 500
+    seen = {img.tobytes() for img in subset.images}
+    assert not any(img.tobytes() in seen for img in validation.images)
+
+    gen, val = make_tiny_bundles(tmp_path)
+    probe = [sys.executable, "-m", "jobs.probe_e", str(gen), str(val), "--data", str(mnist_dir),
+             "--steps", "5", "--validation-size", "100", "--no-augment"]
+    result = subprocess.run(probe + ["--per-class", "3,6", "--min-confidence", "0"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if "validation" in line]
+    assert [line.split(" per class")[0] for line in lines] == ["3", "6"]
+    strict = subprocess.run(probe + ["--per-class", "3", "--min-confidence", "1"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert_one_line_error(strict, "too few samples pass min_confidence")

@@ -1,0 +1,93 @@
+"""Setting e on validation data: how a subset-side generator and filter would change e_aug,
+measured without touching the test set (the README's "Why (e) is missed" probes).
+
+The reference classifier (seed 0, the study's schedule) trains on the 200-per-class MNIST subset
+plus N accepted samples per class and is tested on 10,000 MNIST-train images outside the subset.
+    .venv/bin/python -m jobs.probe_e GENERATOR VALIDATOR --per-class 50,200,2000 [--augment]
+GENERATOR none: the subset alone (c / c_aug).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import numpy as np
+
+from kepkreator.cli import main as run_command
+
+VALIDATION_SEED = 123  # which 10,000 images outside the subset are the validation set
+
+
+def validation_split(train, per_class: int, subset_seed: int, size: int = 10000):
+    """(subset, validation): the study's subset and ``size`` other images of the same source."""
+    from kepkreator.data import per_class_subset as pick
+    inside = pick(train.labels, train.class_set.num_classes, per_class, subset_seed)
+    outside = np.setdiff1d(np.arange(len(train)), inside)
+    chosen = np.random.default_rng(VALIDATION_SEED).choice(outside, size, replace=False)
+    return train.subset(inside), train.subset(np.sort(chosen))
+
+
+def accepted_samples(generator, validator, per_class: int, min_confidence: float,
+                     latent_scale: float, seed: int = 0, batch: int = 4096):
+    """``per_class`` samples of every class that the validator gives their label with at least
+    ``min_confidence`` — the pipeline's filter, run in-process for a quick probe."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for c in range(generator.class_set.num_classes):
+        kept, drawn = [], 0
+        while sum(len(k) for k in kept) < per_class:
+            if drawn > 200 * per_class + 10 * batch:
+                raise click.ClickException(f"class {c}: too few samples pass min_confidence "
+                                           f"{min_confidence}")
+            x = generator.generate(generator.sample_latent(rng, batch, latent_scale),
+                                   np.full(batch, c))
+            p = validator.probabilities(x)
+            ok = (np.ones(len(x), bool) if min_confidence <= 0  # the pipeline's "filter off"
+                  else (p.argmax(1) == c) & (p[:, c] >= min_confidence))
+            kept.append(x[ok])
+            drawn += batch
+        images.append(np.concatenate(kept)[:per_class])
+        labels.append(np.full(per_class, c))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+@click.command()
+@click.argument("generator")
+@click.argument("validator")
+@click.option("--data", default=os.path.join(os.environ.get("DATA", "../shared/data"), "mnist"),
+              show_default=True, help="MNIST directory.")
+@click.option("--per-class", default="50,200,2000", show_default=True,
+              help="Synthetic samples per class, comma-separated; one classifier each.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.9, show_default=True)
+@click.option("--latent-scale", type=click.FloatRange(0, 10, min_open=True), default=1.0,
+              show_default=True)
+@click.option("--augment/--no-augment", default=True, show_default=True)
+@click.option("--steps", type=click.IntRange(1), default=1500, show_default=True)
+@click.option("--subset-per-class", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--validation-size", type=click.IntRange(1), default=10000, show_default=True)
+def main(generator, validator, data, per_class, min_confidence, latent_scale, augment, steps,
+         subset_per_class, validation_size):
+    from kepkreator.data import Dataset, load_sources
+    from kepkreator.downstream import ReferenceTraining, concat, train_and_test
+    from kepkreator.models.bundle import load_bundle
+    amounts = [int(n) for n in per_class.split(",")]
+    train = load_sources([f"mnist:train@{data}"], "digits")
+    subset, validation = validation_split(train, subset_per_class, 0, validation_size)
+    schedule = ReferenceTraining(steps=steps)
+    if generator == "none":
+        result = train_and_test(subset, validation, 0, augment=augment, schedule=schedule)
+        click.echo(f"subset alone, augment {augment}: validation {100 * result['accuracy']:.2f}%")
+        return
+    gen, judge = load_bundle(generator, "generator"), load_bundle(validator, "validator")
+    images, labels = accepted_samples(gen, judge, max(amounts), min_confidence, latent_scale)
+    for n in amounts:
+        keep = np.concatenate([np.flatnonzero(labels == c)[:n] for c in range(10)])
+        mixed = concat(subset, Dataset(images[keep], labels[keep], train.class_set, []))
+        result = train_and_test(mixed, validation, 0, augment=augment, schedule=schedule)
+        click.echo(f"{n} per class, min_confidence {min_confidence}, latent scale {latent_scale}, "
+                   f"augment {augment}: validation {100 * result['accuracy']:.2f}%")
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(command=main))
