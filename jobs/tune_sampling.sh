@@ -2,9 +2,9 @@
 # Choose the shipped generator's latent scale by CAS on held-out validation data (10% of the
 # training source by hash; the test set is not touched) and record it in the generator's card,
 # where the pipeline picks it up as the default. Resumes: finished scales are reused.
-#   bash jobs/tune_sampling.sh digits
-# (Letters: the letters study tests on the 10% hash holdout of the bundles' sources, so a scan
-# there needs validation data from elsewhere; not wired up yet.)
+#   bash jobs/tune_sampling.sh digits|letters
+# Letters: the letters study tests on the 10% hash holdout of the bundles' sources, so that
+# holdout is reserved (left out) and the validation 10% is drawn from the rest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KK=".venv/bin/kepkreator"
@@ -14,5 +14,13 @@ case "${1:-digits}" in
 digits)
   $KK tune-sampling --class-set digits --data mnist:train@$DATA/mnist --holdout 0.1 \
       --scales "$SCALES" --seeds 0 --out runs/sampling-digits --update-card
+  ;;
+letters)
+  E="$DATA/emnist"
+  $KK tune-sampling --class-set letters --data emnist-byclass:test@$E --data emnist-bymerge:test@$E \
+      --data emnist-letters:test@$E --data emnist-letters:train@$E \
+      --data emnist-balanced:train@$E --data emnist-balanced:test@$E \
+      --reserve-holdout 0.1 --holdout 0.1 --min-confidence 0.5 \
+      --scales "$SCALES" --seeds 0 --out runs/sampling-letters --update-card
   ;;
 esac

@@ -294,10 +294,13 @@ def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_cl
 @_with(_study_options)
 @click.option("--scales", default="1,1.5,2,2.5,3", show_default=True,
               help="Latent scales to try, comma-separated.")
+@click.option("--reserve-holdout", type=click.FloatRange(0, 0.9), default=0.0,
+              help="Leave out this hash holdout of --data first (another study's test set, e.g. "
+                   "the letters study's 0.1) and draw --holdout from the rest.")
 @click.option("--update-card", is_flag=True,
               help="Record the chosen scale in the generator's card: the pipeline's default.")
 def tune_sampling(class_set, data, eval_data, holdout, out, seeds, generator, validator,
-                  min_confidence, steps, scales, update_card):
+                  min_confidence, steps, scales, reserve_holdout, update_card):
     """Choose the generator's latent scale by the Classification Accuracy Score on held-out real
     validation data (--holdout of the training source; the test set stays unseen)."""
     from kepkreator.downstream import (DownstreamConfig, ReferenceTraining, sampling_card_entry,
@@ -310,7 +313,8 @@ def tune_sampling(class_set, data, eval_data, holdout, out, seeds, generator, va
     cfg = DownstreamConfig(class_set=class_set, data=list(data), eval_data=list(eval_data),
                            holdout=holdout, out=out, settings=("b",), seeds=seeds,
                            generator=generator, validator=validator,
-                           min_confidence=min_confidence, training=ReferenceTraining(steps=steps))
+                           min_confidence=min_confidence, training=ReferenceTraining(steps=steps),
+                           reserve_holdout=reserve_holdout)
     report = scan_latent_scales(cfg, scale_list, _generate_with_pipeline,
                                 log=lambda m: click.echo(m, err=True))
     if update_card:

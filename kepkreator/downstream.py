@@ -235,6 +235,9 @@ class DownstreamConfig:
     # (``kepkreator tune-sampling``; the subset-only generator has none, so 1): a scale chosen on
     # the full data's validation split must not steer the low-data chain.
     latent_scale: float | None = None
+    # Scan only: this hash holdout of ``data`` (split seed ``split_seed``) is another study's test
+    # set — it is left out first, and the validation ``holdout`` drawn from the rest (seed + 1).
+    reserve_holdout: float = 0.0
 
 
 def _card_latent_scale(generator: str, class_set: str) -> float:
@@ -403,11 +406,28 @@ def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
 # at the price of more rejected candidates. Chosen by CAS on held-out *validation* data carved
 # from the training source, never on the test set the study reports.
 
+def scan_split(cfg: DownstreamConfig) -> tuple[Dataset, Dataset, dict]:
+    """(train, validation, info) for a scan: the --holdout of the data, or of what is left once
+    another study's test holdout (``reserve_holdout``) is set aside."""
+    from kepkreator.training.common import split_data
+    if not cfg.reserve_holdout:
+        return split_data(list(cfg.data), cfg.class_set, cfg.holdout, [], cfg.split_seed)
+    from kepkreator.data import load_sources
+    from kepkreator.data.splits import hash_split
+    data = load_sources(list(cfg.data), cfg.class_set)
+    rest = data.subset(~hash_split(data.images, cfg.reserve_holdout, cfg.split_seed))
+    held = hash_split(rest.images, cfg.holdout, cfg.split_seed + 1)
+    return rest.subset(~held), rest.subset(held), {
+        "sources": list(cfg.data), "provenance": data.provenance,
+        "reserved_holdout": cfg.reserve_holdout, "reserved": len(data) - len(rest),
+        "holdout_fraction": cfg.holdout, "split_seed": cfg.split_seed + 1}
+
+
 def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generate: GenerateFn,
                        log=print) -> dict:
     """Setting b (synthetic only, the real train set's size) per latent scale, tested on the
     --holdout part of the training source; every scale x seed is cached like the study's runs."""
-    from kepkreator.training.common import split_data, write_json
+    from kepkreator.training.common import write_json
     if cfg.eval_data or not cfg.holdout:
         raise DataError("the scan chooses on validation data: give --holdout and no --eval-data, "
                         "so the test set stays unseen")
@@ -416,8 +436,7 @@ def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generat
     class_set = get_class_set(cfg.class_set)
     out = Path(cfg.out)
     _check_same_study(cfg, out)
-    train, validation, data_info = split_data(list(cfg.data), class_set.name, cfg.holdout, [],
-                                              cfg.split_seed)
+    train, validation, data_info = scan_split(cfg)
     counts = train.class_counts()
     rows = []
     for scale in scales:
@@ -462,5 +481,6 @@ def sampling_card_entry(report: dict) -> dict:
     return {"latent_scale": report["best_latent_scale"], "min_confidence": cfg["min_confidence"],
             "chosen_by": "highest CAS (synthetic-only reference classifier) on held-out real "
                          "validation data; `kepkreator tune-sampling`",
-            "validation": {k: cfg[k] for k in ("data", "holdout", "split_seed")},
+            "validation": {k: cfg[k] for k in ("data", "holdout", "split_seed", "reserve_holdout")
+                           if k in cfg},
             "validation_samples": report["validation_samples"], "scan": report["scales"]}

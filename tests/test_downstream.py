@@ -167,3 +167,19 @@ def test_probe_e_job_runs_on_validation_data_only(tmp_path, mnist_dir):
     strict = subprocess.run(probe + ["--per-class", "3", "--min-confidence", "1"],
                             capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert_one_line_error(strict, "too few samples pass min_confidence")
+
+
+def test_scan_split_keeps_another_studys_test_holdout_out(mnist_dir):
+    """Letters: the study tests on the data's 10% hash holdout, so the scan must choose elsewhere."""
+    from kepkreator.data.splits import hash_split, image_hashes
+    from kepkreator.downstream import DownstreamConfig, scan_split
+    cfg = DownstreamConfig(class_set="digits", data=[f"mnist:test@{mnist_dir}"], holdout=0.1,
+                           out="unused", reserve_holdout=0.2)
+    train, validation, info = scan_split(cfg)
+    data = load_sources(cfg.data, "digits")
+    reserved = set(image_hashes(data.images[hash_split(data.images, 0.2, 0)]).tolist())
+    assert info["reserved"] == len(reserved) and 1500 < len(reserved) < 2500
+    assert not reserved & set(image_hashes(validation.images).tolist())
+    assert not reserved & set(image_hashes(train.images).tolist())
+    assert len(train) + len(validation) + len(reserved) == len(data)
+    assert 0.07 < len(validation) / (len(train) + len(validation)) < 0.13
