@@ -306,6 +306,8 @@ def _check_same_study(cfg: DownstreamConfig, out: Path, resolved: dict | None = 
     same b/d weights and the same resolved defaults; only settings and seeds may grow."""
     protocol = json.loads(json.dumps({k: v for k, v in asdict(cfg).items()
                                       if k not in ("settings", "seeds", "out")}))
+    if not cfg.reserve_holdout:  # scan-only; absent from studies recorded before it existed
+        protocol.pop("reserve_holdout")
     protocol["model_sha256"] = _model_fingerprints(cfg)
     protocol.update(resolved or {})
     recorded = out / "study.json"

@@ -183,3 +183,14 @@ def test_scan_split_keeps_another_studys_test_holdout_out(mnist_dir):
     assert not reserved & set(image_hashes(train.images).tolist())
     assert len(train) + len(validation) + len(reserved) == len(data)
     assert 0.07 < len(validation) / (len(train) + len(validation)) < 0.13
+
+
+def test_studies_recorded_before_the_scan_option_still_resume(tmp_path):
+    from kepkreator.downstream import DownstreamConfig, _check_same_study
+    cfg = DownstreamConfig(class_set="digits", data=["mnist:train@x"], out=str(tmp_path))
+    _check_same_study(cfg, tmp_path)
+    assert "reserve_holdout" not in json.loads((tmp_path / "study.json").read_text())
+    _check_same_study(cfg, tmp_path)  # same protocol: resumes
+    cfg.reserve_holdout = 0.1
+    with pytest.raises(DataError, match="reserve_holdout"):
+        _check_same_study(cfg, tmp_path)
