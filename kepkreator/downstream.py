@@ -360,6 +360,9 @@ def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
         synthetic["subset"] = _generated(generate, spec, out / "synthetic-subset", class_set.name,
                                          log)
         manifest = json.loads((out / "synthetic-subset" / "manifest.json").read_text())
+        if "latent_scale" not in manifest["spec"]:
+            raise DataError(f"{out / 'synthetic-subset'} comes from a pipeline version that did "
+                            "not record its latent scale; delete it or use a new --out")
         latent_scales["e"] = manifest["spec"]["latent_scale"]  # what the pipeline resolved
 
     def training_set(setting: str) -> Dataset:
