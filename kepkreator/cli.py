@@ -130,12 +130,17 @@ def train_validator_cmd(class_set, data, eval_data, holdout, out, epochs, batch_
               help="Generator bundle to start from (e.g. default:letters for a few hundred digits): "
                    "layers of matching shape are copied, the label embedding of a new class set "
                    "starts fresh.")
+@click.option("--modes-per-class", type=click.IntRange(1, 16), default=1, show_default=True,
+              help="Class splitting: cluster each class into this many modes and condition on "
+                   "them, so no way of writing a class is dropped (3 for letters: capital and "
+                   "small forms).")
 @click.option("--validator", default="", help="Validator bundle to measure the result with.")
 @click.option("--eval-per-class", type=click.IntRange(1), default=1000, show_default=True)
 def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, seed,
                   per_class, subset_seed, max_train_samples, workdir, generator_preset,
                   discriminator_preset, latent_dim, embed_dim, channels, g_lr, d_lr, aux_weight,
-                  diff_augment, real_augment, mode_seeking, init_from, validator, eval_per_class):
+                  diff_augment, real_augment, mode_seeking, init_from, modes_per_class, validator,
+                  eval_per_class):
     """Train a conditional GAN; the bundle holds the (EMA) generator."""
     from kepkreator.models.bundle import resolve_bundle_path
     from kepkreator.training.gan import GANHParams, train_gan
@@ -148,6 +153,7 @@ def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, 
         epochs=epochs, batch_size=batch_size, seed=seed, max_train_samples=max_train_samples,
         per_class=per_class, subset_seed=subset_seed, diff_augment=diff_augment,
         real_augment=real_augment, mode_seeking=mode_seeking, init_from=init_from, workdir=workdir,
+        modes_per_class=modes_per_class,
         generator_preset=generator_preset,
         discriminator_preset=discriminator_preset, latent_dim=latent_dim, embed_dim=embed_dim,
         channels=channels, g_learning_rate=g_lr, d_learning_rate=d_lr, aux_weight=aux_weight,

@@ -161,3 +161,70 @@ def test_augmented_training_is_reproducible(mnist_dir):
     runs = [train_and_test(train, test, 0, augment=True, schedule=schedule) for _ in range(2)]
     assert runs[0]["accuracy"] == runs[1]["accuracy"]
     assert runs[0]["per_class"] == runs[1]["per_class"]
+
+
+def _two_styles(count_a, count_b, rng):
+    """28x28 images of one class written two ways: a horizontal bar or a vertical one."""
+    images = np.zeros((count_a + count_b, 28, 28), np.uint8)
+    for i in range(count_a + count_b):
+        at = rng.integers(12, 17)  # a wobble of a few pixels, as in handwriting
+        if i < count_a:
+            images[i, at - 4:at + 4, 4:24] = 255
+        else:
+            images[i, 4:24, at - 4:at + 4] = 255
+    return images
+
+
+def test_split_into_modes_finds_each_way_of_writing_a_class():
+    from kepkreator.training.modes import split_into_modes
+    rng = np.random.default_rng(0)
+    images = np.concatenate([_two_styles(30, 10, rng), _two_styles(12, 28, rng)])
+    labels = np.repeat([0, 1], 40)
+    modes, shares = split_into_modes(images, labels, 2, 2, seed=0)
+    # Class 0: 30 horizontal (the larger mode, 0) and 10 vertical; class 1 the other way round.
+    np.testing.assert_array_equal(modes, np.concatenate([np.repeat([0, 1], [30, 10]),
+                                                         np.repeat([3, 2], [12, 28])]))
+    np.testing.assert_allclose(shares, [[0.75, 0.25], [0.7, 0.3]])
+    again, _ = split_into_modes(images, labels, 2, 2, seed=0)
+    np.testing.assert_array_equal(modes, again)
+
+
+def test_mode_choice_draws_modes_in_their_shares_at_any_latent_scale():
+    from kepkreator.models.networks import ModeChoice
+    choice = ModeChoice([[0.5, 0.3, 0.2], [0.0, 0.0, 1.0]])
+    z = np.random.default_rng(0).standard_normal((20000, 8)).astype(np.float32)
+    for scale in (1.0, 3.0):
+        modes = np.asarray(choice([z * scale, np.zeros((20000, 1), np.int32)]))[:, 0]
+        np.testing.assert_allclose(np.bincount(modes, minlength=3) / 20000, [0.5, 0.3, 0.2],
+                                   atol=0.015)
+    other = np.asarray(choice([z[:100], np.ones((100, 1), np.int32)]))[:, 0]
+    assert set(other) == {5}  # class 1 has one mode with a share: 1 * 3 + 2
+
+
+def test_gan_with_modes_exports_a_generator_that_takes_classes(mnist_dir, tmp_path):
+    hp = GANHParams(class_set="digits", data=[f"mnist:train@{mnist_dir}"], out=str(tmp_path / "g"),
+                    generator_preset="tiny", discriminator_preset="tiny", epochs=1, batch_size=64,
+                    max_train_samples=640, modes_per_class=3, verbose=0, jit_compile=False)
+    generator = load_bundle(train_gan(hp))
+    modes = generator.card["architecture"]["modes"]
+    assert modes["per_class"] == 3 and np.allclose(np.sum(modes["shares"], 1), 1, atol=1e-3)
+    inner = generator.model.get_layer("generator")
+    assert inner.get_layer("label_embedding").input_dim == 30  # trained on 10 x 3 mode labels
+    z = generator.sample_latent(np.random.default_rng(0), 600, 2.0)
+    labels = np.arange(600) % 10
+    images = generator.generate(z, labels)
+    assert images.shape == (600, 28, 28) and images.dtype == np.uint8
+    # The wrapper is the inner generator fed the mode label it picked, nothing more.
+    mode_labels = np.asarray(generator.model.get_layer("mode_choice")([z, labels[:, None]]))
+    assert set(np.unique(mode_labels // 3)) == set(range(10))
+    direct = inner.predict_on_batch([z, mode_labels.astype(np.int32)])
+    np.testing.assert_array_equal(images, generator.postprocess(direct))
+    grid = Image.open(tmp_path / "g.work" / "samples" / "epoch_001.png")
+    assert grid.height > 30 * 28  # one row per mode
+    # A later GAN can start from it: the wrapper is looked through.
+    hp2 = GANHParams(class_set="digits", data=[f"mnist:train@{mnist_dir}"], out=str(tmp_path / "h"),
+                     generator_preset="tiny", discriminator_preset="tiny", epochs=1, batch_size=64,
+                     max_train_samples=128, verbose=0, jit_compile=False,
+                     init_from=str(tmp_path / "g"))
+    started = load_bundle(train_gan(hp2)).card["training"]["started_from"]
+    assert started["fresh_layers"] == ["label_embedding"]

@@ -8,6 +8,7 @@ samples of the requested class.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
 IMAGE_SHAPE = (28, 28, 1)
@@ -144,4 +145,50 @@ def build_validator(num_classes: int, preset: str = "default", **overrides) -> k
     return keras.Model(image, probs, name="validator")
 
 
-CUSTOM_OBJECTS = {"ProjectionScore": ProjectionScore}
+class ModeChoice(layers.Layer):
+    """(z, class) -> mode label ``class * k + mode``, the mode drawn from z with each class's
+    mode shares (see ``training.modes``).
+
+    The draw is the angle of (z[0], z[1]): uniform for any isotropic z, at any latent scale, so
+    sampling wider or narrower never changes the mix of modes; the same z gives the same mode.
+    """
+
+    def __init__(self, shares, **kwargs):
+        super().__init__(**kwargs)
+        self.shares = [[float(s) for s in row] for row in shares]
+        self.modes = len(self.shares[0])
+        self.thresholds = np.cumsum(np.asarray(self.shares, np.float32), axis=1)[:, :-1]
+
+    def call(self, inputs):
+        z, label = inputs
+        ops = keras.ops
+        uniform = (ops.arctan2(z[:, 1], z[:, 0]) + 3.141592653589793) / (2 * 3.141592653589793)
+        label = ops.cast(ops.reshape(label, (-1,)), "int32")
+        thresholds = ops.take(ops.convert_to_tensor(self.thresholds, "float32"), label, axis=0)
+        mode = ops.sum(ops.cast(uniform[:, None] > thresholds, "int32"), axis=1)
+        return ops.reshape(label * self.modes + mode, (-1, 1))
+
+    def compute_output_shape(self, input_shapes):
+        return (input_shapes[1][0], 1)
+
+    def get_config(self):
+        return {**super().get_config(), "shares": self.shares}
+
+
+def with_mode_choice(generator: keras.Model, shares) -> keras.Model:
+    """A generator trained on mode labels, wrapped to take (z, class) like any other."""
+    z = keras.Input(generator.inputs[0].shape[1:], name="z")
+    label = keras.Input((1,), name="label", dtype="int32")
+    mode_label = ModeChoice(shares, name="mode_choice")([z, label])
+    return keras.Model([z, label], generator([z, mode_label]), name="generator_with_modes")
+
+
+def without_mode_choice(generator: keras.Model) -> keras.Model:
+    """The generator inside a ``with_mode_choice`` wrapper (the model itself otherwise)."""
+    inner = [layer for layer in generator.layers if isinstance(layer, keras.Model)]
+    if any(isinstance(layer, ModeChoice) for layer in generator.layers) and len(inner) == 1:
+        return inner[0]
+    return generator
+
+
+CUSTOM_OBJECTS = {"ProjectionScore": ProjectionScore, "ModeChoice": ModeChoice}

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from kepkreator.classsets import get_class_set
+from kepkreator.training.modes import PCA_DIMS, split_into_modes
 from kepkreator.training.common import (command_line, environment, keras_verbosity, save_grid,
                                         to_model_input, training_data, with_classic_augmentation,
                                         write_json)
@@ -49,6 +50,9 @@ class GANHParams:
     # whose weight shapes match is copied, the rest (the label embedding when the class sets
     # differ) starts fresh. Strokes learnt on plenty of data, classes learnt on the small set.
     init_from: str = ""
+    # Class splitting (training/modes.py): k-means every class into this many modes and condition
+    # on the mode, so that no way of writing a class (a letter's capital or small form) is dropped.
+    modes_per_class: int = 1
     ema_decay: float = 0.999
     seed: int = 0
     split_seed: int = 0
@@ -180,8 +184,9 @@ def _make_gan_class():
     return ConditionalGAN
 
 
-def _grid_callback(gan, class_set, latent_dim, workdir: Path, per_row: int = 10):
-    """One picture per epoch: a row per class, fixed z per column, from the EMA generator."""
+def _grid_callback(gan, num_labels, latent_dim, workdir: Path, per_row: int = 10):
+    """One picture per epoch: a row per label (class or mode), fixed z per column, from the EMA
+    generator."""
     import keras
     import tensorflow as tf
 
@@ -189,19 +194,17 @@ def _grid_callback(gan, class_set, latent_dim, workdir: Path, per_row: int = 10)
     from kepkreator.models.bundle import from_model_range
 
     rng = np.random.default_rng(1234)
-    z = np.tile(rng.standard_normal((per_row, latent_dim), dtype=np.float32),
-                (class_set.num_classes, 1))
-    labels = np.repeat(np.arange(class_set.num_classes), per_row).reshape(-1, 1).astype(np.int32)
+    z = np.tile(rng.standard_normal((per_row, latent_dim), dtype=np.float32), (num_labels, 1))
+    labels = np.repeat(np.arange(num_labels), per_row).reshape(-1, 1).astype(np.int32)
     writer = tf.summary.create_file_writer(str(workdir / "tensorboard" / "samples"))
 
     class SampleGrid(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             raw = gan.ema_generator.predict_on_batch([z, labels])
             images = from_model_range(raw[..., 0], "tanh")
-            save_grid(workdir / "samples" / f"epoch_{epoch + 1:03d}.png", images,
-                      class_set.num_classes)
+            save_grid(workdir / "samples" / f"epoch_{epoch + 1:03d}.png", images, num_labels)
             with writer.as_default():
-                grid = image_grid(images, class_set.num_classes, scale=2)
+                grid = image_grid(images, num_labels, scale=2)
                 tf.summary.image("samples", grid[None, ..., None], step=epoch + 1)
     return SampleGrid()
 
@@ -231,22 +234,24 @@ def build_gan(hp: GANHParams):
     """The compiled conditional GAN of ``hp`` (generator, discriminator, EMA generator)."""
     import keras
 
-    from kepkreator.models.networks import build_discriminator, build_generator
+    from kepkreator.models.networks import (build_discriminator, build_generator,
+                                            without_mode_choice)
     class_set = get_class_set(hp.class_set)
+    num_labels = class_set.num_classes * hp.modes_per_class
     overrides = generator_overrides(hp)
-    generator = build_generator(class_set.num_classes, hp.generator_preset, **overrides)
+    generator = build_generator(num_labels, hp.generator_preset, **overrides)
     started_from = None
     if hp.init_from:
         from kepkreator.models.bundle import load_bundle
         source = load_bundle(hp.init_from, "generator")
         started_from = {"bundle": hp.init_from, "class_set": source.class_set.name,
                         "model_sha256": source.card.get("model_sha256"),
-                        **warm_start(generator, source.model)}
-    ema_generator = build_generator(class_set.num_classes, hp.generator_preset, **overrides)
+                        **warm_start(generator, without_mode_choice(source.model))}
+    ema_generator = build_generator(num_labels, hp.generator_preset, **overrides)
     ema_generator.set_weights(generator.get_weights())
-    discriminator = build_discriminator(class_set.num_classes, hp.discriminator_preset)
+    discriminator = build_discriminator(num_labels, hp.discriminator_preset)
     latent_dim = int(generator.inputs[0].shape[-1])
-    gan = _make_gan_class()(generator, discriminator, ema_generator, class_set.num_classes,
+    gan = _make_gan_class()(generator, discriminator, ema_generator, num_labels,
                             latent_dim, hp.aux_weight, hp.ema_decay, hp.seed, hp.diff_augment,
                             hp.mode_seeking)
     gan.compile(keras.optimizers.Adam(hp.g_learning_rate, beta_1=hp.beta_1),
@@ -262,16 +267,18 @@ def generator_overrides(hp: GANHParams) -> dict:
                 batch_norm=hp.batch_norm)
 
 
-def gan_dataset(train, hp: GANHParams):
+def gan_dataset(train, hp: GANHParams, labels=None):
+    """Batches of (image, label); ``labels`` replaces the class labels (mode labels)."""
     import tensorflow as tf
-    data = (tf.data.Dataset.from_tensor_slices((to_model_input(train.images), train.labels))
+    labels = train.labels if labels is None else labels
+    data = (tf.data.Dataset.from_tensor_slices((to_model_input(train.images), labels))
             .shuffle(len(train), seed=hp.seed).batch(hp.batch_size, drop_remainder=True))
     if hp.real_augment:
         data = with_classic_augmentation(data)
     return data.prefetch(tf.data.AUTOTUNE)
 
 
-def generator_card(hp: GANHParams, gan, data_info: dict) -> dict:
+def generator_card(hp: GANHParams, gan, data_info: dict, mode_shares=None) -> dict:
     from kepkreator.models.networks import GENERATOR_PRESETS
     class_set = get_class_set(hp.class_set)
     overrides = generator_overrides(hp)
@@ -288,7 +295,13 @@ def generator_card(hp: GANHParams, gan, data_info: dict) -> dict:
                          "discriminator_preset": hp.discriminator_preset,
                          "parameters": int(gan.ema_generator.count_params()),
                          "conditioning": "projection discriminator + auxiliary classifier",
-                         "weights": f"EMA of generator weights, decay {hp.ema_decay}"},
+                         "weights": f"EMA of generator weights, decay {hp.ema_decay}",
+                         "modes": None if mode_shares is None else {
+                             "per_class": hp.modes_per_class,
+                             "found_by": f"k-means of each class's training images in a "
+                                         f"{PCA_DIMS}-dimensional PCA of the pixels",
+                             "drawn_by": "angle of (z[0], z[1]) against each class's shares",
+                             "shares": np.round(mode_shares, 4).tolist()}},
         "training": {"hparams": asdict(hp) | {"command": command_line(hp.command)},
                      "data": data_info, "epochs": hp.epochs, "seed": hp.seed,
                      "started_from": getattr(gan, "started_from", None),
@@ -305,28 +318,35 @@ def train_gan(hp: GANHParams, callbacks=()) -> Path:
     import keras
 
     from kepkreator.models.bundle import write_bundle
+    from kepkreator.models.networks import with_mode_choice
 
     keras.utils.set_random_seed(hp.seed)
     class_set = get_class_set(hp.class_set)
     train, evaluation, data_info = training_data(hp)
     gan = build_gan(hp)  # first: a generator to start from that does not fit fails here
+    mode_labels = mode_shares = None
+    if hp.modes_per_class > 1:
+        mode_labels, mode_shares = split_into_modes(
+            train.images, train.labels, class_set.num_classes, hp.modes_per_class, hp.seed)
     workdir = Path(hp.workdir or f"{hp.out}.work")
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    history = gan.fit(gan_dataset(train, hp), epochs=hp.epochs,
+    history = gan.fit(gan_dataset(train, hp, mode_labels), epochs=hp.epochs,
                       verbose=keras_verbosity(hp.verbose), callbacks=[
         keras.callbacks.BackupAndRestore(str(workdir / "backup"), delete_checkpoint=False),
         keras.callbacks.TensorBoard(str(workdir / "tensorboard")),
-        _grid_callback(gan, class_set, gan.latent_dim, workdir), *callbacks])
+        _grid_callback(gan, gan.num_classes, gan.latent_dim, workdir), *callbacks])
     seconds = time.time() - started
     epochs_run = len(history.epoch)
 
-    card = generator_card(hp, gan, data_info)
+    card = generator_card(hp, gan, data_info, mode_shares)
     card["training"].update(
         epochs_this_run=epochs_run, seconds_this_run=round(seconds, 1),
         seconds_per_epoch=round(seconds / max(epochs_run, 1), 1),
         final_losses={k: float(v[-1]) for k, v in history.history.items()})
-    path = write_bundle(hp.out, gan.ema_generator, card)
+    exported = (gan.ema_generator if mode_shares is None
+                else with_mode_choice(gan.ema_generator, mode_shares))
+    path = write_bundle(hp.out, exported, card)
     if hp.validator:
         from kepkreator.evaluate import evaluate_generator, record_in_card
         report = evaluate_generator(path, hp.validator, per_class=hp.eval_per_class,
