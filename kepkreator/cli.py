@@ -254,12 +254,15 @@ _study_options = [
               help="validator,generator,discriminator presets of the subset-only models.")
 @click.option("--subset-aux-weight", type=click.FloatRange(0), default=1.0, show_default=True,
               help="Auxiliary-classifier weight of the subset-only GAN.")
+@click.option("--subset-modes-per-class", type=click.IntRange(1, 16), default=1,
+              show_default=True, help="Class splitting for the subset-only GAN "
+                                      "(see train gan --modes-per-class).")
 @click.option("--update-card", is_flag=True,
               help="Also record the summary in the card of the generator used for b and d.")
 def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_class,
                synthetic_per_class, generator, validator, min_confidence, steps,
                latent_scale, subset_validator_epochs, subset_gan_epochs, subset_gan_batch_size,
-               subset_presets, subset_aux_weight, update_card):
+               subset_presets, subset_aux_weight, subset_modes_per_class, update_card):
     """Is the synthetic data worth training on? A fixed reference classifier per setting, tested
     on real data: full real (a), synthetic only (b), a small real subset (c, c_aug), the subset
     plus synthetic from the shipped generator (d) or from one trained on the subset alone (e)."""
@@ -276,7 +279,8 @@ def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_cl
         subset_validator_epochs=subset_validator_epochs, subset_gan_epochs=subset_gan_epochs,
         subset_gan_batch_size=subset_gan_batch_size, subset_validator_preset=presets[0],
         subset_generator_preset=presets[1], subset_discriminator_preset=presets[2],
-        subset_aux_weight=subset_aux_weight, latent_scale=latent_scale)
+        subset_aux_weight=subset_aux_weight, subset_modes_per_class=subset_modes_per_class,
+        latent_scale=latent_scale)
 
     report = run_study(cfg, _generate_with_pipeline, log=lambda m: click.echo(m, err=True))
     if update_card:

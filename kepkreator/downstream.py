@@ -230,6 +230,7 @@ class DownstreamConfig:
     subset_generator_preset: str = "default"
     subset_discriminator_preset: str = "default"
     subset_aux_weight: float = 1.0  # lower: less pull towards prototypes, more diverse samples
+    subset_modes_per_class: int = 1  # class splitting for the subset GAN (training/modes.py)
     generation_seed: int = 0
     # z ~ N(0, latent_scale^2) for every generated set; None: each generator at its card's choice
     # (``kepkreator tune-sampling``; the subset-only generator has none, so 1): a scale chosen on
@@ -286,6 +287,7 @@ def _subset_models(cfg: DownstreamConfig, out: Path, log) -> tuple[Path, Path]:
                              generator_preset=cfg.subset_generator_preset,
                              discriminator_preset=cfg.subset_discriminator_preset,
                              aux_weight=cfg.subset_aux_weight,
+                             modes_per_class=cfg.subset_modes_per_class,
                              validator=str(validator), eval_per_class=200))
     return generator, validator
 
@@ -306,8 +308,10 @@ def _check_same_study(cfg: DownstreamConfig, out: Path, resolved: dict | None = 
     same b/d weights and the same resolved defaults; only settings and seeds may grow."""
     protocol = json.loads(json.dumps({k: v for k, v in asdict(cfg).items()
                                       if k not in ("settings", "seeds", "out")}))
-    if not cfg.reserve_holdout:  # scan-only; absent from studies recorded before it existed
-        protocol.pop("reserve_holdout")
+    # Options newer than the recorded studies are left out at their defaults, so those resume.
+    for key, default in (("reserve_holdout", 0.0), ("subset_modes_per_class", 1)):
+        if protocol[key] == default:
+            protocol.pop(key)
     protocol["model_sha256"] = _model_fingerprints(cfg)
     protocol.update(resolved or {})
     recorded = out / "study.json"

@@ -185,12 +185,16 @@ def test_scan_split_keeps_another_studys_test_holdout_out(mnist_dir):
     assert 0.07 < len(validation) / (len(train) + len(validation)) < 0.13
 
 
-def test_studies_recorded_before_the_scan_option_still_resume(tmp_path):
+def test_studies_recorded_before_newer_options_still_resume(tmp_path):
     from kepkreator.downstream import DownstreamConfig, _check_same_study
     cfg = DownstreamConfig(class_set="digits", data=["mnist:train@x"], out=str(tmp_path))
     _check_same_study(cfg, tmp_path)
-    assert "reserve_holdout" not in json.loads((tmp_path / "study.json").read_text())
+    recorded = json.loads((tmp_path / "study.json").read_text())
+    assert "reserve_holdout" not in recorded and "subset_modes_per_class" not in recorded
     _check_same_study(cfg, tmp_path)  # same protocol: resumes
     cfg.reserve_holdout = 0.1
     with pytest.raises(DataError, match="reserve_holdout"):
+        _check_same_study(cfg, tmp_path)
+    cfg.reserve_holdout, cfg.subset_modes_per_class = 0.0, 2
+    with pytest.raises(DataError, match="subset_modes_per_class"):
         _check_same_study(cfg, tmp_path)
