@@ -21,6 +21,7 @@ letters)
   $KK downstream --class-set letters --data emnist-byclass:test@$E --data emnist-bymerge:test@$E \
       --data emnist-letters:test@$E --data emnist-letters:train@$E \
       --data emnist-balanced:train@$E --data emnist-balanced:test@$E --holdout 0.1 \
-      --subset-gan-epochs 60 --min-confidence 0.5 --out runs/downstream-letters --update-card
+      --subset-gan-epochs 60 --subset-modes-per-class 3 --min-confidence 0.5 \
+      --out runs/downstream-letters-modes-e --update-card
   ;;
 esac

@@ -163,7 +163,8 @@ def card_summary(report: dict) -> dict:
     cfg = report["config"]
     return {"protocol": {k: cfg.get(k) for k in ("per_class", "seeds", "synthetic_per_class",
                                                  "min_confidence", "latent_scale", "training",
-                                                 "data", "eval_data", "holdout")},
+                                                 "data", "eval_data", "holdout",
+                                                 "subset_gan_epochs", "subset_modes_per_class")},
             "test_samples": report["test_samples"],
             "latent_scales": report.get("latent_scales", {}),
             "settings": {name: {k: row[k] for k in ("description", "train_samples",
