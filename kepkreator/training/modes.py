@@ -58,9 +58,8 @@ def split_into_modes(images: np.ndarray, labels: np.ndarray, num_classes: int, k
     shares = np.zeros((num_classes, k), np.float64)
     for c in range(num_classes):
         members = np.flatnonzero(labels == c)
-        if len(members) == 0:
+        if len(members) == 0:  # a class without data: its modes are all equally unknown
             shares[c] = 1.0 / k
-            mode_labels[members] = c * k
             continue
         clusters = (kmeans(projected[members], k, seed + c) if len(members) >= k
                     else np.arange(len(members)) % k)
