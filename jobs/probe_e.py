@@ -4,7 +4,11 @@ measured without touching the test set (the README's "Why (e) is missed" probes)
 The reference classifier (seed 0, the study's schedule) trains on the 200-per-class MNIST subset
 plus N accepted samples per class and is tested on 10,000 MNIST-train images outside the subset.
     .venv/bin/python -m jobs.probe_e GENERATOR VALIDATOR --per-class 50,200,2000 [--augment]
-GENERATOR none: the subset alone (c / c_aug).
+GENERATOR none: the subset alone (c / c_aug); elastic:ALPHA,SIGMA: random elastic distortions
+(Simard et al. 2003) of the subset's own images instead of a generator — the unlearnt control for
+a generator that redraws them (the warp preset); real: more real images (from neither the
+subset nor the validation set) — a perfect generator, the most any synthetic data could add.
+VALIDATOR is unused for both.
 """
 from __future__ import annotations
 
@@ -19,13 +23,18 @@ from kepkreator.cli import main as run_command
 VALIDATION_SEED = 123  # which 10,000 images outside the subset are the validation set
 
 
-def validation_split(train, per_class: int, subset_seed: int, size: int = 10000):
-    """(subset, validation): the study's subset and ``size`` other images of the same source."""
+def validation_split(train, per_class: int, subset_seed: int, size: int = 10000,
+                     with_rest: bool = False):
+    """(subset, validation): the study's subset and ``size`` other images of the same source;
+    ``with_rest`` adds a third part, the images in neither."""
     from kepkreator.data import per_class_subset as pick
     inside = pick(train.labels, train.class_set.num_classes, per_class, subset_seed)
     outside = np.setdiff1d(np.arange(len(train)), inside)
     chosen = np.random.default_rng(VALIDATION_SEED).choice(outside, size, replace=False)
-    return train.subset(inside), train.subset(np.sort(chosen))
+    parts = train.subset(inside), train.subset(np.sort(chosen))
+    if with_rest:
+        return (*parts, train.subset(np.setdiff1d(outside, chosen)))
+    return parts
 
 
 def accepted_samples(generator, validator, per_class: int, min_confidence: float,
@@ -52,6 +61,38 @@ def accepted_samples(generator, validator, per_class: int, min_confidence: float
     return np.concatenate(images), np.concatenate(labels)
 
 
+def _blur(fields: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of (n, h, w) along both image axes (no SciPy in the environment)."""
+    radius = int(3 * sigma)
+    kernel = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma * sigma))
+    kernel /= kernel.sum()
+    for axis in (1, 2):
+        fields = np.apply_along_axis(lambda v: np.convolve(v, kernel, mode="same"), axis, fields)
+    return fields
+
+
+def elastic_distortions(images: np.ndarray, alpha: float, sigma: float, seed: int = 0):
+    """Every image resampled along a smooth random displacement field (bilinear, background
+    outside the frame): Simard et al.'s elastic distortion."""
+    rng = np.random.default_rng(seed)
+    n, size = len(images), images.shape[1]
+    dy, dx = (alpha * _blur(rng.uniform(-1, 1, (n, size, size)), sigma) for _ in range(2))
+    grid = np.arange(size, dtype=float)
+    ys, xs = grid[None, :, None] + dy, grid[None, None, :] + dx
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    wy, wx = ys - y0, xs - x0
+    flat = images.reshape(n, -1).astype(float)
+
+    def at(y, x):
+        inside = (y >= 0) & (y < size) & (x >= 0) & (x < size)
+        index = (np.clip(y, 0, size - 1) * size + np.clip(x, 0, size - 1)).reshape(n, -1)
+        return np.take_along_axis(flat, index, 1).reshape(n, size, size) * inside
+
+    out = (at(y0, x0) * (1 - wy) * (1 - wx) + at(y0 + 1, x0) * wy * (1 - wx)
+           + at(y0, x0 + 1) * (1 - wy) * wx + at(y0 + 1, x0 + 1) * wy * wx)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 @click.command()
 @click.argument("generator")
 @click.argument("validator")
@@ -73,14 +114,27 @@ def main(generator, validator, data, per_class, min_confidence, latent_scale, au
     from kepkreator.models.bundle import load_bundle
     amounts = [int(n) for n in per_class.split(",")]
     train = load_sources([f"mnist:train@{data}"], "digits")
-    subset, validation = validation_split(train, subset_per_class, 0, validation_size)
+    subset, validation, rest = validation_split(train, subset_per_class, 0, validation_size, True)
     schedule = ReferenceTraining(steps=steps)
     if generator == "none":
         result = train_and_test(subset, validation, 0, augment=augment, schedule=schedule)
         click.echo(f"subset alone, augment {augment}: validation {100 * result['accuracy']:.2f}%")
         return
-    gen, judge = load_bundle(generator, "generator"), load_bundle(validator, "validator")
-    images, labels = accepted_samples(gen, judge, max(amounts), min_confidence, latent_scale)
+    if generator == "real":
+        from kepkreator.data import per_class_subset as pick
+        extra = rest.subset(pick(rest.labels, 10, max(amounts), 0))
+        index = np.argsort(extra.labels, kind="stable")
+        images, labels = extra.images[index], extra.labels[index]
+    elif generator.startswith("elastic:"):
+        alpha, sigma = (float(v) for v in generator.split(":", 1)[1].split(","))
+        most = max(amounts)  # each subset image distorted most / subset_per_class times, or once
+        index = np.concatenate([np.resize(np.flatnonzero(subset.labels == c), most)
+                                for c in range(10)])
+        images = elastic_distortions(subset.images[index], alpha, sigma)
+        labels = subset.labels[index]
+    else:
+        gen, judge = load_bundle(generator, "generator"), load_bundle(validator, "validator")
+        images, labels = accepted_samples(gen, judge, max(amounts), min_confidence, latent_scale)
     for n in amounts:
         keep = np.concatenate([np.flatnonzero(labels == c)[:n] for c in range(10)])
         mixed = concat(subset, Dataset(images[keep], labels[keep], train.class_set, []))

@@ -110,7 +110,8 @@ def train_validator_cmd(class_set, data, eval_data, holdout, out, epochs, batch_
 @train.command("gan")
 @_with(_common_data)
 @click.option("--generator-preset", default="default", show_default=True,
-              help="default, kepkreator-2023 or tiny")
+              help="default, kepkreator-2023, tiny, or warp (warp-tiny): for a few hundred "
+                   "images per class, a learnt deformation of the training images themselves.")
 @click.option("--discriminator-preset", default="default", show_default=True)
 @click.option("--latent-dim", type=click.IntRange(1), default=None)
 @click.option("--embed-dim", type=click.IntRange(1), default=None)
@@ -238,7 +239,8 @@ _study_options = [
               help="Study directory: reports, generated datasets, subset models, per-run "
                    "results. Re-running resumes.")
 @click.option("--settings", default=",".join(["a", "b", "c", "c_aug", "d", "e", "e_aug"]),
-              show_default=True, help="Which settings to run.")
+              show_default=True, help="Which settings to run; add ceiling_aug for the control "
+                                      "with other real images in place of the synthetic ones.")
 @_with(_study_options)
 @click.option("--per-class", type=click.IntRange(1), default=200, show_default=True,
               help="Real samples per class in the low-data settings (c, c_aug, d, e).")
@@ -257,12 +259,15 @@ _study_options = [
 @click.option("--subset-modes-per-class", type=click.IntRange(1, 16), default=1,
               show_default=True, help="Class splitting for the subset-only GAN "
                                       "(see train gan --modes-per-class).")
+@click.option("--subset-mode-seeking", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Mode-seeking weight of the subset-only GAN (see train gan --mode-seeking).")
 @click.option("--update-card", is_flag=True,
               help="Also record the summary in the card of the generator used for b and d.")
 def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_class,
                synthetic_per_class, generator, validator, min_confidence, steps,
                latent_scale, subset_validator_epochs, subset_gan_epochs, subset_gan_batch_size,
-               subset_presets, subset_aux_weight, subset_modes_per_class, update_card):
+               subset_presets, subset_aux_weight, subset_modes_per_class, subset_mode_seeking,
+               update_card):
     """Is the synthetic data worth training on? A fixed reference classifier per setting, tested
     on real data: full real (a), synthetic only (b), a small real subset (c, c_aug), the subset
     plus synthetic from the shipped generator (d) or from one trained on the subset alone (e)."""
@@ -280,7 +285,7 @@ def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_cl
         subset_gan_batch_size=subset_gan_batch_size, subset_validator_preset=presets[0],
         subset_generator_preset=presets[1], subset_discriminator_preset=presets[2],
         subset_aux_weight=subset_aux_weight, subset_modes_per_class=subset_modes_per_class,
-        latent_scale=latent_scale)
+        subset_mode_seeking=subset_mode_seeking, latent_scale=latent_scale)
 
     report = run_study(cfg, _generate_with_pipeline, log=lambda m: click.echo(m, err=True))
     if update_card:

@@ -32,8 +32,11 @@ SETTINGS = {
     "d": "real subset + synthetic (generator saw all real data)",
     "e": "real subset + synthetic (generator trained on the subset only)",
     "e_aug": "real subset + synthetic (subset-only generator) + classic augmentation",
+    # Opt-in control: the synthetic data replaced by as many *other real* images (a perfect
+    # generator), so (e)'s gap over c_aug can be read against the most any generator could add.
+    "ceiling_aug": "real subset + as many other real images as d/e add + classic augmentation",
 }
-AUGMENTED = {"c_aug", "e_aug"}
+AUGMENTED = {"c_aug", "e_aug", "ceiling_aug"}
 
 
 @dataclass
@@ -62,6 +65,21 @@ def per_class_subset(data: Dataset, per_class: int, seed: int) -> Dataset:
     """``per_class`` samples of every class, the same ones the trainers' ``--per-class`` pick."""
     from kepkreator.data import per_class_subset as pick
     return data.subset(pick(data.labels, data.class_set.num_classes, per_class, seed))
+
+
+def other_real(train: Dataset, cfg: "DownstreamConfig") -> Dataset:
+    """``synthetic_per_class`` real images of every class from outside the study's subset."""
+    from kepkreator.data import per_class_subset as pick
+    num_classes = train.class_set.num_classes
+    rest = train.subset(np.setdiff1d(np.arange(len(train)),
+                                     pick(train.labels, num_classes, cfg.per_class,
+                                          cfg.subset_seed)))
+    try:
+        return rest.subset(pick(rest.labels, num_classes, cfg.synthetic_per_class,
+                                cfg.subset_seed + 1))
+    except DataError as err:
+        raise DataError(f"setting ceiling_aug needs {cfg.synthetic_per_class} real images per "
+                        f"class beyond the subset: {err}") from None
 
 
 def first_per_class(data: Dataset, per_class: int | np.ndarray) -> Dataset:
@@ -164,7 +182,9 @@ def card_summary(report: dict) -> dict:
     return {"protocol": {k: cfg.get(k) for k in ("per_class", "seeds", "synthetic_per_class",
                                                  "min_confidence", "latent_scale", "training",
                                                  "data", "eval_data", "holdout",
-                                                 "subset_gan_epochs", "subset_modes_per_class")},
+                                                 "subset_gan_epochs", "subset_modes_per_class",
+                                                 "subset_generator_preset",
+                                                 "subset_mode_seeking")},
             "test_samples": report["test_samples"],
             "latent_scales": report.get("latent_scales", {}),
             "settings": {name: {k: row[k] for k in ("description", "train_samples",
@@ -187,6 +207,10 @@ def markdown_table(summary: dict, checks: list[dict] | None = None) -> str:
         extra = f", seed spread {check['spread_pp']:.2f} pp" if "spread_pp" in check else ""
         lines.append(f"- {check['target']}: {check['value_pp']:+.2f} pp{extra} — "
                      f"{'met' if check['met'] else 'MISSED'}")
+    if checks is not None and {"ceiling_aug", "c_aug"} <= summary.keys():
+        headroom = summary["ceiling_aug"]["accuracy_mean"] - summary["c_aug"]["accuracy_mean"]
+        lines.append(f"- for scale: real images in place of the synthetic ones (ceiling_aug) "
+                     f"gain {100 * headroom:+.2f} pp over c_aug")
     return "\n".join(lines)
 
 
@@ -232,6 +256,7 @@ class DownstreamConfig:
     subset_discriminator_preset: str = "default"
     subset_aux_weight: float = 1.0  # lower: less pull towards prototypes, more diverse samples
     subset_modes_per_class: int = 1  # class splitting for the subset GAN (training/modes.py)
+    subset_mode_seeking: float = 0.0  # mode-seeking weight of the subset GAN (train gan)
     generation_seed: int = 0
     # z ~ N(0, latent_scale^2) for every generated set; None: each generator at its card's choice
     # (``kepkreator tune-sampling``; the subset-only generator has none, so 1): a scale chosen on
@@ -289,6 +314,7 @@ def _subset_models(cfg: DownstreamConfig, out: Path, log) -> tuple[Path, Path]:
                              discriminator_preset=cfg.subset_discriminator_preset,
                              aux_weight=cfg.subset_aux_weight,
                              modes_per_class=cfg.subset_modes_per_class,
+                             mode_seeking=cfg.subset_mode_seeking,
                              validator=str(validator), eval_per_class=200))
     return generator, validator
 
@@ -310,7 +336,8 @@ def _check_same_study(cfg: DownstreamConfig, out: Path, resolved: dict | None = 
     protocol = json.loads(json.dumps({k: v for k, v in asdict(cfg).items()
                                       if k not in ("settings", "seeds", "out")}))
     # Options newer than the recorded studies are left out at their defaults, so those resume.
-    for key, default in (("reserve_holdout", 0.0), ("subset_modes_per_class", 1)):
+    for key, default in (("reserve_holdout", 0.0), ("subset_modes_per_class", 1),
+                         ("subset_mode_seeking", 0.0)):
         if protocol[key] == default:
             protocol.pop(key)
     protocol["model_sha256"] = _model_fingerprints(cfg)
@@ -377,6 +404,8 @@ def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
             return first_per_class(synthetic["shipped"], train.class_counts())
         if setting in ("c", "c_aug"):
             return subset
+        if setting == "ceiling_aug":
+            return concat(subset, other_real(train, cfg))
         source = synthetic["shipped" if setting == "d" else "subset"]
         return concat(subset, first_per_class(source, cfg.synthetic_per_class))
 

@@ -113,7 +113,7 @@ def _make_tuner_class():
                 max_train_samples=cfg.max_train_samples, verbose=cfg.verbose,
                 **define_search_space(values, cfg.search_space))
             keras.utils.set_random_seed(cfg.seed)
-            gan = build_gan(hp)
+            gan = build_gan(hp, (self.train.images, self.train.labels))
             parent = values.values.get("tuner/trial_id")
             if parent:
                 gan.load_weights(str(Path(self.get_trial_dir(parent)) / "gan.weights.h5"))

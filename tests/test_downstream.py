@@ -107,6 +107,35 @@ def test_downstream_command_runs_every_setting_and_resumes(tmp_path, mnist_dir):
     assert_one_line_error(run_cli(*args), "holds a study with other model_sha256")
 
 
+def test_ceiling_control_adds_other_real_images_and_says_when_there_are_too_few(tmp_path,
+                                                                             mnist_dir):
+    from kepkreator.downstream import DownstreamConfig, other_real
+    small = _small_mnist(tmp_path / "mnist", mnist_dir)
+    train = load_sources([f"mnist:train@{small}"], "digits")
+    cfg = DownstreamConfig(class_set="digits", data=[], out="", per_class=10,
+                           synthetic_per_class=15)
+    extra = other_real(train, cfg)
+    subset = per_class_subset(train, 10, seed=0)
+    assert list(extra.class_counts()) == [15] * 10
+    assert not {im.tobytes() for im in extra.images} & {im.tobytes() for im in subset.images}
+    study = tmp_path / "study"
+
+    def args(out, extra_per_class):
+        return ["downstream", "--class-set", "digits", "--data", f"mnist:train@{small}",
+                "--eval-data", f"mnist:test@{small}", "--out", out, "--seeds", "0",
+                "--per-class", 10, "--synthetic-per-class", extra_per_class, "--steps", 8,
+                "--settings", "c_aug,ceiling_aug"]
+    result = run_cli(*args(study, 15))
+    assert result.returncode == 0, result.stderr
+    settings = json.loads((study / "downstream.json").read_text())["settings"]
+    assert settings["ceiling_aug"]["train_samples"] == 250
+    assert settings["ceiling_aug"]["runs"][0]["augment"]
+    assert "real images in place of the synthetic ones (ceiling_aug) gain" in result.stdout
+    # 40 per class in the small set: 10 in the subset, 30 others.
+    assert_one_line_error(run_cli(*args(tmp_path / "s2", 31)),
+                          "ceiling_aug needs 31 real images per class beyond the subset")
+
+
 def test_downstream_rejects_unknown_settings_in_one_line(tmp_path, mnist_dir):
     result = run_cli("downstream", "--class-set", "digits", "--data", f"mnist:train@{mnist_dir}",
                      "--eval-data", f"mnist:test@{mnist_dir}", "--out", tmp_path / "s",

@@ -162,3 +162,62 @@ def test_import_model_rejects_a_mismatched_card(peers_dir, tmp_path):
         import_model(peers_dir / "KepKreator/num-model/generator.h5", tmp_path / "card.json",
                      tmp_path / "bundle")
     assert not (tmp_path / "bundle").exists()
+
+
+def _digit_bank(per_class=3):
+    """Distinct synthetic images, one bright pixel each, so that a picked image names itself."""
+    labels = np.repeat(np.arange(10), per_class)
+    images = np.zeros((len(labels), 28, 28), np.uint8)
+    for i in range(len(labels)):
+        images[i, 4 + i // 28 % 20, i % 28] = 255
+    return images, labels
+
+
+def test_exemplar_bank_picks_each_of_a_class_images_at_any_latent_scale():
+    from kepkreator.models.networks import ExemplarBank
+    images, labels = _digit_bank()
+    bank = ExemplarBank(np.bincount(labels).tolist())
+    bank.build(None)
+    bank.set_weights([images.astype(np.float32) / 127.5 - 1])
+    z = np.random.default_rng(0).standard_normal((3000, 4)).astype(np.float32)
+    label = np.full((3000, 1), 7, np.int32)
+    picked = np.asarray(bank([z, label]))[..., 0]
+    hits = [(picked == images[i] / 127.5 - 1).all((1, 2)).mean() for i in range(len(labels))]
+    assert sum(hits) == pytest.approx(1.0)  # every pick is one of the stored images ...
+    assert all(0.28 < h < 0.39 for h in hits[21:24]) and sum(hits[21:24]) == 1  # ... of class 7
+    again = np.asarray(bank([5 * z, label]))[..., 0]  # the angle of (z0, z1) decides, not the norm
+    assert np.array_equal(picked, again)
+
+
+def test_warp_image_moves_whole_pixels_and_changes_stroke_width():
+    from kepkreator.models.networks import WarpImage
+    image = -np.ones((1, 28, 28, 1), np.float32)
+    image[0, 10:18, 12, 0] = 1.0  # a vertical stroke, one pixel wide
+    warp = WarpImage(max_shift=4.0)
+    field = np.zeros((1, 28, 28, 3), np.float32)
+    assert np.allclose(np.asarray(warp([image, field])), image)
+    field[..., 1] = -0.5  # sample two pixels to the left: the stroke moves two to the right
+    moved = np.asarray(warp([image, field]))[0, ..., 0]
+    assert np.allclose(moved[10:18, 14], 1) and np.allclose(moved[:, 12], -1)
+    field[..., 1], field[..., 2] = 0, 1  # thicker: three pixels wide
+    assert np.allclose(np.asarray(warp([image, field]))[0, 12, 11:14, 0], 1)
+    field[..., 2] = -1  # thinner: a one-pixel stroke disappears
+    assert np.allclose(np.asarray(warp([image, field])), -1)
+
+
+def test_warp_generator_needs_its_images_and_saves_them(tmp_path):
+    import keras
+
+    from kepkreator.models.networks import CUSTOM_OBJECTS
+    with pytest.raises(KepKreatorError, match="needs its training images"):
+        build_generator(10, "warp-tiny")
+    images, labels = _digit_bank()
+    with pytest.raises(KepKreatorError, match="every class"):
+        build_generator(11, "warp-tiny", (images, labels))
+    g = build_generator(10, "warp-tiny", (images, labels))
+    z = np.random.default_rng(1).standard_normal((6, 8)).astype(np.float32)
+    label = np.arange(6).reshape(-1, 1).astype(np.int32)
+    out = g.predict_on_batch([z, label])
+    g.save(tmp_path / "warp.keras")
+    again = keras.saving.load_model(tmp_path / "warp.keras", custom_objects=CUSTOM_OBJECTS)
+    assert np.allclose(again.predict_on_batch([z, label]), out, atol=1e-6)

@@ -228,3 +228,26 @@ def test_gan_with_modes_exports_a_generator_that_takes_classes(mnist_dir, tmp_pa
                      init_from=str(tmp_path / "g"))
     started = load_bundle(train_gan(hp2)).card["training"]["started_from"]
     assert started["fresh_layers"] == ["label_embedding"]
+
+
+def test_warp_generator_redraws_its_own_images_of_the_asked_class(mnist_dir, tmp_path):
+    from kepkreator.data import load_sources
+    from kepkreator.training.gan import MAX_EXEMPLARS
+    hp = GANHParams(class_set="digits", data=[f"mnist:train@{mnist_dir}"], out=str(tmp_path / "w"),
+                    generator_preset="warp-tiny", discriminator_preset="tiny", epochs=1,
+                    batch_size=32, per_class=8, mode_seeking=0.05, diff_augment=True,
+                    verbose=0, jit_compile=False, command="pytest")
+    bundle = load_bundle(train_gan(hp))
+    assert bundle.card["architecture"]["exemplars"] == 80
+    train = load_sources([f"mnist:train@{mnist_dir}"], "digits")
+    from kepkreator.data import per_class_subset
+    subset = train.subset(per_class_subset(train.labels, 10, 8, 0))
+    labels = np.arange(200) % 10
+    images = bundle.generate(bundle.sample_latent(np.random.default_rng(0), 200), labels)
+    gaps = np.abs(images[:, None].astype(float) - subset.images[None].astype(float)).mean((2, 3))
+    assert (subset.labels[gaps.argmin(1)] == labels).mean() > 0.9  # a warp of one of its own
+    assert len({im.tobytes() for im in images}) > 150
+    with pytest.raises(Exception, match="stores its training images"):
+        train_gan(GANHParams(class_set="digits", data=[f"mnist:train@{mnist_dir}"],
+                             out=str(tmp_path / "big"), generator_preset="warp-tiny",
+                             max_train_samples=MAX_EXEMPLARS + 10, epochs=1, verbose=0))

@@ -21,6 +21,12 @@ GENERATOR_PRESETS = {
     "kepkreator-2023": dict(style="seed", latent_dim=96, embed_dim=10, channels=64),
     # Small enough for tests and tuning trials.
     "tiny": dict(style="dcgan", latent_dim=16, embed_dim=8, channels=16),
+    # For a few hundred images per class: the generator redraws one of its own training images
+    # (picked by z) through a learnt smooth deformation and stroke-width change (see WarpImage),
+    # in the spirit of DAGAN (Antoniou et al. 2017) and learnt class-dependent deformations
+    # (Hauberg et al. 2016). It cannot invent a style, but it cannot lose one either.
+    "warp": dict(style="warp", latent_dim=32, embed_dim=16, channels=64, max_shift=4.0),
+    "warp-tiny": dict(style="warp", latent_dim=8, embed_dim=4, channels=8, max_shift=4.0),
 }
 DISCRIMINATOR_PRESETS = {
     "default": dict(channels=64, dropout=0.3),
@@ -44,13 +50,44 @@ def _preset(table, name, overrides):
     return params
 
 
-def build_generator(num_classes: int, preset: str = "default", **overrides) -> keras.Model:
-    """(z (n, latent_dim) float, label (n, 1) int) -> (n, 28, 28, 1) in [-1, 1], upright."""
+def build_generator(num_classes: int, preset: str = "default", exemplars=None,
+                    **overrides) -> keras.Model:
+    """(z (n, latent_dim) float, label (n, 1) int) -> (n, 28, 28, 1) in [-1, 1], upright.
+
+    ``exemplars`` (images (n, 28, 28) uint8, labels (n,)): the training images a "warp" generator
+    redraws; required by that style only.
+    """
     p = _preset(GENERATOR_PRESETS, preset, overrides)
     z = keras.Input((p["latent_dim"],), name="z")
     label = keras.Input((1,), name="label", dtype="int32")
     embedded = layers.Embedding(num_classes, p["embed_dim"], name="label_embedding")(label)
     ch = p["channels"]
+    if p["style"] == "warp":
+        if exemplars is None:
+            from kepkreator.errors import KepKreatorError
+            raise KepKreatorError(f"generator preset {preset!r} needs its training images")
+        images, labels = exemplars
+        counts = np.bincount(np.asarray(labels), minlength=num_classes)
+        if p["latent_dim"] < 3 or counts.min() == 0:
+            from kepkreator.errors import KepKreatorError
+            raise KepKreatorError("a warp generator needs a latent_dim of at least 3 and "
+                                  "training images of every class")
+        bank = ExemplarBank(counts.tolist(), name="exemplars")
+        bank.build(None)
+        order = np.argsort(np.asarray(labels), kind="stable")
+        bank.set_weights([np.asarray(images, np.float32)[order] / 127.5 - 1.0])
+        exemplar = bank([z, label])
+        h = exemplar
+        for width in (ch // 2, ch):
+            h = layers.LeakyReLU(0.2)(layers.Conv2D(width, 4, strides=2, padding="same")(h))
+        code = layers.Concatenate()([z, layers.Flatten()(embedded)])
+        code = layers.Reshape((7, 7, 8))(layers.Dense(7 * 7 * 8, activation="relu")(code))
+        h = layers.Concatenate()([h, code])
+        h = layers.Conv2D(ch, 3, padding="same", activation="relu")(h)
+        coarse = layers.Conv2D(3, 3, padding="same", activation="tanh", name="deformation")(h)
+        field = layers.UpSampling2D(4, interpolation="bilinear")(coarse)
+        image = WarpImage(p["max_shift"], name="image")([exemplar, field])
+        return keras.Model([z, label], image, name="generator")
     if p["style"] == "seed":
         label_map = layers.Dense(7 * 7 * 8, activation="tanh")(layers.Flatten()(embedded))
         label_map = layers.Reshape((7, 7, 8))(label_map)
@@ -191,4 +228,82 @@ def without_mode_choice(generator: keras.Model) -> keras.Model:
     return generator
 
 
-CUSTOM_OBJECTS = {"ProjectionScore": ProjectionScore, "ModeChoice": ModeChoice}
+class ExemplarBank(layers.Layer):
+    """(z, class) -> one of the class's stored training images, chosen by the angle of
+    (z[0], z[1]) (uniform over the class's images at any latent scale; same z, same image).
+
+    The images are a non-trainable weight, so they travel inside the saved model."""
+
+    def __init__(self, counts, **kwargs):
+        super().__init__(**kwargs)
+        self.counts = [int(c) for c in counts]
+
+    def build(self, input_shape):
+        self.images = self.add_weight(shape=(sum(self.counts), 28, 28), initializer="zeros",
+                                      trainable=False, name="images")
+
+    def call(self, inputs):
+        z, label = inputs
+        ops = keras.ops
+        counts = ops.convert_to_tensor(np.asarray(self.counts, np.float32))
+        offsets = ops.convert_to_tensor(np.cumsum([0] + self.counts[:-1]).astype(np.int32))
+        label = ops.cast(ops.reshape(label, (-1,)), "int32")
+        uniform = (ops.arctan2(z[:, 1], z[:, 0]) + 3.141592653589793) / (2 * 3.141592653589793)
+        count = ops.take(counts, label)
+        within = ops.cast(ops.minimum(ops.floor(uniform * count), count - 1), "int32")
+        return ops.take(self.images, ops.take(offsets, label) + within, axis=0)[..., None]
+
+    def compute_output_shape(self, input_shapes):
+        return (input_shapes[0][0], 28, 28, 1)
+
+    def get_config(self):
+        return {**super().get_config(), "counts": self.counts}
+
+
+class WarpImage(layers.Layer):
+    """(image in [-1, 1], field (n, h, w, 3) in [-1, 1]) -> the image resampled at every pixel
+    moved by up to ``max_shift`` pixels (channels 0, 1), its strokes thickened or thinned by up
+    to one pixel (channel 2, averaged over the image). Bilinear, so gradients reach the field;
+    what comes from outside the frame is background."""
+
+    def __init__(self, max_shift: float, **kwargs):
+        super().__init__(**kwargs)
+        self.max_shift = float(max_shift)
+
+    def call(self, inputs):
+        ops = keras.ops
+        image, field = inputs
+        size = image.shape[1]
+        ink = image[..., 0] + 1.0  # background 0
+        batch = ops.shape(ink)[0]
+        grid = ops.arange(size, dtype="float32")
+        ys = grid[None, :, None] + self.max_shift * field[..., 0]
+        xs = grid[None, None, :] + self.max_shift * field[..., 1]
+        y0, x0 = ops.floor(ys), ops.floor(xs)
+        wy, wx = ys - y0, xs - x0
+        flat = ops.reshape(ink, (batch, size * size))
+
+        def at(y, x):
+            inside = ops.cast((y >= 0) & (y <= size - 1) & (x >= 0) & (x <= size - 1), "float32")
+            index = ops.cast(ops.clip(y, 0, size - 1) * size + ops.clip(x, 0, size - 1), "int32")
+            picked = ops.take_along_axis(flat, ops.reshape(index, (batch, size * size)), axis=1)
+            return ops.reshape(picked, (batch, size, size)) * inside
+
+        moved = (at(y0, x0) * (1 - wy) * (1 - wx) + at(y0 + 1, x0) * wy * (1 - wx)
+                 + at(y0, x0 + 1) * (1 - wy) * wx + at(y0 + 1, x0 + 1) * wy * wx)
+        weight = ops.mean(field[..., 2], axis=(1, 2))[:, None, None]
+        moved4 = moved[..., None]
+        thicker = ops.max_pool(moved4, 3, 1, "same")[..., 0]
+        thinner = -ops.max_pool(-moved4, 3, 1, "same")[..., 0]
+        out = (moved + ops.relu(weight) * (thicker - moved) - ops.relu(-weight) * (moved - thinner))
+        return ops.clip(out, 0.0, 2.0)[..., None] - 1.0
+
+    def compute_output_shape(self, input_shapes):
+        return input_shapes[0]
+
+    def get_config(self):
+        return {**super().get_config(), "max_shift": self.max_shift}
+
+
+CUSTOM_OBJECTS = {"ProjectionScore": ProjectionScore, "ModeChoice": ModeChoice,
+                  "ExemplarBank": ExemplarBank, "WarpImage": WarpImage}

@@ -106,7 +106,8 @@ def _make_gan_class():
 
     class ConditionalGAN(keras.Model):
         def __init__(self, generator, discriminator, ema_generator, num_classes, latent_dim,
-                     aux_weight, ema_decay, seed, augment=False, mode_seeking=0.0):
+                     aux_weight, ema_decay, seed, augment=False, mode_seeking=0.0,
+                     pairs_share_exemplar=False):
             super().__init__()
             self.generator, self.discriminator = generator, discriminator
             self.ema_generator = ema_generator
@@ -114,6 +115,7 @@ def _make_gan_class():
             self.aux_weight, self.ema_decay = aux_weight, ema_decay
             self.augment = augment
             self.mode_seeking = mode_seeking
+            self.pairs_share_exemplar = pairs_share_exemplar
             self.seed_generator = keras.random.SeedGenerator(seed)
             self.trackers = {name: keras.metrics.Mean(name=name) for name in
                              ("d_loss", "g_loss", "d_real_acc", "g_label_acc")}
@@ -146,6 +148,9 @@ def _make_gan_class():
                 half = batch // 2
                 fake_labels = tf.concat([fake_labels[:half], fake_labels[:half],
                                          fake_labels[2 * half:]], 0)
+                if self.pairs_share_exemplar:  # so a warp generator is rewarded for its warps
+                    z = tf.concat([tf.concat([z[:half, :2], z[:half, :2], z[2 * half:, :2]], 0),
+                                   z[:, 2:]], 1)
             ce = keras.losses.sparse_categorical_crossentropy
             with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
                 fake = self.generator([z, fake_labels], training=True)
@@ -230,16 +235,23 @@ def warm_start(generator, source) -> dict:
     return {"copied_layers": len(copied), "fresh_layers": fresh}
 
 
-def build_gan(hp: GANHParams):
-    """The compiled conditional GAN of ``hp`` (generator, discriminator, EMA generator)."""
+def build_gan(hp: GANHParams, exemplars=None):
+    """The compiled conditional GAN of ``hp`` (generator, discriminator, EMA generator);
+    ``exemplars`` (images, labels) are the training images a warp generator redraws."""
     import keras
 
-    from kepkreator.models.networks import (build_discriminator, build_generator,
-                                            without_mode_choice)
+    from kepkreator.models.networks import (GENERATOR_PRESETS, build_discriminator,
+                                            build_generator, without_mode_choice)
     class_set = get_class_set(hp.class_set)
     num_labels = class_set.num_classes * hp.modes_per_class
     overrides = generator_overrides(hp)
-    generator = build_generator(num_labels, hp.generator_preset, **overrides)
+    warp = GENERATOR_PRESETS.get(hp.generator_preset, {}).get("style") == "warp"
+    if warp and exemplars is not None and len(exemplars[1]) > MAX_EXEMPLARS:
+        from kepkreator.errors import KepKreatorError
+        raise KepKreatorError(f"a warp generator stores its training images: {len(exemplars[1])}"
+                              f" is more than {MAX_EXEMPLARS}; use --per-class or another preset")
+    exemplars = exemplars if warp else None
+    generator = build_generator(num_labels, hp.generator_preset, exemplars, **overrides)
     started_from = None
     if hp.init_from:
         from kepkreator.models.bundle import load_bundle
@@ -247,19 +259,22 @@ def build_gan(hp: GANHParams):
         started_from = {"bundle": hp.init_from, "class_set": source.class_set.name,
                         "model_sha256": source.card.get("model_sha256"),
                         **warm_start(generator, without_mode_choice(source.model))}
-    ema_generator = build_generator(num_labels, hp.generator_preset, **overrides)
+    ema_generator = build_generator(num_labels, hp.generator_preset, exemplars, **overrides)
     ema_generator.set_weights(generator.get_weights())
     discriminator = build_discriminator(num_labels, hp.discriminator_preset)
     latent_dim = int(generator.inputs[0].shape[-1])
     gan = _make_gan_class()(generator, discriminator, ema_generator, num_labels,
                             latent_dim, hp.aux_weight, hp.ema_decay, hp.seed, hp.diff_augment,
-                            hp.mode_seeking)
+                            hp.mode_seeking, pairs_share_exemplar=warp)
     gan.compile(keras.optimizers.Adam(hp.g_learning_rate, beta_1=hp.beta_1),
                 keras.optimizers.Adam(hp.d_learning_rate, beta_1=hp.beta_1),
                 jit_compile=hp.jit_compile)
     gan.build(None)  # sub-models are built; BackupAndRestore needs the wrapper marked so too
     gan.started_from = started_from
     return gan
+
+
+MAX_EXEMPLARS = 20000  # 63 MB of float32 pixels inside a warp generator
 
 
 def generator_overrides(hp: GANHParams) -> dict:
@@ -296,6 +311,10 @@ def generator_card(hp: GANHParams, gan, data_info: dict, mode_shares=None) -> di
                          "parameters": int(gan.ema_generator.count_params()),
                          "conditioning": "projection discriminator + auxiliary classifier",
                          "weights": f"EMA of generator weights, decay {hp.ema_decay}",
+                         # A warp generator carries its training images: share it as you would
+                         # share them.
+                         "exemplars": (data_info.get("train_samples") if GENERATOR_PRESETS[
+                             hp.generator_preset]["style"] == "warp" else None),
                          "modes": None if mode_shares is None else {
                              "per_class": hp.modes_per_class,
                              "found_by": f"k-means of each class's training images in a "
@@ -323,11 +342,12 @@ def train_gan(hp: GANHParams, callbacks=()) -> Path:
     keras.utils.set_random_seed(hp.seed)
     class_set = get_class_set(hp.class_set)
     train, evaluation, data_info = training_data(hp)
-    gan = build_gan(hp)  # first: a generator to start from that does not fit fails here
     mode_labels = mode_shares = None
     if hp.modes_per_class > 1:
         mode_labels, mode_shares = split_into_modes(
             train.images, train.labels, class_set.num_classes, hp.modes_per_class, hp.seed)
+    # A generator to start from that does not fit fails here, before any training.
+    gan = build_gan(hp, (train.images, train.labels if mode_labels is None else mode_labels))
     workdir = Path(hp.workdir or f"{hp.out}.work")
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
