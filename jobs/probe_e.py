@@ -139,8 +139,10 @@ def main(generator, validator, data, per_class, min_confidence, latent_scale, au
         keep = np.concatenate([np.flatnonzero(labels == c)[:n] for c in range(10)])
         mixed = concat(subset, Dataset(images[keep], labels[keep], train.class_set, []))
         result = train_and_test(mixed, validation, 0, augment=augment, schedule=schedule)
-        click.echo(f"{n} per class, min_confidence {min_confidence}, latent scale {latent_scale}, "
-                   f"augment {augment}: validation {100 * result['accuracy']:.2f}%")
+        source = (generator if generator == "real" or generator.startswith("elastic:") else
+                  f"min_confidence {min_confidence}, latent scale {latent_scale}")
+        click.echo(f"{n} per class, {source}, augment {augment}: "
+                   f"validation {100 * result['accuracy']:.2f}%")
 
 
 if __name__ == "__main__":
