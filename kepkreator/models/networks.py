@@ -63,13 +63,12 @@ def build_generator(num_classes: int, preset: str = "default", exemplars=None,
     embedded = layers.Embedding(num_classes, p["embed_dim"], name="label_embedding")(label)
     ch = p["channels"]
     if p["style"] == "warp":
+        from kepkreator.errors import KepKreatorError
         if exemplars is None:
-            from kepkreator.errors import KepKreatorError
             raise KepKreatorError(f"generator preset {preset!r} needs its training images")
         images, labels = exemplars
         counts = np.bincount(np.asarray(labels), minlength=num_classes)
         if p["latent_dim"] < 3 or counts.min() == 0:
-            from kepkreator.errors import KepKreatorError
             raise KepKreatorError("a warp generator needs a latent_dim of at least 3 and "
                                   "training images of every class")
         bank = ExemplarBank(counts.tolist(), name="exemplars")
