@@ -126,7 +126,11 @@ def main(generator, validator, data, per_class, min_confidence, latent_scale, au
         index = np.argsort(extra.labels, kind="stable")
         images, labels = extra.images[index], extra.labels[index]
     elif generator.startswith("elastic:"):
-        alpha, sigma = (float(v) for v in generator.split(":", 1)[1].split(","))
+        try:
+            alpha, sigma = (float(v) for v in generator.split(":", 1)[1].split(","))
+        except ValueError:
+            raise click.BadParameter(f"{generator!r}: want elastic:ALPHA,SIGMA, e.g. elastic:15,4",
+                                     param_hint="GENERATOR") from None
         most = max(amounts)  # each subset image distorted most / subset_per_class times, or once
         index = np.concatenate([np.resize(np.flatnonzero(subset.labels == c), most)
                                 for c in range(10)])
