@@ -8,9 +8,11 @@ trains and scores. Agreement and BCIS are maximised, WCIS and the Frechet distan
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -173,7 +175,9 @@ def tune(cfg: TuneConfig, log=print) -> dict:
     out = Path(cfg.out)
     tuner = _make_tuner_class()(cfg, train, evaluation, validator, data_info, oracle=oracle,
                                 directory=str(out), project_name="search")
-    tuner.search()
+    # Keras Tuner's progress table is print()ed; stdout is reserved for the results table.
+    with contextlib.redirect_stdout(sys.stderr):
+        tuner.search()
     rows = results_table(tuner, cfg)
     if not rows or all(r["status"] != "COMPLETED" for r in rows):
         raise KepKreatorError(f"no trial completed; see {out / 'search'}")
