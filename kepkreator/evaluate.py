@@ -42,7 +42,7 @@ def evaluate_generator(generator_ref, validator_ref, per_class: int = 1000, seed
         latent_scale = generator.default_latent_scale
     images, labels = sample_generator(generator, per_class, seed, latent_scale=latent_scale)
     probs = validator.probabilities(images)
-    report = {"generator": str(generator.path), "validator": str(validator.path),
+    report = {"generator": generator.reference, "validator": validator.reference,
               "class_set": generator.class_set.name, "per_class_requested": per_class,
               "seed": seed, "latent_scale": latent_scale,
               "generated": class_report(ClassStats.from_probabilities(probs, labels), labels_text)}

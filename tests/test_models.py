@@ -221,3 +221,17 @@ def test_warp_generator_needs_its_images_and_saves_them(tmp_path):
     g.save(tmp_path / "warp.keras")
     again = keras.saving.load_model(tmp_path / "warp.keras", custom_objects=CUSTOM_OBJECTS)
     assert np.allclose(again.predict_on_batch([z, label]), out, atol=1e-6)
+
+
+def test_reports_name_shipped_bundles_portably(tiny_generator_bundle, tiny_validator_bundle):
+    """Cards travel with the package: a shipped bundle is named default:SET, never by the
+    absolute path of the machine that evaluated it."""
+    from kepkreator.evaluate import evaluate_generator
+    shipped = load_bundle("default:digits", "validator")
+    assert shipped.path.is_absolute() and shipped.reference == "default:digits"
+    mine = load_bundle(tiny_generator_bundle, "generator")
+    assert mine.reference == str(tiny_generator_bundle)
+    report = evaluate_generator(mine, load_bundle(tiny_validator_bundle, "validator"),
+                                per_class=2)
+    assert report["generator"] == str(tiny_generator_bundle)
+    assert load_bundle(shipped.reference, "validator").path == shipped.path

@@ -146,6 +146,16 @@ class Bundle:
                                            else [inputs])))
 
     @property
+    def reference(self) -> str:
+        """What to write in a card or report: ``default:NAME`` for a shipped bundle, so shipped
+        cards name no machine's paths; otherwise the path as given."""
+        try:
+            inside = self.path.resolve().relative_to(ASSETS.resolve())
+        except ValueError:
+            return str(self.path)
+        return "default:" + (inside.parent if len(inside.parts) == 2 else inside).as_posix()
+
+    @property
     def signature(self) -> dict:
         return self.card["signature"]
 
