@@ -2,7 +2,7 @@
 # How the shipped bundles in kepkreator/assets/ were made: the package's own training command on
 # the real data in ../shared/data. Checkpoints and logs go to runs/ (git-ignored); re-running
 # resumes. Then each generator is measured on 10,000 samples and the numbers go into its card.
-#   bash jobs/train_shipped.sh digits|letters
+#   bash jobs/train_shipped.sh digits|letters|letters52
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KK=".venv/bin/kepkreator"
@@ -32,5 +32,12 @@ letters)
   $KK train gan --class-set letters $SRC --validator $A/letters/validator \
       --out $A/letters/generator --workdir runs/letters-modes/generator.work --epochs 8 --seed 0 \
       --modes-per-class 3
+  ;;
+letters52)
+  # The renderer's case validator: EMNIST byclass keeps the case of its letters (58,405 in the
+  # test split here). Trained into runs/letters52/validator, then copied here.
+  E="$DATA/emnist"
+  $KK train validator --class-set letters52 --data emnist-byclass:test@$E --holdout 0.1 \
+      --out $A/letters52/validator --workdir runs/letters52/validator.work --epochs 8 --seed 0
   ;;
 esac

@@ -388,16 +388,19 @@ _models = [
                  show_default=True, help="generator,validator bundles for digits ('' = none)."),
     click.option("--letters", "letters_refs", default="default:letters,default:letters",
                  show_default=True, help="generator,validator bundles for letters ('' = none)."),
+    click.option("--case-validator", "case_ref", default="default:letters52", show_default=True,
+                 help="Case-sensitive validator that picks, for a case-merged letters "
+                      "generator, a candidate in the typed case ('' = either case)."),
 ]
 
 
-def _renderer(digits_refs: str, letters_refs: str):
+def _renderer(digits_refs: str, letters_refs: str, case_ref: str):
     from kepkreator.handwriting import TextRenderer
     pairs = [refs.split(",") for refs in (digits_refs, letters_refs) if refs]
     if not pairs or any(len(p) != 2 for p in pairs):
         raise click.BadParameter("give generator,validator bundle pairs",
                                  param_hint="--digits/--letters")
-    return TextRenderer([p[0] for p in pairs], [p[1] for p in pairs])
+    return TextRenderer([p[0] for p in pairs], [p[1] for p in pairs], case_ref or None)
 
 
 @cli.command()
@@ -408,9 +411,9 @@ def _renderer(digits_refs: str, letters_refs: str):
 @click.option("--seed", type=int, default=None, help="Same seed, same picture.")
 @click.option("--scale", type=click.IntRange(1, 8), default=2, show_default=True)
 @_with(_models)
-def render(text, out, best_of, seed, scale, digits_refs, letters_refs):
+def render(text, out, best_of, seed, scale, digits_refs, letters_refs, case_ref):
     """Write TEXT in generated handwriting, e.g. kepkreator render "Hello2024" -o hello.png."""
-    renderer = _renderer(digits_refs, letters_refs)
+    renderer = _renderer(digits_refs, letters_refs, case_ref)
     rendered = renderer.render(text, best_of=best_of, seed=seed)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_bytes(rendered.png(scale))
@@ -424,12 +427,12 @@ def render(text, out, best_of, seed, scale, digits_refs, letters_refs):
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @_with(_models)
-def serve(host, port, digits_refs, letters_refs):
+def serve(host, port, digits_refs, letters_refs, case_ref):
     """HTTP API (GET /generate/{text}, PNG or ?format=json) and a page at / to try it."""
     import uvicorn
 
     from kepkreator.server import create_app
-    app = create_app(_renderer(digits_refs, letters_refs))  # models load once, here
+    app = create_app(_renderer(digits_refs, letters_refs, case_ref))  # models load once, here
     click.echo(f"serving on http://{host}:{port}/", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 

@@ -3,12 +3,15 @@
 The seed's text endpoint drew each character once and trusted its label; here every character
 gets N candidates, the validator scores them and the most confident one of the requested class
 is kept, so what is written is what was asked for. Letters come from the case-merged letters
-bundle (EMNIST files upper and lower case under one class), so 'e' and 'E' share a class.
+bundle (EMNIST files upper and lower case under one class), so 'e' and 'E' share a class; a
+case-sensitive validator (``letters52``) then picks, among the candidates, the one written in
+the case that was typed — the letters generator draws both cases (its class splitting), it just
+cannot be asked for one.
 """
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,6 +20,7 @@ from kepkreator.errors import KepKreatorError
 MAX_TEXT_LENGTH = 64
 MAX_BEST_OF = 64
 INK_THRESHOLD = 40  # uint8 intensity that counts as ink when cropping and aligning
+CASE_TOLD_APART = 0.5  # held-out accuracy on both cases a case validator needs to pick a case
 
 
 class TextError(KepKreatorError):
@@ -27,6 +31,7 @@ class TextError(KepKreatorError):
 class RenderedText:
     image: np.ndarray                 # uint8 (h, w), dark ink on white
     characters: list[dict]            # per character: char, class, confidence, candidates
+    glyphs: list = field(default_factory=list)  # per character: the 28x28 sample, None: space
 
     def png(self, scale: int = 2) -> bytes:
         from kepkreator.imageio import encode_png_batch
@@ -37,7 +42,7 @@ class TextRenderer:
     """Loads the bundles once; ``render`` is safe to call from many threads."""
 
     def __init__(self, generator_refs=("default:digits", "default:letters"),
-                 validator_refs=("default:digits", "default:letters")):
+                 validator_refs=("default:digits", "default:letters"), case_validator_ref=None):
         from kepkreator.models.bundle import load_bundle
         self.models = []       # (generator, validator) per class set
         self.char_map = {}     # character -> (model index, class index)
@@ -54,6 +59,26 @@ class TextRenderer:
                     else {char}
                 for variant in variants:
                     self.char_map.setdefault(variant, (index, c))
+        self.case_validator, self.case_classes = None, {}
+        if case_validator_ref:
+            self.case_validator = load_bundle(case_validator_ref, "validator")
+            chars = self.case_validator.class_set.chars
+            pairs = [ch for ch in chars if ch.swapcase() != ch and ch.swapcase() in chars]
+            if not pairs:  # a merged class cannot tell the cases apart
+                raise KepKreatorError(
+                    f"case validator {case_validator_ref}: class set "
+                    f"{self.case_validator.class_set.name!r} does not tell upper from lower case")
+            accuracy = self.case_validator.card.get("metrics", {}).get("eval_per_class_accuracy")
+            if not accuracy or len(accuracy) != len(chars):
+                raise KepKreatorError(
+                    f"case validator {case_validator_ref}: its card has no held-out per-class "
+                    "accuracy (metrics.eval_per_class_accuracy), so which letters it tells apart "
+                    "by case is unknown; train it with --holdout or --eval-data")
+            # A say only where it recognises both cases on real letters: for c/C, o/O... it
+            # learnt the more frequent case, and its vote would be that prior, not evidence.
+            self.case_classes = {ch: (chars.index(ch), chars.index(ch.swapcase()))
+                                 for ch in pairs if min(accuracy[chars.index(ch)], accuracy[
+                                     chars.index(ch.swapcase())]) >= CASE_TOLD_APART}
         self._lock = threading.Lock()  # one model call at a time: TF threads already fill cores
 
     @property
@@ -93,7 +118,8 @@ class TextRenderer:
                 images = generator.generate(z, labels)
                 probs = validator.probabilities(images)
             scores = probs[np.arange(len(labels)), labels].reshape(len(positions), best_of)
-            choice = scores.argmax(1)
+            case_scores = self._case_scores(text, positions, generator, images, best_of)
+            choice = (scores * np.where(np.isnan(case_scores), 1.0, case_scores)).argmax(1)
             for row, pos in enumerate(positions):
                 k = row * best_of + choice[row]
                 glyphs[pos] = images[k]
@@ -103,7 +129,28 @@ class TextRenderer:
                     "predicted": generator.class_set.chars[int(probs[k].argmax())],
                     "candidates": best_of,
                     "candidate_confidence_mean": float(scores[row].mean())})
-        return RenderedText(layout(glyphs, gap, space, margin), info)
+                if not np.isnan(case_scores[row, choice[row]]):
+                    info[pos]["case_confidence"] = float(case_scores[row, choice[row]])
+        return RenderedText(layout(glyphs, gap, space, margin), info, glyphs)
+
+    def _case_scores(self, text, positions, generator, images, best_of) -> np.ndarray:
+        """P(typed case | one of the two cases) per candidate, by the case validator; NaN where
+        it has no say (digits, a generator that knows case itself, no case validator)."""
+        out = np.full((len(positions), best_of), np.nan)
+        merged = generator.class_set.case_merged
+        rows = [r for r, p in enumerate(positions) if text[p] in self.case_classes
+                and generator.class_set.chars[self.char_map[text[p]][1]] in merged]
+        if not rows:
+            return out
+        picked = images.reshape(len(positions), best_of, *images.shape[1:])[rows]
+        with self._lock:
+            probs = self.case_validator.probabilities(picked.reshape(-1, *images.shape[1:]))
+        probs = probs.reshape(len(rows), best_of, -1)
+        for i, r in enumerate(rows):
+            typed, other = self.case_classes[text[positions[r]]]
+            out[r] = probs[i, :, typed] / np.maximum(probs[i, :, typed] + probs[i, :, other],
+                                                     1e-12)
+        return out
 
 
 def describe_alphabet(alphabet: str) -> str:

@@ -2,6 +2,7 @@
 in headless Chromium. Uses the shipped digits and letters bundles (small, in the package)."""
 import concurrent.futures
 import io
+import json
 import shutil
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from kepkreator.errors import KepKreatorError
 from kepkreator.handwriting import (INK_THRESHOLD, MAX_TEXT_LENGTH, TextError, TextRenderer,
                                     layout)
 from tests.conftest import ROOT, assert_one_line_error, run_cli
@@ -33,6 +35,42 @@ def test_best_of_n_keeps_the_most_confident_candidate(renderer):
     again = renderer.render("Hello2024", best_of=16, seed=5)
     assert np.array_equal(again.image, many.image)  # same seed, same picture
     assert many.characters[1]["class"] == "E"  # letters are case-merged
+
+
+@pytest.fixture(scope="module")
+def case_renderer():
+    return TextRenderer(case_validator_ref="default:letters52")
+
+
+def test_case_validator_writes_each_letter_in_the_typed_case(renderer, case_renderer):
+    # Letters whose two cases look different (jobs/case_render.py); not E: the shipped letters
+    # generator rarely draws a capital E, so 16 candidates may hold none.
+    text = "AaBbDdGgHhNnQqRrTt"
+    either = renderer.render(text, best_of=16, seed=3)
+    typed = case_renderer.render(text, best_of=16, seed=3)
+    assert all("case_confidence" not in c for c in either.characters)
+    case = [c["case_confidence"] for c in typed.characters]
+    assert min(case) > 0.5 and np.mean(case) > 0.9, case
+    # Still the asked-for letter: the case is chosen among candidates of the right class.
+    assert all(c["predicted"] == c["class"] for c in typed.characters)
+    assert not np.array_equal(either.image, typed.image)
+    digits = case_renderer.render("2024", best_of=4, seed=3)
+    assert all("case_confidence" not in c for c in digits.characters)
+
+
+def test_a_case_validator_must_tell_case_apart(case_renderer, tmp_path):
+    with pytest.raises(KepKreatorError, match="does not tell upper from lower case"):
+        TextRenderer(case_validator_ref="default:digits")
+    # Only letters whose both cases it recognises on held-out data get its vote: not c/C.
+    assert {"A", "a", "E", "e"} <= set(case_renderer.case_classes)
+    assert not {"C", "c", "O", "o"} & set(case_renderer.case_classes)
+    unmeasured = tmp_path / "letters52"
+    shutil.copytree(case_renderer.case_validator.path, unmeasured)
+    card = json.loads((unmeasured / "card.json").read_text())
+    del card["metrics"]["eval_per_class_accuracy"]
+    (unmeasured / "card.json").write_text(json.dumps(card))
+    with pytest.raises(KepKreatorError, match="no held-out per-class accuracy"):
+        TextRenderer(case_validator_ref=unmeasured)
 
 
 def test_layout_puts_every_glyph_on_one_baseline_with_even_gaps():
@@ -68,6 +106,10 @@ def test_render_command_writes_the_png(tmp_path):
         assert img.mode == "L" and img.width > 9 * 2 * 10 and img.height >= 56
     assert_one_line_error(run_cli("render", "ok?", "-o", tmp_path / "x.png"), "'?'")
     assert not (tmp_path / "x.png").exists()
+    assert_one_line_error(run_cli("render", "ok", "-o", tmp_path / "x.png", "--case-validator",
+                                  "default:digits"), "does not tell upper from lower case")
+    either = run_cli("render", "Ok", "-o", tmp_path / "either.png", "--case-validator", "")
+    assert either.returncode == 0 and (tmp_path / "either.png").is_file(), either.stderr
 
 
 def _free_port():
