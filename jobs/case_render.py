@@ -40,11 +40,11 @@ def two_way(probs: np.ndarray, chars: tuple, typed: list[str]) -> np.ndarray:
 @click.option("--update-card", is_flag=True, help="Record the summary in the case validator's "
                                                    "card (metrics.case_render).")
 def main(judge, case_validator, data, seeds, best_of, json_out, update_card):
-    from kepkreator.training.common import split_data
     from kepkreator.handwriting import TextRenderer
     from kepkreator.models.bundle import load_bundle
-    picker = load_bundle(case_validator, "validator")
-    judge_bundle = load_bundle(judge, "validator")
+    from kepkreator.training.common import split_data
+    either, typed_case = TextRenderer(), TextRenderer(case_validator_ref=case_validator)
+    picker, judge_bundle = typed_case.case_validator, load_bundle(judge, "validator")
     holdout = picker.card["training"]["hparams"]["holdout"]
     split_seed = picker.card["training"]["hparams"].get("split_seed", 0)
     _, held_out, _ = split_data([data], picker.class_set.name, holdout, [], split_seed)
@@ -52,7 +52,6 @@ def main(judge, case_validator, data, seeds, best_of, json_out, update_card):
     real = two_way(picker.probabilities(held_out.images), picker.class_set.chars, held_chars)
 
     text = "".join(a + b for a, b in zip(string.ascii_uppercase, string.ascii_lowercase))
-    either, typed_case = TextRenderer(), TextRenderer(case_validator_ref=case_validator)
     results = {"either": [], "typed": []}
     for name, renderer in (("either", either), ("typed", typed_case)):
         for seed in range(seeds):
