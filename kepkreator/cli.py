@@ -417,8 +417,9 @@ def render(text, out, best_of, seed, scale, digits_refs, letters_refs, case_ref)
     rendered = renderer.render(text, best_of=best_of, seed=seed)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_bytes(rendered.png(scale))
-    scores = "  ".join(f"{c['char']}:{c['confidence']:.3f}" for c in rendered.characters
-                       if "confidence" in c)
+    scores = "  ".join(f"{c['char']}:{c['confidence']:.3f}"
+                       + (f" (case {c['case_confidence']:.2f})" if "case_confidence" in c else "")
+                       for c in rendered.characters if "confidence" in c)
     click.echo(f"{out}: {rendered.image.shape[1] * scale}x{rendered.image.shape[0] * scale}, "
                f"best of {best_of}; confidence {scores}")
 

@@ -44,7 +44,9 @@ form.addEventListener("submit", async (event) => {
   img.src = "data:image/png;base64," + body.png_base64;
   img.hidden = false;
   document.getElementById("scores").textContent = body.characters
-    .filter(c => c.class).map(c => c.char + " " + (100 * c.confidence).toFixed(1) + "%").join("  ");
+    .filter(c => c.class).map(c => c.char + " " + (100 * c.confidence).toFixed(1) + "%"
+      + (c.case_confidence === undefined ? "" : " (case " + (100 * c.case_confidence).toFixed(0)
+         + "%)")).join("  ");
 });
 </script>
 </body></html>

@@ -102,6 +102,7 @@ def test_render_command_writes_the_png(tmp_path):
     out = tmp_path / "hello.png"
     result = run_cli("render", "Hello2024", "-o", out, "--best-of", 4, "--seed", 1)
     assert result.returncode == 0, result.stderr
+    assert "e:" in result.stdout and "(case " in result.stdout  # the shipped case validator
     with Image.open(out) as img:
         assert img.mode == "L" and img.width > 9 * 2 * 10 and img.height >= 56
     assert_one_line_error(run_cli("render", "ok?", "-o", tmp_path / "x.png"), "'?'")
@@ -204,7 +205,8 @@ def test_page_in_headless_chromium(server):
         WebDriverWait(chrome, 60).until(lambda d: d.execute_script(
             "const i = document.getElementById('result');"
             "return !i.hidden && i.complete && i.naturalWidth > 0;"))
-        assert "K" in chrome.find_element(By.ID, "scores").text
+        scores = chrome.find_element(By.ID, "scores").text
+        assert "K" in scores and "(case " in scores  # the letters' case is picked, and shown
         box.clear()
         box.send_keys("no#")
         chrome.find_element(By.ID, "go").click()
