@@ -110,47 +110,59 @@ class TextRenderer:
             if ch != " ":
                 wanted.setdefault(self.char_map[ch][0], []).append(pos)
         for model_index, positions in sorted(wanted.items()):
-            generator, validator = self.models[model_index]
-            classes = np.array([self.char_map[text[p]][1] for p in positions])
-            labels = np.repeat(classes, best_of)
-            z = generator.sample_latent(rng, len(labels))
-            with self._lock:
-                images = generator.generate(z, labels)
-                probs = validator.probabilities(images)
-            scores = probs[np.arange(len(labels)), labels].reshape(len(positions), best_of)
-            case_scores = self._case_scores(text, positions, generator, images, best_of)
-            choice = (scores * np.where(np.isnan(case_scores), 1.0, case_scores)).argmax(1)
-            for row, pos in enumerate(positions):
-                k = row * best_of + choice[row]
-                glyphs[pos] = images[k]
+            generator = self.models[model_index][0]
+            drawn = self._draw(model_index, text, positions, best_of, rng)
+            # A letter none of whose candidates is in the typed case gets more, best_of at a
+            # time up to MAX_BEST_OF: some forms are rare (the letters generator seldom draws a
+            # capital E), and the first best_of may hold none.
+            while True:
+                short = [i for i, d in enumerate(drawn)
+                         if not np.isnan(d["case"]).all() and np.nanmax(d["case"]) < 0.5
+                         and len(d["case"]) + best_of <= MAX_BEST_OF]
+                if not short:
+                    break
+                more = self._draw(model_index, text, [positions[i] for i in short], best_of, rng)
+                for i, extra in zip(short, more):
+                    drawn[i] = {k: np.concatenate([drawn[i][k], extra[k]]) for k in extra}
+            for pos, d in zip(positions, drawn):
+                k = int((d["score"] * np.where(np.isnan(d["case"]), 1.0, d["case"])).argmax())
+                glyphs[pos] = d["image"][k]
                 info[pos].update({
-                    "class": generator.class_set.chars[classes[row]],
-                    "confidence": float(scores[row, choice[row]]),
-                    "predicted": generator.class_set.chars[int(probs[k].argmax())],
-                    "candidates": best_of,
-                    "candidate_confidence_mean": float(scores[row].mean())})
-                if not np.isnan(case_scores[row, choice[row]]):
-                    info[pos]["case_confidence"] = float(case_scores[row, choice[row]])
+                    "class": generator.class_set.chars[self.char_map[text[pos]][1]],
+                    "confidence": float(d["score"][k]),
+                    "predicted": generator.class_set.chars[int(d["predicted"][k])],
+                    "candidates": len(d["score"]),
+                    "candidate_confidence_mean": float(d["score"].mean())})
+                if not np.isnan(d["case"][k]):
+                    info[pos]["case_confidence"] = float(d["case"][k])
         return RenderedText(layout(glyphs, gap, space, margin), info, glyphs)
 
-    def _case_scores(self, text, positions, generator, images, best_of) -> np.ndarray:
-        """P(typed case | one of the two cases) per candidate, by the case validator; NaN where
-        it has no say (digits, a generator that knows case itself, no case validator)."""
-        out = np.full((len(positions), best_of), np.nan)
-        merged = generator.class_set.case_merged
-        rows = [r for r, p in enumerate(positions) if text[p] in self.case_classes
-                and generator.class_set.chars[self.char_map[text[p]][1]] in merged]
-        if not rows:
-            return out
-        picked = images.reshape(len(positions), best_of, *images.shape[1:])[rows]
+    def _draw(self, model_index, text, positions, n, rng) -> list[dict]:
+        """``n`` candidates for each position: image, class score, predicted class and case
+        score, P(typed case | either case) by the case validator — NaN where it has no say
+        (digits, a generator that knows case itself, no case validator)."""
+        generator, validator = self.models[model_index]
+        labels = np.repeat([self.char_map[text[p]][1] for p in positions], n)
+        z = generator.sample_latent(rng, len(labels))
         with self._lock:
-            probs = self.case_validator.probabilities(picked.reshape(-1, *images.shape[1:]))
-        probs = probs.reshape(len(rows), best_of, -1)
-        for i, r in enumerate(rows):
-            typed, other = self.case_classes[text[positions[r]]]
-            out[r] = probs[i, :, typed] / np.maximum(probs[i, :, typed] + probs[i, :, other],
-                                                     1e-12)
-        return out
+            images = generator.generate(z, labels)
+            probs = validator.probabilities(images)
+        case = np.full(len(labels), np.nan)
+        merged = generator.class_set.case_merged
+        asked = np.repeat([text[p] for p in positions], n)
+        says = np.array([ch in self.case_classes and generator.class_set.chars[label] in merged
+                         for ch, label in zip(asked, labels)], bool)
+        if says.any():
+            with self._lock:
+                case_probs = self.case_validator.probabilities(images[says])
+            typed, other = np.array([self.case_classes[ch] for ch in asked[says]]).T
+            rows = np.arange(len(typed))
+            case[says] = case_probs[rows, typed] / np.maximum(
+                case_probs[rows, typed] + case_probs[rows, other], 1e-12)
+        score = probs[np.arange(len(labels)), labels]
+        return [{"image": images[sl], "score": score[sl], "predicted": probs[sl].argmax(1),
+                 "case": case[sl]} for sl in (slice(i * n, (i + 1) * n)
+                                               for i in range(len(positions)))]
 
 
 def describe_alphabet(alphabet: str) -> str:
