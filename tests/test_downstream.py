@@ -96,6 +96,14 @@ def test_downstream_command_runs_every_setting_and_resumes(tmp_path, mnist_dir):
     assert again.returncode == 0, again.stderr
     assert "reusing the finished dataset" in again.stderr
     assert {f: f.stat().st_mtime_ns for f in (study / "runs").glob("*.json")} == stamps
+    # A subset dataset from a pipeline that did not record its latent scale cannot be reused.
+    manifest_path = study / "synthetic-subset" / "manifest.json"
+    recorded_manifest = manifest_path.read_text()
+    legacy = json.loads(recorded_manifest)
+    del legacy["spec"]["latent_scale"]
+    manifest_path.write_text(json.dumps(legacy))
+    assert_one_line_error(run_cli(*args), "did not record its latent scale")
+    manifest_path.write_text(recorded_manifest)
     # Another protocol in the same directory would silently mix results: refused by name.
     other = [a if a != 8 else 9 for a in args]
     assert_one_line_error(run_cli(*other), "holds a study with other training")
