@@ -150,8 +150,9 @@ class TextRenderer:
         case = np.full(len(labels), np.nan)
         merged = generator.class_set.case_merged
         asked = np.repeat([text[p] for p in positions], n)
-        says = np.array([ch in self.case_classes and generator.class_set.chars[label] in merged
-                         for ch, label in zip(asked, labels)], bool)
+        says = np.repeat([text[p] in self.case_classes
+                          and generator.class_set.chars[self.char_map[text[p]][1]] in merged
+                          for p in positions], n).astype(bool)
         if says.any():
             with self._lock:
                 case_probs = self.case_validator.probabilities(images[says])
