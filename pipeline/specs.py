@@ -94,12 +94,19 @@ def _fail(where: str, message: str):
     raise SpecError(f"{where}: {message}")
 
 
+def _shown(value) -> str:
+    """A spec value as the file spells it (``true``, ``null``, ``[1, 2]``), not as Python's repr
+    would (``True``, ``None``); strings quoted like the key names; cut so errors stay one line."""
+    text = repr(value) if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _int(where, key, value, low=None, high=None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         else:
-            _fail(where, f"{key} must be a whole number, got {value!r}")
+            _fail(where, f"{key} must be a whole number, got {_shown(value)}")
     if low is not None and value < low:
         _fail(where, f"{key} must be at least {low}, got {value}")
     if high is not None and value > high:
@@ -212,12 +219,12 @@ def parse_spec(data: dict, where: str = "spec", base_dir: Path = Path(".")) -> J
     if "min_confidence" in data:
         value = data["min_confidence"]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-            _fail(where, f"min_confidence must be a number in [0, 1), got {value!r}")
+            _fail(where, f"min_confidence must be a number in [0, 1), got {_shown(value)}")
         spec.min_confidence = float(value)
     if "label_policy" in data:
         if data["label_policy"] not in POLICIES:
             _fail(where, f"label_policy must be one of {', '.join(POLICIES)}, "
-                         f"got {data['label_policy']!r}")
+                         f"got {_shown(data['label_policy'])}")
         spec.label_policy = data["label_policy"]
     if "formats" in data:
         formats = data["formats"]
@@ -226,23 +233,24 @@ def parse_spec(data: dict, where: str = "spec", base_dir: Path = Path(".")) -> J
             _fail(where, "formats must be a non-empty list of parquet, tfrecord")
         for f in formats:
             if f not in FORMATS:
-                _fail(where, f"unknown format {f!r} (known: {', '.join(FORMATS)})")
+                _fail(where, f"unknown format {_shown(f)} (known: {', '.join(FORMATS)})")
         spec.formats = tuple(f for f in FORMATS if f in formats)
     if "shards" in data:
         spec.shards = _int(where, "shards", data["shards"], 1, MAX_SHARDS)
     if "split" in data:
         split = str(data["split"])
         if not split.replace("_", "").isalnum() or not split[0].isalpha():
-            _fail(where, f"split must be a simple name like train or test, got {split!r}")
+            _fail(where, f"split must be a simple name like train or test, got {_shown(split)}")
         spec.split = split
     if "orientation" in data:
         if data["orientation"] not in ORIENTATIONS:
-            _fail(where, f"orientation must be upright or emnist, got {data['orientation']!r}")
+            _fail(where, "orientation must be upright or emnist, "
+                         f"got {_shown(data['orientation'])}")
         spec.orientation = data["orientation"]
     if "name" in data:
         name = str(data["name"])
         if not name.replace("_", "").isalnum() or not name[0].isalpha() or name != name.lower():
-            _fail(where, f"name must be lower_snake_case, got {name!r}")
+            _fail(where, f"name must be lower_snake_case, got {_shown(name)}")
         spec.name = name
     if "unit_size" in data:
         spec.unit_size = _int(where, "unit_size", data["unit_size"], 16, 1_000_000)
@@ -251,12 +259,12 @@ def parse_spec(data: dict, where: str = "spec", base_dir: Path = Path(".")) -> J
     if "max_oversample" in data:
         value = data["max_oversample"]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 10_000:
-            _fail(where, f"max_oversample must be a number in [1, 10000], got {value!r}")
+            _fail(where, f"max_oversample must be a number in [1, 10000], got {_shown(value)}")
         spec.max_oversample = float(value)
     if "latent_scale" in data:
         value = data["latent_scale"]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 10:
-            _fail(where, f"latent_scale must be a number in (0, 10], got {value!r}")
+            _fail(where, f"latent_scale must be a number in (0, 10], got {_shown(value)}")
         spec.latent_scale = float(value)
     spec.sources = [{"path": where, "seed": spec.seed,
                      "counts": {class_set.chars[c]: n for c, n in spec.counts.items()}}]
