@@ -27,7 +27,8 @@ letters)
   $KK train validator --class-set letters $SRC --out $A/letters/validator \
       --workdir runs/letters/validator.work --epochs 8 --seed 0
   # Class splitting (3 modes per letter): without it the GAN drops one case of many letters.
-  # The shipped bundle was trained into runs/letters-modes/generator, then copied here.
+  # The shipped bundle was trained with --out runs/letters-modes/generator (its card's hparams
+  # say so) and copied here; this line writes here directly, otherwise the same command.
   # shellcheck disable=SC2086
   $KK train gan --class-set letters $SRC --validator $A/letters/validator \
       --out $A/letters/generator --workdir runs/letters-modes/generator.work --epochs 8 --seed 0 \
@@ -35,7 +36,8 @@ letters)
   ;;
 letters52)
   # The renderer's case validator: EMNIST byclass keeps the case of its letters (58,405 in the
-  # test split here). Trained into runs/letters52/validator, then copied here.
+  # test split here). The shipped bundle was trained with --out runs/letters52/validator (its
+  # card's hparams say so) and copied here; this line writes here directly, otherwise the same.
   E="$DATA/emnist"
   $KK train validator --class-set letters52 --data emnist-byclass:test@$E --holdout 0.1 \
       --out $A/letters52/validator --workdir runs/letters52/validator.work --epochs 8 --seed 0
