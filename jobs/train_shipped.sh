@@ -16,7 +16,8 @@ digits)
   $KK train gan --class-set digits --data mnist:train@$M --eval-data mnist:test@$M \
       --out $A/digits/generator --workdir runs/digits/generator.work --epochs 16 --seed 0
   $KK evaluate --generator $A/digits/generator --validator $A/digits/validator -n 10000 \
-      --real mnist:test@$M --update-card --json-out runs/digits/evaluation.json
+      --real mnist:test@$M --train-data mnist:train@$M --latent-scale 1 --update-card \
+      --json-out runs/digits/evaluation.json
   ;;
 letters)
   E="$DATA/emnist"

@@ -177,9 +177,18 @@ def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, 
               help="z ~ N(0, scale^2); default: the generator card's sampling scale, as the "
                    "pipeline uses.")
 @click.option("--update-card", is_flag=True, help="Also record the report in the generator card.")
+@click.option("--train-data", "train_sources", multiple=True,
+              help="The generator's training data source(s): with --real, checks whether the "
+                   "samples are new or copies of training images.")
+@click.option("--train-per-class", type=click.IntRange(0), default=None,
+              help="Keep the per-class subset the generator was trained on (0: all); default: "
+                   "the card's, as `train gan --per-class` recorded it.")
+@click.option("--train-subset-seed", type=int, default=None,
+              help="Seed of that subset; default: the card's.")
 def evaluate(generator_ref, validator_ref, samples, real_sources, seed, json_out, latent_scale,
-             update_card):
-    """Measure a generator with a validator: agreement, IS, BCIS, WCIS, Frechet distance."""
+             update_card, train_sources, train_per_class, train_subset_seed):
+    """Measure a generator with a validator: agreement, IS, BCIS, WCIS, Frechet distance, and
+    with --train-data whether its samples copy its training images."""
     from kepkreator.evaluate import evaluate_generator, format_table, record_in_card
     from kepkreator.models.bundle import load_bundle, resolve_bundle_path
     generator = load_bundle(generator_ref, "generator")
@@ -188,9 +197,16 @@ def evaluate(generator_ref, validator_ref, samples, real_sources, seed, json_out
     if real_sources:
         from kepkreator.data import load_sources
         real = load_sources(list(real_sources), validator.class_set)
+    train = None
+    if train_sources:
+        if not real_sources:
+            raise click.UsageError("--train-data needs --real (held-out images): how near new "
+                                   "data falls to the training images by chance")
+        train = _generator_training_set(generator, train_sources, train_per_class,
+                                        train_subset_seed)
     per_class = max(1, samples // generator.class_set.num_classes)
     report = evaluate_generator(generator, validator, per_class, seed, real,
-                                latent_scale=latent_scale)
+                                latent_scale=latent_scale, train=train)
     click.echo(format_table(report))
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
@@ -198,6 +214,22 @@ def evaluate(generator_ref, validator_ref, samples, real_sources, seed, json_out
         click.echo(f"report: {json_out}")
     if update_card:
         record_in_card(resolve_bundle_path(generator_ref, "generator"), report)
+
+
+def _generator_training_set(generator, sources, per_class, subset_seed):
+    """The images the generator learnt from: the sources, less the hash holdout and cut to the
+    per-class subset its card records (as `train gan` chose them), unless told otherwise."""
+    from kepkreator.training.common import split_data
+    recorded = (generator.card.get("training") or {}).get("data") or {}
+    per_class = recorded.get("per_class", 0) if per_class is None else per_class
+    subset_seed = recorded.get("subset_seed", 0) if subset_seed is None else subset_seed
+    train, _, _ = split_data(list(sources), generator.class_set.name,
+                             recorded.get("holdout_fraction", 0.0), [],
+                             recorded.get("split_seed", 0), per_class, subset_seed)
+    if recorded.get("train_samples") not in (None, len(train)):
+        click.echo(f"note: {len(train):,} training images from --train-data, the generator's "
+                   f"card records {recorded['train_samples']:,}", err=True)
+    return train
 
 
 def _int_list(ctx, param, value):

@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from kepkreator.data import Dataset
-from kepkreator.metrics import ClassStats, class_report, frechet_distance
+from kepkreator.errors import KepKreatorError
+from kepkreator.metrics import (ClassStats, class_report, copying_report, frechet_distance,
+                                nearest_distances)
 from kepkreator.models.bundle import CARD_NAME, Bundle, load_bundle
 
 
@@ -24,19 +26,22 @@ def sample_generator(generator, per_class: int, seed: int, batch_size: int = 204
 
 def evaluate_generator(generator_ref, validator_ref, per_class: int = 1000, seed: int = 0,
                        real: Dataset | None = None, real_limit: int = 10000,
-                       latent_scale: float | None = None) -> dict:
+                       latent_scale: float | None = None, train: Dataset | None = None) -> dict:
     """``generator_ref``/``validator_ref``: bundle references or already loaded bundles.
 
     ``latent_scale`` None: the scale the pipeline would use (the card's), so the numbers describe
-    the data users get."""
+    the data users get. ``train``: the generator's training images; with ``real`` (held out)
+    the report says whether the samples are new or copies of them."""
     generator = generator_ref if isinstance(generator_ref, Bundle) else load_bundle(
         generator_ref, "generator")
     validator = validator_ref if isinstance(validator_ref, Bundle) else load_bundle(
         validator_ref, "validator")
     if generator.class_set != validator.class_set:
-        from kepkreator.errors import KepKreatorError
         raise KepKreatorError(f"generator class set {generator.class_set.name!r} differs from "
                               f"validator class set {validator.class_set.name!r}")
+    if train is not None and (real is None or not len(real)):
+        raise KepKreatorError("the copying check needs held-out real images as well as the "
+                              "training images, to know how near new data falls by chance")
     labels_text = list(generator.class_set.chars)
     if latent_scale is None:
         latent_scale = generator.default_latent_scale
@@ -47,6 +52,8 @@ def evaluate_generator(generator_ref, validator_ref, per_class: int = 1000, seed
               "seed": seed, "latent_scale": latent_scale,
               "generated": class_report(ClassStats.from_probabilities(probs, labels), labels_text)}
     if real is not None and len(real):
+        if train is not None:
+            report["copying"] = copying_check(images, labels, train, real, real_limit, seed)
         if len(real) > real_limit:
             real = real.subset(np.random.default_rng(seed).permutation(len(real))[:real_limit])
         real_probs = validator.probabilities(real.images)
@@ -59,6 +66,26 @@ def evaluate_generator(generator_ref, validator_ref, per_class: int = 1000, seed
         report["frechet_distance"] = frechet_distance(validator.features(images[:n]),
                                                       validator.features(real.images[:n]))
     return report
+
+
+def copying_check(images, labels, train: Dataset, real: Dataset, real_limit: int,
+                  seed: int) -> dict:
+    """Nearest-training-image distances of the samples against those of held-out real images;
+    real images that are also training images are left out, they would be zero by construction."""
+    from kepkreator.data.splits import image_hashes
+    fresh = real.subset(~np.isin(image_hashes(real.images), image_hashes(train.images)))
+    if len(fresh) > real_limit:
+        fresh = fresh.subset(np.random.default_rng(seed).permutation(len(fresh))[:real_limit])
+    if not len(fresh):
+        raise KepKreatorError("every real image is also a training image: the copying check "
+                              "needs held-out ones")
+    try:
+        report = copying_report(nearest_distances(images, labels, train.images, train.labels),
+                                nearest_distances(fresh.images, fresh.labels, train.images,
+                                                  train.labels))
+    except ValueError as exc:
+        raise KepKreatorError(f"copying check: {exc}") from None
+    return {**report, "train_samples": len(train)}
 
 
 def record_in_card(bundle_path: str | Path, report: dict, key: str = "evaluation",
@@ -93,4 +120,10 @@ def format_table(report: dict) -> str:
         lines.append(f"real:      IS {r['is']:.3f}  BCIS {r['bcis']:.3f}  WCIS {r['wcis']:.3f}"
                      f"  (BCIS ratio {report['bcis_ratio_generated_to_real']:.3f}, "
                      f"Frechet distance {report['frechet_distance']:.3f})")
+    if "copying" in report:
+        c = report["copying"]
+        lines.append(f"copying:   nearest training image at median {c['median_distance_generated']:.3f}"
+                     f" vs {c['median_distance_real']:.3f} for held-out real (ratio "
+                     f"{c['distance_ratio']:.3f}); near copies {100 * c['near_copies']:.1f}% "
+                     f"({100 * c['near_copies_expected']:g}% by chance)")
     return "\n".join(lines)

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from kepkreator.metrics import ClassStats, class_report, frechet_distance, inception_scores
+from kepkreator.metrics import (ClassStats, class_report, copying_report, frechet_distance,
+                                inception_scores, nearest_distances)
 
 
 def scores(probs, classes):
@@ -79,3 +80,40 @@ def test_frechet_distance():
     assert frechet_distance(a, shifted) == pytest.approx(5.0, rel=1e-6)
     scaled = a * 2  # N(0, I) vs N(0, 4I): 3 * (1 + 4 - 2*2) = 3
     assert frechet_distance(a, scaled) == pytest.approx(3.0, rel=0.05)
+
+
+def _strokes(rng, n):
+    """Random uint8 "images": a few bright bars on black, varied enough that no two coincide."""
+    images = np.zeros((n, 28, 28), np.uint8)
+    for image in images:
+        for _ in range(3):
+            r, c = rng.integers(2, 24, 2)
+            image[r:r + rng.integers(2, 5), c:c + rng.integers(2, 5)] = 255
+    return images
+
+
+def test_nearest_distances_match_brute_force_and_stay_within_class():
+    rng = np.random.default_rng(3)
+    refs, queries = _strokes(rng, 70), _strokes(rng, 30)
+    ref_labels, query_labels = rng.integers(0, 3, 70), rng.integers(0, 4, 30)  # class 3: no refs
+    got = nearest_distances(queries, query_labels, refs, ref_labels, chunk=7)
+    for q, label, d in zip(queries / 255, query_labels, got):
+        same = refs[ref_labels == label] / 255
+        want = np.sqrt(((same - q) ** 2).sum((1, 2))).min() if len(same) else np.inf
+        assert d == pytest.approx(want, abs=1e-3)
+    assert np.isinf(got[query_labels == 3]).all()
+
+
+def test_copying_report_tells_copies_from_new_samples():
+    rng = np.random.default_rng(4)
+    train, held_out, new = _strokes(rng, 400), _strokes(rng, 400), _strokes(rng, 400)
+    labels = np.zeros(400, int)
+    real = nearest_distances(held_out, labels, train, labels)
+    speckled = np.clip(train + rng.integers(-20, 20, train.shape), 0, 255)  # faint noise
+    copies = nearest_distances(speckled, labels, train, labels)
+    fresh = nearest_distances(new, labels, train, labels)
+    copied, honest = copying_report(copies, real), copying_report(fresh, real)
+    assert copied["near_copies"] > 0.9 and copied["distance_ratio"] < 0.5
+    assert honest["near_copies"] < 0.05 and 0.8 < honest["distance_ratio"] < 1.25
+    with pytest.raises(ValueError, match="no class has both"):
+        copying_report(np.full(3, np.inf), real)

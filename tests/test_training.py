@@ -230,6 +230,33 @@ def test_gan_with_modes_exports_a_generator_that_takes_classes(mnist_dir, tmp_pa
     assert started["fresh_layers"] == ["label_embedding"]
 
 
+def test_evaluate_tells_a_generators_own_images_from_images_it_never_saw(mnist_dir, tmp_path):
+    """The copying check, end to end: a warp generator redraws its 80 training images, so its
+    samples lie nearer to those (the subset its card records, picked by default) than held-out
+    real digits do, and no nearer than chance to 80 other digits it never saw."""
+    from tests.conftest import assert_one_line_error, run_cli
+    generator = train_gan(GANHParams(
+        class_set="digits", data=[f"mnist:train@{mnist_dir}"], out=str(tmp_path / "w"),
+        generator_preset="warp-tiny", discriminator_preset="tiny", epochs=1, batch_size=32,
+        per_class=8, verbose=0, jit_compile=False, command="pytest"))
+    common = ("evaluate", "--generator", generator, "--validator", "default:digits", "-n", "200",
+              "--real", f"mnist:test@{mnist_dir}", "--train-data", f"mnist:train@{mnist_dir}")
+    ratios = {}
+    for name, extra in [("own", ()), ("unseen", ("--train-subset-seed", "1"))]:
+        result = run_cli(*common, *extra, "--json-out", tmp_path / f"{name}.json")
+        assert result.returncode == 0, result.stderr
+        assert "near copies" in result.stdout
+        copying = json.loads((tmp_path / f"{name}.json").read_text())["copying"]
+        assert copying["train_samples"] == 80 and copying["real_compared"] == 10000
+        ratios[name] = copying["distance_ratio"]
+    assert ratios["own"] < 0.85 and ratios["unseen"] > 0.9
+    assert_one_line_error(run_cli(*common[:5], "--train-data", f"mnist:train@{mnist_dir}"),
+                          "--train-data needs --real")
+    assert_one_line_error(run_cli(*common[:5], "--real", f"mnist:test@{mnist_dir}", "--train-data",
+                                  f"mnist:test@{mnist_dir}", "--train-per-class", "0"),
+                          "every real image is also a training image")
+
+
 def test_warp_generator_redraws_its_own_images_of_the_asked_class(mnist_dir, tmp_path):
     from kepkreator.data import load_sources
     from kepkreator.training.gan import MAX_EXEMPLARS
