@@ -217,18 +217,25 @@ def evaluate(generator_ref, validator_ref, samples, real_sources, seed, json_out
 
 
 def _generator_training_set(generator, sources, per_class, subset_seed):
-    """The images the generator learnt from: the sources, less the hash holdout and cut to the
-    per-class subset its card records (as `train gan` chose them), unless told otherwise."""
-    from kepkreator.training.common import split_data
-    recorded = (generator.card.get("training") or {}).get("data") or {}
-    per_class = recorded.get("per_class", 0) if per_class is None else per_class
-    subset_seed = recorded.get("subset_seed", 0) if subset_seed is None else subset_seed
-    train, _, _ = split_data(list(sources), generator.class_set.name,
-                             recorded.get("holdout_fraction", 0.0), [],
-                             recorded.get("split_seed", 0), per_class, subset_seed)
-    if recorded.get("train_samples") not in (None, len(train)):
+    """The images the generator learnt from: the sources split, subset and capped as its card's
+    hyperparameters say `train gan` did it (holdout, per-class subset, sample cap)."""
+    from types import SimpleNamespace
+
+    from kepkreator.training.common import training_data
+    training = generator.card.get("training") or {}
+    recorded = {"holdout": 0.0, "split_seed": 0, "per_class": 0, "subset_seed": 0,
+                "max_train_samples": 0, "seed": 0, **(training.get("hparams") or {})}
+    if per_class is not None:
+        recorded["per_class"] = per_class
+    if subset_seed is not None:
+        recorded["subset_seed"] = subset_seed
+    train, _, _ = training_data(SimpleNamespace(**{
+        **recorded, "data": list(sources), "eval_data": [],
+        "class_set": generator.class_set.name}))
+    expected = (training.get("data") or {}).get("train_samples")
+    if expected not in (None, len(train)):
         click.echo(f"note: {len(train):,} training images from --train-data, the generator's "
-                   f"card records {recorded['train_samples']:,}", err=True)
+                   f"card records {expected:,}", err=True)
     return train
 
 

@@ -34,12 +34,15 @@ def test_gan_trains_resumes_and_measures(mnist_dir, tiny_validator, tmp_path):
     hp = GANHParams(class_set="digits", data=[f"mnist:train@{mnist_dir}"], out=str(tmp_path / "gan"),
                     generator_preset="tiny", discriminator_preset="tiny", epochs=1, batch_size=64,
                     max_train_samples=640, validator=str(tiny_validator), eval_per_class=20,
-                    verbose=0, jit_compile=False, command="pytest")
+                    eval_data=[f"mnist:test@{mnist_dir}"], verbose=0, jit_compile=False,
+                    command="pytest")
     path = train_gan(hp)
     card = json.loads((path / "card.json").read_text())
     assert card["training"]["epochs_this_run"] == 1
     evaluation = card["metrics"]["evaluation"]["generated"]
     assert evaluation["samples"] == 200 and len(evaluation["per_class"]) == 10
+    copying = card["metrics"]["evaluation"]["copying"]  # against the 640 images it trained on
+    assert copying["train_samples"] == 640 and copying["generated_compared"] == 200
     grid = Image.open(tmp_path / "gan.work" / "samples" / "epoch_001.png")
     assert grid.height > 10 * 28  # one row per class
     assert list((tmp_path / "gan.work" / "tensorboard").rglob("events.out.*"))

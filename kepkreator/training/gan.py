@@ -369,8 +369,10 @@ def train_gan(hp: GANHParams, callbacks=()) -> Path:
     path = write_bundle(hp.out, exported, card)
     if hp.validator:
         from kepkreator.evaluate import evaluate_generator, record_in_card
+        held_out = evaluation is not None and len(evaluation) > 0
         report = evaluate_generator(path, hp.validator, per_class=hp.eval_per_class,
-                                    seed=hp.seed, real=evaluation)
+                                    seed=hp.seed, real=evaluation,
+                                    train=train if held_out else None)  # copying check
         record_in_card(path, report)
         write_json(workdir / "metrics.json", report)
     return path
