@@ -122,8 +122,9 @@ def format_table(report: dict) -> str:
                      f"Frechet distance {report['frechet_distance']:.3f})")
     if "copying" in report:
         c = report["copying"]
-        lines.append(f"copying:   nearest training image at median {c['median_distance_generated']:.3f}"
-                     f" vs {c['median_distance_real']:.3f} for held-out real (ratio "
-                     f"{c['distance_ratio']:.3f}); near copies {100 * c['near_copies']:.1f}% "
-                     f"({100 * c['near_copies_expected']:g}% by chance)")
+        ratio = "n/a" if c["distance_ratio"] is None else f"{c['distance_ratio']:.3f}"
+        lines.append(f"copying:   nearest training image at median "
+                     f"{c['median_distance_generated']:.3f} vs {c['median_distance_real']:.3f} "
+                     f"for held-out real (ratio {ratio}); near copies {100 * c['near_copies']:.1f}%"
+                     f" ({100 * c['near_copies_expected']:g}% by chance)")
     return "\n".join(lines)
