@@ -178,8 +178,8 @@ def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, 
                    "pipeline uses.")
 @click.option("--update-card", is_flag=True, help="Also record the report in the generator card.")
 @click.option("--train-data", "train_sources", multiple=True,
-              help="The generator's training data source(s): with --real, checks whether the "
-                   "samples are new or copies of training images.")
+              help="The generator's training data source(s): checks whether the samples are new "
+                   "or copies of training images, against --real or else the card's holdout.")
 @click.option("--train-per-class", type=click.IntRange(0), default=None,
               help="Keep the per-class subset the generator was trained on (0: all); default: "
                    "the card's, as `train gan --per-class` recorded it.")
@@ -193,17 +193,22 @@ def evaluate(generator_ref, validator_ref, samples, real_sources, seed, json_out
     from kepkreator.models.bundle import load_bundle, resolve_bundle_path
     generator = load_bundle(generator_ref, "generator")
     validator = load_bundle(validator_ref, "validator")
-    real = None
+    real = train = None
     if real_sources:
         from kepkreator.data import load_sources
         real = load_sources(list(real_sources), validator.class_set)
-    train = None
     if train_sources:
-        if not real_sources:
-            raise click.UsageError("--train-data needs --real (held-out images): how near new "
-                                   "data falls to the training images by chance")
-        train = _generator_training_set(generator, train_sources, train_per_class,
-                                        train_subset_seed)
+        train, held_out = _generator_training_set(generator, train_sources, train_per_class,
+                                                  train_subset_seed)
+        if real is None:
+            if held_out is None:
+                raise click.UsageError(
+                    "--train-data needs --real (held-out images: how near new data falls to "
+                    "the training images by chance) unless the generator's card records a "
+                    "holdout of that data")
+            real = held_out
+            click.echo(f"real: the {len(held_out):,} images the card's holdout kept out of "
+                       "--train-data", err=True)
     per_class = max(1, samples // generator.class_set.num_classes)
     report = evaluate_generator(generator, validator, per_class, seed, real,
                                 latent_scale=latent_scale, train=train)
@@ -217,8 +222,8 @@ def evaluate(generator_ref, validator_ref, samples, real_sources, seed, json_out
 
 
 def _generator_training_set(generator, sources, per_class, subset_seed):
-    """The images the generator learnt from: the sources split, subset and capped as its card's
-    hyperparameters say `train gan` did it (holdout, per-class subset, sample cap)."""
+    """(the images the generator learnt from, the hash holdout or None): the sources split,
+    subset and capped as its card's hyperparameters say `train gan` did it."""
     from types import SimpleNamespace
 
     from kepkreator.training.common import training_data
@@ -229,14 +234,14 @@ def _generator_training_set(generator, sources, per_class, subset_seed):
         recorded["per_class"] = per_class
     if subset_seed is not None:
         recorded["subset_seed"] = subset_seed
-    train, _, _ = training_data(SimpleNamespace(**{
+    train, held_out, _ = training_data(SimpleNamespace(**{
         **recorded, "data": list(sources), "eval_data": [],
         "class_set": generator.class_set.name}))
     expected = (training.get("data") or {}).get("train_samples")
     if expected not in (None, len(train)):
         click.echo(f"note: {len(train):,} training images from --train-data, the generator's "
                    f"card records {expected:,}", err=True)
-    return train
+    return train, held_out
 
 
 def _int_list(ctx, param, value):

@@ -62,9 +62,13 @@ def evaluate_generator(generator_ref, validator_ref, per_class: int = 1000, seed
         report["real"]["source"] = [p.get("source") for p in real.provenance if "source" in p]
         report["bcis_ratio_generated_to_real"] = (report["generated"]["bcis"]
                                                   / report["real"]["bcis"])
+        # Equal-size random draws from both: the samples are ordered by class (and real data
+        # may be), so a prefix of the larger set would compare a few classes with all of them.
         n = min(len(images), len(real))
-        report["frechet_distance"] = frechet_distance(validator.features(images[:n]),
-                                                      validator.features(real.images[:n]))
+        rng = np.random.default_rng(seed)
+        report["frechet_distance"] = frechet_distance(
+            validator.features(images[rng.permutation(len(images))[:n]]),
+            validator.features(real.images[rng.permutation(len(real))[:n]]))
     return report
 
 

@@ -107,3 +107,18 @@ def test_evaluate_samples_at_the_cards_latent_scale(tmp_path, peers_dir):
     assert reports["card"]["latent_scale"] == 3.0 and reports["one"]["latent_scale"] == 1.0
     assert reports["card"]["generated"]["mean_confidence"] != \
         reports["one"]["generated"]["mean_confidence"]
+
+
+def test_copying_check_falls_back_on_the_cards_holdout(emnist_dir, tmp_path):
+    """The shipped letters generator was trained with a 10% hash holdout: given its data
+    without --real, evaluate compares against the images that holdout kept out, and says so."""
+    result = run_cli("evaluate", "--generator", "default:letters", "--validator",
+                     "default:letters", "-n", "260", "--train-data",
+                     f"emnist-letters:test@{emnist_dir}", "--json-out", tmp_path / "r.json")
+    assert result.returncode == 0, result.stderr
+    assert "the card's holdout kept out of --train-data" in result.stderr
+    assert "the generator's card records 114,930" in result.stderr  # one source of its six
+    report = json.loads((tmp_path / "r.json").read_text())
+    held_out, trained = report["real"]["samples"], report["copying"]["train_samples"]
+    assert report["copying"]["real_compared"] == held_out
+    assert 0.07 < held_out / (held_out + trained) < 0.13

@@ -235,3 +235,15 @@ def test_reports_name_shipped_bundles_portably(tiny_generator_bundle, tiny_valid
                                 per_class=2)
     assert report["generator"] == str(tiny_generator_bundle)
     assert load_bundle(shipped.reference, "validator").path == shipped.path
+
+
+def test_frechet_distance_compares_all_classes_whatever_the_sizes(mnist_dir):
+    """3,000 samples (ordered by class) against 1,000 real digits (sorted by class here): the
+    distance must compare like with like, not the first few classes of one with all of the other."""
+    from kepkreator.data import load_sources
+    from kepkreator.evaluate import evaluate_generator
+    test = load_sources([f"mnist:test@{mnist_dir}"], "digits")
+    sorted_real = test.subset(np.argsort(test.labels, kind="stable")[::10])
+    report = evaluate_generator("default:digits", "default:digits", per_class=300, seed=0,
+                                real=sorted_real, latent_scale=1.0)
+    assert report["frechet_distance"] < 3  # 56.5 when the first 1,000 samples (0s–3s) were used
