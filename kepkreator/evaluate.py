@@ -60,6 +60,10 @@ def evaluate_generator(generator_ref, validator_ref, per_class: int = 1000, seed
         report["real"] = class_report(ClassStats.from_probabilities(real_probs, real.labels),
                                       labels_text)
         report["real"]["source"] = [p.get("source") for p in real.provenance if "source" in p]
+        holdout = {k: p[k] for p in real.provenance for k in ("holdout_fraction", "split_seed")
+                   if k in p}
+        if holdout:
+            report["real"]["holdout"] = holdout
         report["bcis_ratio_generated_to_real"] = (report["generated"]["bcis"]
                                                   / report["real"]["bcis"])
         # Equal-size random draws from both: the samples are ordered by class (and real data

@@ -122,3 +122,4 @@ def test_copying_check_falls_back_on_the_cards_holdout(emnist_dir, tmp_path):
     held_out, trained = report["real"]["samples"], report["copying"]["train_samples"]
     assert report["copying"]["real_compared"] == held_out
     assert 0.07 < held_out / (held_out + trained) < 0.13
+    assert report["real"]["holdout"] == {"holdout_fraction": 0.1, "split_seed": 0}

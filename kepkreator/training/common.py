@@ -31,6 +31,11 @@ def split_data(sources: list[str], class_set: str, holdout: float, eval_sources:
     elif holdout > 0:
         test = hash_split(data.images, holdout, split_seed)
         evaluation, data = data.subset(test), data.subset(~test)
+        # Whoever reports on the evaluation set must be able to say it is a holdout, not the
+        # sources themselves.
+        evaluation = Dataset(evaluation.images, evaluation.labels, evaluation.class_set,
+                             [{**p, "holdout_fraction": holdout, "split_seed": split_seed}
+                              for p in evaluation.provenance])
         info.update(holdout_fraction=holdout, split_seed=split_seed)
     else:
         evaluation = None
