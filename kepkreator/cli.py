@@ -164,7 +164,9 @@ def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, 
 
 
 @cli.command()
-@click.option("--generator", "generator_ref", required=True, help="Bundle dir or default:NAME.")
+@click.option("--generator", "generator_ref", default=None,
+              help="Bundle dir or default:NAME; without it, the validator alone is measured on "
+                   "--real (accuracy per class, most confused pairs).")
 @click.option("--validator", "validator_ref", required=True, help="Bundle dir or default:NAME.")
 @click.option("-n", "--samples", type=click.IntRange(1), default=10000, show_default=True,
               help="Total generated samples, spread evenly over the classes.")
@@ -191,6 +193,9 @@ def evaluate(generator_ref, validator_ref, samples, real_sources, seed, json_out
     with --train-data whether its samples copy its training images."""
     from kepkreator.evaluate import evaluate_generator, format_table, record_in_card
     from kepkreator.models.bundle import load_bundle, resolve_bundle_path
+    if generator_ref is None:
+        _evaluate_validator_only(validator_ref, real_sources, json_out)
+        return
     generator = load_bundle(generator_ref, "generator")
     validator = load_bundle(validator_ref, "validator")
     real = train = None
@@ -219,6 +224,31 @@ def evaluate(generator_ref, validator_ref, samples, real_sources, seed, json_out
         click.echo(f"report: {json_out}")
     if update_card:
         record_in_card(resolve_bundle_path(generator_ref, "generator"), report)
+
+
+def _evaluate_validator_only(validator_ref, real_sources, json_out):
+    from kepkreator.data import load_sources
+    from kepkreator.evaluate import evaluate_validator, format_validator_table
+    from kepkreator.models.bundle import load_bundle
+    ctx = click.get_current_context()
+    needs_generator = [max(param.opts, key=len) for param in ctx.command.params
+                       if param.name in ("samples", "latent_scale", "update_card",
+                                         "train_sources", "train_per_class", "train_subset_seed")
+                       and ctx.get_parameter_source(param.name)
+                       != click.core.ParameterSource.DEFAULT]
+    if needs_generator:
+        raise click.UsageError(f"{', '.join(needs_generator)} measure a generator: give "
+                               "--generator")
+    if not real_sources:
+        raise click.UsageError("without --generator, evaluate measures the validator on real "
+                               "data: give --real")
+    validator = load_bundle(validator_ref, "validator")
+    report = evaluate_validator(validator, load_sources(list(real_sources), validator.class_set))
+    click.echo(format_validator_table(report))
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(report, indent=2) + "\n")
+        click.echo(f"report: {json_out}")
 
 
 def _generator_training_set(generator, sources, per_class, subset_seed):

@@ -56,14 +56,7 @@ def evaluate_generator(generator_ref, validator_ref, per_class: int = 1000, seed
             report["copying"] = copying_check(images, labels, train, real, real_limit, seed)
         if len(real) > real_limit:
             real = real.subset(np.random.default_rng(seed).permutation(len(real))[:real_limit])
-        real_probs = validator.probabilities(real.images)
-        report["real"] = class_report(ClassStats.from_probabilities(real_probs, real.labels),
-                                      labels_text)
-        report["real"]["source"] = [p.get("source") for p in real.provenance if "source" in p]
-        holdout = {k: p[k] for p in real.provenance for k in ("holdout_fraction", "split_seed")
-                   if k in p}
-        if holdout:
-            report["real"]["holdout"] = holdout
+        report["real"] = real_report(validator.probabilities(real.images), real)
         report["bcis_ratio_generated_to_real"] = (report["generated"]["bcis"]
                                                   / report["real"]["bcis"])
         # Equal-size random draws from both: the samples are ordered by class (and real data
@@ -74,6 +67,54 @@ def evaluate_generator(generator_ref, validator_ref, per_class: int = 1000, seed
             validator.features(images[rng.permutation(len(images))[:n]]),
             validator.features(real.images[rng.permutation(len(real))[:n]]))
     return report
+
+
+def real_report(probabilities: np.ndarray, real: Dataset) -> dict:
+    """The validator on real images, and where they came from (a holdout says so)."""
+    report = class_report(ClassStats.from_probabilities(probabilities, real.labels),
+                          list(real.class_set.chars))
+    report["source"] = [p.get("source") for p in real.provenance if "source" in p]
+    holdout = {k: p[k] for p in real.provenance for k in ("holdout_fraction", "split_seed")
+               if k in p}
+    if holdout:
+        report["holdout"] = holdout
+    return report
+
+
+def evaluate_validator(validator_ref, real: Dataset, top_confusions: int = 8) -> dict:
+    """Before a validator filters data for a new domain (your photographed handwriting), check
+    that it reads that domain's real images, and which classes it mistakes for which."""
+    validator = validator_ref if isinstance(validator_ref, Bundle) else load_bundle(
+        validator_ref, "validator")
+    if real.class_set != validator.class_set:
+        raise KepKreatorError(f"real data class set {real.class_set.name!r} differs from "
+                              f"validator class set {validator.class_set.name!r}")
+    probs = validator.probabilities(real.images)
+    chars = validator.class_set.chars
+    confusion = np.zeros((len(chars), len(chars)), np.int64)
+    np.add.at(confusion, (real.labels, probs.argmax(1)), 1)
+    true_counts = confusion.sum(1)
+    mistakes = sorted(((int(confusion[t, p]), t, p) for t, p in zip(*np.nonzero(confusion))
+                       if t != p), key=lambda m: (-m[0], m[1], m[2]))
+    return {"validator": validator.reference, "class_set": validator.class_set.name,
+            "real": real_report(probs, real),
+            "confusions": [{"true": chars[t], "predicted": chars[p], "count": n,
+                            "share_of_true": n / int(true_counts[t])}
+                           for n, t, p in mistakes[:top_confusions]]}
+
+
+def format_validator_table(report: dict) -> str:
+    real = report["real"]
+    lines = [f"{'class':>5} {'n':>6} {'accuracy':>9} {'confidence':>10}"]
+    lines += [f"{label:>5} {row['samples']:>6} {row['agreement']:>9.4f} "
+              f"{row['mean_confidence']:>10.4f}" for label, row in real["per_class"].items()]
+    lines.append(f"{'all':>5} {real['samples']:>6} {real['agreement']:>9.4f} "
+                 f"{real['mean_confidence']:>10.4f}")
+    if report["confusions"]:
+        lines.append("most confused: " + ", ".join(
+            f"{c['true']}->{c['predicted']} {c['count']} ({100 * c['share_of_true']:.1f}%)"
+            for c in report["confusions"]))
+    return "\n".join(lines)
 
 
 def copying_check(images, labels, train: Dataset, real: Dataset, real_limit: int,

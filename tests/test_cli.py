@@ -2,6 +2,7 @@
 import gzip
 import json
 
+import pytest
 
 from tests.conftest import ROOT, assert_one_line_error, run_cli
 
@@ -123,3 +124,24 @@ def test_copying_check_falls_back_on_the_cards_holdout(emnist_dir, tmp_path):
     assert report["copying"]["real_compared"] == held_out
     assert 0.07 < held_out / (held_out + trained) < 0.13
     assert report["real"]["holdout"] == {"holdout_fraction": 0.1, "split_seed": 0}
+
+
+def test_evaluate_without_a_generator_measures_the_validator(mnist_dir, tmp_path):
+    """The validator alone on real data reproduces what training recorded in its card, and names
+    what it confuses; generator-only options are one-line errors rather than ignored."""
+    result = run_cli("evaluate", "--validator", "default:digits",
+                     "--real", f"mnist:test@{mnist_dir}", "--json-out", tmp_path / "v.json")
+    assert result.returncode == 0, result.stderr
+    assert "most confused:" in result.stdout
+    report = json.loads((tmp_path / "v.json").read_text())
+    card = json.loads((ROOT / "kepkreator/assets/digits/validator/card.json").read_text())
+    assert report["real"]["samples"] == 10000
+    assert report["real"]["agreement"] == pytest.approx(card["metrics"]["eval_accuracy"], abs=1e-4)
+    per_class = [report["real"]["per_class"][d]["agreement"] for d in "0123456789"]
+    assert per_class == pytest.approx(card["metrics"]["eval_per_class_accuracy"], abs=1e-4)
+    errors = 10000 - round(10000 * report["real"]["agreement"])
+    assert 0 < sum(c["count"] for c in report["confusions"]) <= errors
+    assert_one_line_error(run_cli("evaluate", "--validator", "default:digits", "--real",
+                                  f"mnist:test@{mnist_dir}", "--train-data", "x", "-n", "10"),
+                          "--samples, --train-data measure a generator")
+    assert_one_line_error(run_cli("evaluate", "--validator", "default:digits"), "give --real")
