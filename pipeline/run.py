@@ -23,6 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from kepkreator.errors import KepKreatorError
 from pipeline import fileio, sinks
+from pipeline.datacard import dataset_card
 from pipeline.handlers import GeneratorHandler, ValidatorHandler
 from pipeline.manifest import MANIFEST, package_versions, write_manifest
 from pipeline.specs import JobSpec, load_specs
@@ -254,7 +255,10 @@ def run(argv=None, show_progress=None) -> JobResult:
     description = (f"Synthetic {job.class_set} handwriting made by KepKreator "
                    f"({metrics['accepted']} samples, policy {job.label_policy}, "
                    f"min_confidence {job.min_confidence}).")
-    sinks.write_metadata(out, job, result["shards"], description)
+    from kepkreator.models.bundle import read_card
+    card = dataset_card(job, metrics, bundles, read_card(Path(bundles["generator"]["path"])),
+                        description)
+    sinks.write_metadata(out, job, result["shards"], description, card)
     labels = list(job.classes.chars)
     counts = np.sum([s["class_counts"] for s in result["shards"]], axis=0)
     manifest = write_manifest(out, {

@@ -11,7 +11,8 @@ Layout of an output directory::
     data/<split>-00000-of-00004.parquet       Hugging Face: image {bytes, path}, label ClassLabel
     <name>-<split>.tfrecord-00000-of-00004     TFDS: tf.train.Example {image: PNG, label: int64}
     features.json, dataset_info.json, label.labels.txt   so tfds.builder_from_directory(out) works
-    README.md                                  HF dataset card whose YAML points at data/
+    README.md                                  dataset card: what made the data, per-class counts,
+                                               how to load it; its YAML points HF at data/
     metrics.json, samples.png, manifest.json (written last, by run())
 """
 from __future__ import annotations
@@ -214,8 +215,10 @@ def tfds_features(num_classes: int) -> dict:
         "pythonClassName": "tensorflow_datasets.core.features.features_dict.FeaturesDict"}
 
 
-def write_metadata(out: str, job: JobSpec, shards: list[dict], description: str) -> None:
-    """TFDS features.json / dataset_info.json / label.labels.txt and the HF dataset card."""
+def write_metadata(out: str, job: JobSpec, shards: list[dict], description: str,
+                   card: str) -> None:
+    """TFDS features.json / dataset_info.json / label.labels.txt and the HF dataset card
+    (``card``: its text; with Parquet, its YAML must point at data/)."""
     shards = sorted(shards, key=lambda s: s["index"])
     labels = list(job.classes.chars)
     write = lambda name, text: fileio.write_bytes(fileio.join(out, name), text.encode())
@@ -230,7 +233,4 @@ def write_metadata(out: str, job: JobSpec, shards: list[dict], description: str)
                 "supervisedKeys": {"tuple": {"items": [{"featureKey": "image"},
                                                        {"featureKey": "label"}]}}}
         write("dataset_info.json", json.dumps(info, indent=2))
-    if "parquet" in job.formats:
-        write("README.md", "---\nconfigs:\n- config_name: default\n  data_files:\n"
-              f"  - split: {job.split}\n    path: data/{job.split}-*.parquet\n---\n\n"
-              f"# {job.dataset_name}\n\n{description}\n")
+    write("README.md", card)

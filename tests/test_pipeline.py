@@ -105,6 +105,38 @@ def test_hugging_face_datasets(dataset):
     assert len(from_card) == 35
 
 
+def test_dataset_card_describes_what_made_the_data(dataset):
+    """README.md: HF front matter that still loads (above), and what a reader must know —
+    the bundles, the filter, the per-class counts — taken from this run, not boilerplate."""
+    import yaml
+    out, _ = dataset
+    text = (out / "README.md").read_text()
+    front = yaml.safe_load(text.split("---")[1])
+    assert front["configs"][0]["data_files"][0]["path"] == "data/train-*.parquet"
+    assert front["size_categories"] == ["n<1K"] and "synthetic" in front["tags"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["bundles"]["generator"]["card_sha256"][:16] in text
+    assert "The filter was off" in text  # min_confidence 0 in this job
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| 3 |")]
+    assert rows and rows[0][1] == "21" and rows[0][2] == f"{metrics['per_class']['3']['generated']:,}"
+    assert "What the generator's card measured" not in text  # the tiny bundle measured nothing
+
+
+def test_dataset_card_carries_the_generators_evidence():
+    from kepkreator.models.bundle import read_card
+    from pipeline.datacard import generator_evidence, size_category
+    card = read_card(ASSETS / "digits" / "generator")
+    cas, copying = generator_evidence(card)
+    settings = card["metrics"]["downstream"]["settings"]
+    assert f"{100 * settings['b']['accuracy_mean']:.2f}% on real test data" in cas
+    assert f"against {100 * settings['a']['accuracy_mean']:.2f}%" in cas
+    assert f"{card['metrics']['evaluation']['copying']['distance_ratio']:.2f}×" in copying
+    assert generator_evidence({"metrics": {}}) == []
+    assert [size_category(n) for n in (999, 1000, 35_000, 10**8)] == [
+        "n<1K", "1K<n<10K", "10K<n<100K", "100M<n<1B"]
+
+
 def test_inspect_verifies_and_detects_tampering(dataset, tmp_path):
     out, _ = dataset
     result = run_cli("inspect", out)

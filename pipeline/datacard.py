@@ -1,0 +1,121 @@
+"""The dataset's README.md: a Hugging Face dataset card a reader can trust without our code.
+
+Whoever trains on the data needs to know what made it (which weights, which filter), what it
+holds per class, what the filter cost, and what the generator's own card measured about the
+data's worth — so the card says it, from the run's metrics and the bundles' cards.
+"""
+from __future__ import annotations
+
+from pipeline.specs import JobSpec
+
+SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                   (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"),
+                   (100_000_000, "10M<n<100M"))
+
+
+def size_category(records: int) -> str:
+    return next((name for bound, name in SIZE_CATEGORIES if records < bound), "100M<n<1B")
+
+
+def _percent(x, digits: int = 1) -> str:
+    return "-" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def generator_evidence(card: dict) -> list[str]:
+    """What the generator's card measured about its data's worth, in a sentence each."""
+    metrics = card.get("metrics") or {}
+    lines = []
+    settings = (metrics.get("downstream") or {}).get("settings") or {}
+    if {"a", "b"} <= settings.keys():
+        a, b = settings["a"], settings["b"]
+        lines.append(
+            f"Classification Accuracy Score: a reference classifier trained on "
+            f"{b['train_samples']:,} filtered samples of this generator scores "
+            f"{_percent(b['accuracy_mean'], 2)} on real test data, against "
+            f"{_percent(a['accuracy_mean'], 2)} when trained on as many real images "
+            f"(`kepkreator downstream`, {b.get('seeds', 1)} seeds).")
+    copying = (metrics.get("evaluation") or {}).get("copying")
+    if copying and copying.get("distance_ratio") is not None:
+        lines.append(
+            f"Copying check: samples lie {copying['distance_ratio']:.2f}× as far from their "
+            f"nearest training image as held-out real images do; "
+            f"{_percent(copying['near_copies'])} are near copies "
+            f"({_percent(copying['near_copies_expected'])} by chance).")
+    return lines
+
+
+def dataset_card(job: JobSpec, metrics: dict, bundles: dict, generator_card: dict,
+                 description: str) -> str:
+    records = metrics["accepted"]
+    front = ["---"]
+    if "parquet" in job.formats:  # what `datasets.load_dataset(directory)` reads
+        front += ["configs:", "- config_name: default", "  data_files:",
+                  f"  - split: {job.split}", f"    path: data/{job.split}-*.parquet"]
+    front += [f"pretty_name: {job.dataset_name}", "task_categories:", "- image-classification",
+             "tags:", "- synthetic", "- handwriting", "size_categories:",
+             f"- {size_category(records)}", "---", ""]
+    orientation = ("upright" if job.orientation == "upright"
+                   else "transposed like the EMNIST files (transpose to read upright)")
+    body = [f"# {job.dataset_name}", "", description, "",
+            "## Contents", "",
+            f"{records:,} samples of class set `{job.class_set}` in split `{job.split}`, "
+            f"{job.shards} shards per format ({', '.join(job.formats)}).", "",
+            "| column | meaning |", "|---|---|",
+            f"| image | 28×28 grayscale PNG, white ink on black, {orientation} |",
+            "| label | class index (a `ClassLabel`; names in order: "
+            f"`{''.join(job.classes.chars)}`) |",
+            "| label_name | the character |",
+            "| confidence | the validator's probability of the label |",
+            "| sample_id | work unit, round and candidate: unique, and the same for the same spec "
+            "and seed |", ""]
+    body += ["## How it was made", "",
+             "| | |", "|---|---|"]
+    for kind in ("generator", "validator"):
+        b = bundles[kind]
+        body.append(f"| {kind} | `{b['ref']}` ({b['name'] or 'unnamed'}; card sha256 "
+                    f"`{b['card_sha256'][:16]}…`) |")
+    body += [f"| latent scale | z ~ N(0, {job.latent_scale:g}²) |",
+             f"| filter | `{job.label_policy}`, validator confidence ≥ {job.min_confidence:g} |",
+             f"| seed | {job.seed} |", ""]
+    if job.label_policy == "relabel":
+        provenance = "Every label is the validator's reading of its sample"
+    elif job.min_confidence > 0:
+        provenance = "Every label was requested from the generator and confirmed by the validator"
+    else:
+        provenance = "The filter was off: every label is the one requested from the generator"
+    body += [f"{provenance} (`manifest.json` has the full spec, package versions and every "
+             "shard's sha256; `kepkreator inspect` re-verifies them).", ""]
+    body += ["| class | samples | generated | passed the filter | mean confidence |",
+             "|---|---|---|---|---|"]
+    for label, row in metrics["per_class"].items():
+        if row["requested"] or row["accepted"]:
+            body.append(f"| {label} | {row['accepted']:,} | {row['generated']:,} | "
+                        f"{_percent(row.get('acceptance_rate'))} | "
+                        f"{row.get('mean_confidence_accepted') or 0:.3f} |")
+    gen, acc = metrics["generated_samples"], metrics["accepted_samples"]
+    body += ["", f"Under the validator, before → after the filter: agreement "
+             f"{_percent(gen['agreement'])} → {_percent(acc['agreement'])}, IS "
+             f"{gen['is']:.2f} → {acc['is']:.2f}, between-class IS {gen['bcis']:.2f} → "
+             f"{acc['bcis']:.2f}, within-class IS {gen['wcis']:.3f} → {acc['wcis']:.3f} "
+             "(`metrics.json`).", ""]
+    evidence = generator_evidence(generator_card)
+    if evidence:
+        body += ["## What the generator's card measured", ""] + [f"- {line}" for line in evidence]
+        body.append("")
+    body += ["## Load it", "", "```python"]
+    if "parquet" in job.formats:
+        body += ["from datasets import load_dataset  # Hugging Face",
+                 f'ds = load_dataset("path/to/this/directory", split="{job.split}")', "",
+                 "import pandas as pd",
+                 'frame = pd.read_parquet("path/to/this/directory/data")']
+    if "tfrecord" in job.formats:
+        body += ["", "import tensorflow_datasets as tfds",
+                 'builder = tfds.builder_from_directory("path/to/this/directory")',
+                 f'ds = builder.as_dataset(split="{job.split}", as_supervised=True)']
+    body += ["```", "", "## Limitations", "",
+             "Synthetic data from one generator, kept where one validator was confident: styles "
+             "the generator rarely draws or the validator doubts are under-represented, and "
+             "the validator's mistakes pass through. Measure what it adds on real data "
+             "(`kepkreator downstream`; KepKreator's README, *Is the data worth training on?*, "
+             "has where it helps and where classic augmentation does more).", ""]
+    return "\n".join(front + body)
