@@ -172,6 +172,12 @@ def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, 
               help="Total generated samples, spread evenly over the classes.")
 @click.option("--real", "real_sources", multiple=True,
               help="Real data source(s) to compare with (BCIS of real data, Frechet distance).")
+@click.option("--real-holdout", type=click.FloatRange(0, 0.9, min_open=True), default=None,
+              help="Keep only the hash holdout of --real that `train --holdout F` leaves out "
+                   "(seed --split-seed): compare generators with the images one of them never "
+                   "saw.")
+@click.option("--split-seed", type=int, default=0, show_default=True,
+              help="Seed of the --real-holdout split, as given to train.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json-out", type=click.Path(dir_okay=False), default=None,
               help="Where to write the JSON report (default: print only).")
@@ -187,21 +193,20 @@ def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, 
                    "the card's, as `train gan --per-class` recorded it.")
 @click.option("--train-subset-seed", type=int, default=None,
               help="Seed of that subset; default: the card's.")
-def evaluate(generator_ref, validator_ref, samples, real_sources, seed, json_out, latent_scale,
-             update_card, train_sources, train_per_class, train_subset_seed):
+def evaluate(generator_ref, validator_ref, samples, real_sources, real_holdout, split_seed, seed,
+             json_out, latent_scale, update_card, train_sources, train_per_class,
+             train_subset_seed):
     """Measure a generator with a validator: agreement, IS, BCIS, WCIS, Frechet distance, and
     with --train-data whether its samples copy its training images."""
     from kepkreator.evaluate import evaluate_generator, format_table, record_in_card
     from kepkreator.models.bundle import load_bundle, resolve_bundle_path
     if generator_ref is None:
-        _evaluate_validator_only(validator_ref, real_sources, json_out)
+        _evaluate_validator_only(validator_ref, real_sources, real_holdout, split_seed, json_out)
         return
     generator = load_bundle(generator_ref, "generator")
     validator = load_bundle(validator_ref, "validator")
-    real = train = None
-    if real_sources:
-        from kepkreator.data import load_sources
-        real = load_sources(list(real_sources), validator.class_set)
+    train = None
+    real = _real_data(real_sources, real_holdout, split_seed, validator.class_set)
     if train_sources:
         train, held_out = _generator_training_set(generator, train_sources, train_per_class,
                                                   train_subset_seed)
@@ -226,8 +231,24 @@ def evaluate(generator_ref, validator_ref, samples, real_sources, seed, json_out
         record_in_card(resolve_bundle_path(generator_ref, "generator"), report)
 
 
-def _evaluate_validator_only(validator_ref, real_sources, json_out):
-    from kepkreator.data import load_sources
+def _real_data(real_sources, real_holdout, split_seed, class_set):
+    """--real, or the part of it a training run's --holdout left out."""
+    if not real_sources:
+        if real_holdout is not None:
+            raise click.UsageError("--real-holdout splits --real: give --real")
+        return None
+    if real_holdout is None:
+        from kepkreator.data import load_sources
+        return load_sources(list(real_sources), class_set)
+    from kepkreator.training.common import split_data
+    held_out = split_data(list(real_sources), class_set.name, real_holdout, [], split_seed)[1]
+    if not len(held_out):
+        raise click.UsageError(f"--real-holdout {real_holdout:g} keeps none of the "
+                               f"{', '.join(real_sources)} images")
+    return held_out
+
+
+def _evaluate_validator_only(validator_ref, real_sources, real_holdout, split_seed, json_out):
     from kepkreator.evaluate import evaluate_validator, format_validator_table
     from kepkreator.models.bundle import load_bundle
     ctx = click.get_current_context()
@@ -243,7 +264,8 @@ def _evaluate_validator_only(validator_ref, real_sources, json_out):
         raise click.UsageError("without --generator, evaluate measures the validator on real "
                                "data: give --real")
     validator = load_bundle(validator_ref, "validator")
-    report = evaluate_validator(validator, load_sources(list(real_sources), validator.class_set))
+    report = evaluate_validator(validator, _real_data(real_sources, real_holdout, split_seed,
+                                                      validator.class_set))
     click.echo(format_validator_table(report))
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)

@@ -145,3 +145,13 @@ def test_evaluate_without_a_generator_measures_the_validator(mnist_dir, tmp_path
                                   f"mnist:test@{mnist_dir}", "--train-data", "x", "-n", "10"),
                           "--samples, --train-data measure a generator")
     assert_one_line_error(run_cli("evaluate", "--validator", "default:digits"), "give --real")
+    # --real-holdout: exactly the images `train --holdout 0.1` would have held out.
+    from kepkreator.training.common import split_data
+    result = run_cli("evaluate", "--validator", "default:digits", "--real",
+                     f"mnist:test@{mnist_dir}", "--real-holdout", "0.1",
+                     "--json-out", tmp_path / "h.json")
+    assert result.returncode == 0, result.stderr
+    held = json.loads((tmp_path / "h.json").read_text())["real"]
+    _, expected, _ = split_data([f"mnist:test@{mnist_dir}"], "digits", 0.1, [], 0)
+    assert held["samples"] == len(expected) and 800 < len(expected) < 1200
+    assert held["holdout"] == {"holdout_fraction": 0.1, "split_seed": 0}
