@@ -223,10 +223,7 @@ def evaluate(generator_ref, validator_ref, samples, real_sources, real_holdout, 
     report = evaluate_generator(generator, validator, per_class, seed, real,
                                 latent_scale=latent_scale, train=train)
     click.echo(format_table(report))
-    if json_out:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(report, indent=2) + "\n")
-        click.echo(f"report: {json_out}")
+    _write_report(json_out, report)
     if update_card:
         record_in_card(resolve_bundle_path(generator_ref, "generator"), report)
 
@@ -253,7 +250,7 @@ def _evaluate_validator_only(validator_ref, real_sources, real_holdout, split_se
     from kepkreator.models.bundle import load_bundle
     ctx = click.get_current_context()
     needs_generator = [max(param.opts, key=len) for param in ctx.command.params
-                       if param.name in ("samples", "latent_scale", "update_card",
+                       if param.name in ("samples", "seed", "latent_scale", "update_card",
                                          "train_sources", "train_per_class", "train_subset_seed")
                        and ctx.get_parameter_source(param.name)
                        != click.core.ParameterSource.DEFAULT]
@@ -267,6 +264,10 @@ def _evaluate_validator_only(validator_ref, real_sources, real_holdout, split_se
     report = evaluate_validator(validator, _real_data(real_sources, real_holdout, split_seed,
                                                       validator.class_set))
     click.echo(format_validator_table(report))
+    _write_report(json_out, report)
+
+
+def _write_report(json_out, report: dict) -> None:
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(report, indent=2) + "\n")
