@@ -255,7 +255,8 @@ def _evaluate_validator_only(validator_ref, real_sources, real_holdout, split_se
                        and ctx.get_parameter_source(param.name)
                        != click.core.ParameterSource.DEFAULT]
     if needs_generator:
-        raise click.UsageError(f"{', '.join(needs_generator)} measure a generator: give "
+        verb = "measures" if len(needs_generator) == 1 else "measure"
+        raise click.UsageError(f"{', '.join(needs_generator)} {verb} a generator: give "
                                "--generator")
     if not real_sources:
         raise click.UsageError("without --generator, evaluate measures the validator on real "
