@@ -13,6 +13,10 @@ from kepkreator.metrics import (ClassStats, class_report, copying_report, freche
 from kepkreator.models.bundle import CARD_NAME, Bundle, load_bundle
 
 
+def _bundle(ref, kind: str) -> Bundle:
+    return ref if isinstance(ref, Bundle) else load_bundle(ref, kind)
+
+
 def sample_generator(generator, per_class: int, seed: int, batch_size: int = 2048,
                      latent_scale: float = 1.0):
     """Class-balanced samples: z from a seeded generator, labels 0..C-1 each ``per_class`` times."""
@@ -32,10 +36,7 @@ def evaluate_generator(generator_ref, validator_ref, per_class: int = 1000, seed
     ``latent_scale`` None: the scale the pipeline would use (the card's), so the numbers describe
     the data users get. ``train``: the generator's training images; with ``real`` (held out)
     the report says whether the samples are new or copies of them."""
-    generator = generator_ref if isinstance(generator_ref, Bundle) else load_bundle(
-        generator_ref, "generator")
-    validator = validator_ref if isinstance(validator_ref, Bundle) else load_bundle(
-        validator_ref, "validator")
+    generator, validator = _bundle(generator_ref, "generator"), _bundle(validator_ref, "validator")
     if generator.class_set != validator.class_set:
         raise KepKreatorError(f"generator class set {generator.class_set.name!r} differs from "
                               f"validator class set {validator.class_set.name!r}")
@@ -84,8 +85,7 @@ def real_report(probabilities: np.ndarray, real: Dataset) -> dict:
 def evaluate_validator(validator_ref, real: Dataset, top_confusions: int = 8) -> dict:
     """Before a validator filters data for a new domain (your photographed handwriting), check
     that it reads that domain's real images, and which classes it mistakes for which."""
-    validator = validator_ref if isinstance(validator_ref, Bundle) else load_bundle(
-        validator_ref, "validator")
+    validator = _bundle(validator_ref, "validator")
     if real.class_set != validator.class_set:
         raise KepKreatorError(f"real data class set {real.class_set.name!r} differs from "
                               f"validator class set {validator.class_set.name!r}")
