@@ -73,24 +73,18 @@ def _blur(fields: np.ndarray, sigma: float) -> np.ndarray:
 
 def elastic_distortions(images: np.ndarray, alpha: float, sigma: float, seed: int = 0):
     """Every image resampled along a smooth random displacement field (bilinear, background
-    outside the frame): Simard et al.'s elastic distortion."""
+    outside the frame): Simard et al.'s elastic distortion, through the warp generator's own
+    resampling layer (its stroke-width channel left at zero)."""
+    from kepkreator.models.networks import WarpImage
     rng = np.random.default_rng(seed)
     n, size = len(images), images.shape[1]
     dy, dx = (alpha * _blur(rng.uniform(-1, 1, (n, size, size)), sigma) for _ in range(2))
-    grid = np.arange(size, dtype=float)
-    ys, xs = grid[None, :, None] + dy, grid[None, None, :] + dx
-    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
-    wy, wx = ys - y0, xs - x0
-    flat = images.reshape(n, -1).astype(float)
-
-    def at(y, x):
-        inside = (y >= 0) & (y < size) & (x >= 0) & (x < size)
-        index = (np.clip(y, 0, size - 1) * size + np.clip(x, 0, size - 1)).reshape(n, -1)
-        return np.take_along_axis(flat, index, 1).reshape(n, size, size) * inside
-
-    out = (at(y0, x0) * (1 - wy) * (1 - wx) + at(y0 + 1, x0) * wy * (1 - wx)
-           + at(y0, x0 + 1) * (1 - wy) * wx + at(y0 + 1, x0 + 1) * wy * wx)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    field = np.stack([dy, dx, np.zeros_like(dy)], -1).astype(np.float32)
+    warp, out = WarpImage(max_shift=1.0), []
+    for start in range(0, n, 4096):
+        batch = images[start:start + 4096, ..., None].astype(np.float32) / 127.5 - 1.0
+        out.append(np.asarray(warp([batch, field[start:start + 4096]]))[..., 0])
+    return np.clip(np.rint((np.concatenate(out) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 @click.command()

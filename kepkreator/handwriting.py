@@ -135,7 +135,7 @@ class TextRenderer:
                     "candidate_confidence_mean": float(d["score"].mean())})
                 if not np.isnan(d["case"][k]):
                     info[pos]["case_confidence"] = float(d["case"][k])
-        return RenderedText(layout(glyphs, gap, space, margin), info, glyphs)
+        return RenderedText(layout(glyphs, text, gap, space, margin), info, glyphs)
 
     def _draw(self, model_index, text, positions, n, rng) -> list[dict]:
         """``n`` candidates for each position: image, class score, predicted class and case
@@ -176,36 +176,74 @@ def describe_alphabet(alphabet: str) -> str:
     return ", ".join(parts + ([rest] if rest else []) + ["space"])
 
 
-def layout(glyphs: list[np.ndarray | None], gap: int = 3, space: int = 12,
+# Where a character's ink sits on the line, in cap heights above the baseline (top, bottom).
+# EMNIST scales every character to fill the same box, so an 'o' comes out as tall as an 'O' and
+# an 'e' as tall as an 'H'; the sizes that make a line read as handwriting (and tell c, o, s, v,
+# w, x, z from C, O, S, V, W, X, Z, whose shapes are the same) are put back here.
+X_HEIGHT = 0.6
+DESCENDER = 0.4
+CAP_HEIGHT_PX = 24
+WIDEST = 1.2  # cap heights: a wide glyph (m, W) is scaled to this width instead of to height
+
+
+def line_position(char: str) -> tuple[float, float]:
+    """(top, bottom) of ``char``'s ink in cap heights above the baseline."""
+    if char in "gpqy":
+        return X_HEIGHT, -DESCENDER
+    if char == "j":
+        return 0.85, -DESCENDER
+    if char in "it":
+        return 0.85, 0.0
+    if char in "bdfhkl":
+        return 1.0, 0.0
+    if char.islower():
+        return X_HEIGHT, 0.0
+    return 1.0, 0.0
+
+
+def _fit(glyph: np.ndarray, top: float, bottom: float) -> np.ndarray:
+    """``glyph``'s ink, scaled to span ``top``..``bottom``; strokes of a glyph made much smaller
+    are thickened by a pixel so that small letters are written with the same pen."""
+    from PIL import Image
+    ink = glyph > INK_THRESHOLD
+    rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+    height, width = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    scale = min((top - bottom) * CAP_HEIGHT_PX / height, WIDEST * CAP_HEIGHT_PX / width)
+    crop = glyph[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    fitted = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BILINEAR))
+    if scale < 0.85:
+        padded = np.pad(fitted, ((0, 1), (0, 1)))
+        fitted = np.maximum.reduce([padded[:-1, :-1], padded[1:, :-1], padded[:-1, 1:]])
+    return fitted
+
+
+def layout(glyphs: list[np.ndarray | None], text: str, gap: int = 3, space: int = 12,
            margin: int = 6) -> np.ndarray:
-    """Glyphs side by side: cropped to their ink columns, ``gap`` pixels apart, the bottom of
-    every glyph's ink on one baseline; ``None`` is a space. Dark ink on white."""
-    columns, bottoms = [], []
-    for glyph in glyphs:
-        if glyph is None:
-            columns.append(None)
-            continue
-        ink = glyph > INK_THRESHOLD
-        cols = np.flatnonzero(ink.any(0))
-        rows = np.flatnonzero(ink.any(1))
-        if not len(cols):  # a blank sample: keep a narrow gap rather than nothing
-            columns.append(np.zeros((28, 4), np.uint8))
-            bottoms.append(27)
-            continue
-        columns.append(glyph[:, cols[0]:cols[-1] + 1])
-        bottoms.append(int(rows[-1]))
-    baseline = max(bottoms) if bottoms else 27
-    height = 28 + baseline - min(bottoms) if bottoms else 28
+    """Glyphs side by side, ``gap`` pixels apart, each scaled and set on the line as its
+    character of ``text`` sits in handwriting (``line_position``): capitals and digits fill the
+    line, small letters stand at x-height, g j p q y hang below the baseline. ``None`` is a
+    space. Dark ink on white."""
+    if len(glyphs) != len(text):
+        raise ValueError(f"{len(glyphs)} glyphs for {len(text)} characters")
+    ascent, descent = CAP_HEIGHT_PX, round(DESCENDER * CAP_HEIGHT_PX)
+    height = ascent + descent  # rows 0..ascent-1 above the baseline, descent rows below
     pieces = []
-    bottom_iter = iter(bottoms)
-    for piece in columns:
-        if piece is None:
+    for glyph, char in zip(glyphs, text):
+        if glyph is None:
             pieces.append(np.zeros((height, space), np.uint8))
             continue
-        shift = baseline - next(bottom_iter)  # move this glyph down onto the baseline
-        canvas = np.zeros((height, piece.shape[1] + gap), np.uint8)
-        canvas[shift:shift + 28, :piece.shape[1]] = piece
+        if not (glyph > INK_THRESHOLD).any():  # a blank sample: a narrow gap rather than nothing
+            pieces.append(np.zeros((height, 4 + gap), np.uint8))
+            continue
+        top, bottom = line_position(char)
+        fitted = _fit(glyph, top, bottom)
+        # Hanging letters keep their top on the x-height line; the others stand on the baseline.
+        first_row = (ascent - round(top * CAP_HEIGHT_PX) if bottom < 0
+                     else ascent - round(bottom * CAP_HEIGHT_PX) - fitted.shape[0])
+        first_row = min(max(first_row, 0), height - fitted.shape[0])
+        canvas = np.zeros((height, fitted.shape[1] + gap), np.uint8)
+        canvas[first_row:first_row + fitted.shape[0], :fitted.shape[1]] = fitted
         pieces.append(canvas)
     body = np.concatenate(pieces, axis=1) if pieces else np.zeros((height, 1), np.uint8)
-    body = np.pad(body, margin)
-    return 255 - body
+    return 255 - np.pad(body, margin)

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from kepkreator.errors import KepKreatorError
-from kepkreator.handwriting import (INK_THRESHOLD, MAX_TEXT_LENGTH, TextError, TextRenderer,
-                                    layout)
+from kepkreator.handwriting import (CAP_HEIGHT_PX, INK_THRESHOLD, MAX_TEXT_LENGTH, X_HEIGHT,
+                                    TextError, TextRenderer, layout)
 from tests.conftest import ROOT, assert_one_line_error, run_cli
 
 
@@ -75,20 +75,27 @@ def test_a_case_validator_must_tell_case_apart(case_renderer, tmp_path):
         TextRenderer(case_validator_ref=unmeasured)
 
 
-def test_layout_puts_every_glyph_on_one_baseline_with_even_gaps():
-    glyphs = []
-    for top, bottom in ((4, 20), (8, 26), (2, 15)):
-        g = np.zeros((28, 28), np.uint8)
-        g[top:bottom + 1, 10:16] = 255
-        glyphs.append(g)
-    picture = 255 - layout(glyphs[:2] + [None] + glyphs[2:], gap=3, space=12, margin=0)
+def test_layout_sets_each_character_where_handwriting_puts_it():
+    block = np.zeros((28, 28), np.uint8)
+    block[4:24, 10:18] = 255  # every glyph the same 20 x 8 block of ink, as EMNIST sizes them
+    text = "Hxg1 o"
+    picture = 255 - layout([None if ch == " " else block for ch in text], text, gap=3, space=12,
+                           margin=0)
     ink = picture > INK_THRESHOLD
     cols = np.flatnonzero(ink.any(0))
     runs = np.split(cols, np.flatnonzero(np.diff(cols) > 1) + 1)
-    assert [len(r) for r in runs] == [6, 6, 6]
-    assert runs[1][0] - runs[0][-1] - 1 == 3 and runs[2][0] - runs[1][-1] - 1 == 3 + 12
-    bottoms = {int(np.flatnonzero(ink[:, r[0]])[-1]) for r in runs}
-    assert len(bottoms) == 1, bottoms
+    assert len(runs) == 5
+    rows = {ch: np.flatnonzero(ink[:, r].any(1)) for ch, r in zip("Hxg1o", runs)}
+    extent = {ch: (int(r[0]), int(r[-1])) for ch, r in rows.items()}
+    cap, baseline = CAP_HEIGHT_PX, CAP_HEIGHT_PX - 1
+    assert extent["H"] == extent["1"] == (0, baseline)  # capitals and digits fill the line
+    assert extent["x"][1] == extent["o"][1] == baseline  # small letters stand on it ...
+    small = extent["x"][1] - extent["x"][0] + 1
+    assert abs(small - X_HEIGHT * cap) <= 1.5  # ... at x-height, with a pixel of extra stroke
+    assert extent["g"][0] == extent["x"][0] and extent["g"][1] > baseline + 0.3 * cap  # hangs
+    assert runs[1][0] - runs[0][-1] - 1 == 3 and runs[4][0] - runs[3][-1] - 1 == 3 + 12
+    with pytest.raises(ValueError, match="2 glyphs for 3 characters"):
+        layout([block, block], "abc")
 
 
 def test_bad_text_is_refused_by_name(renderer):

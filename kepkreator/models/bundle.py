@@ -115,6 +115,10 @@ def read_card(path: Path) -> dict:
     return card
 
 
+def _forward(model, pack, *inputs):
+    return model(pack(inputs), training=False)
+
+
 def _compiled_call(model):
     """model(*inputs) without Keras' per-call overhead: on TensorFlow one tf.function whose
     signature leaves the batch size free, so no batch size ever triggers a retrace."""
@@ -122,9 +126,13 @@ def _compiled_call(model):
     pack = lambda x: x[0] if len(x) == 1 else list(x)
     if keras.backend.backend() != "tensorflow":
         return lambda *x: model.predict_on_batch(pack(x))
+    import functools
+
     import tensorflow as tf
     dtypes = [t.dtype for t in model.inputs]
-    compiled = tf.function(lambda *x: model(pack(x), training=False),
+    # A partial per model, not one lambda for all: TensorFlow counts traces per code object, and
+    # five bundles' first traces through one lambda read to it as a retracing loop (a warning).
+    compiled = tf.function(functools.partial(_forward, model, pack),
                            input_signature=[tf.TensorSpec((None, *t.shape[1:]), t.dtype)
                                             for t in model.inputs])
     return lambda *x: compiled(*[np.asarray(a, dtype=d) for a, d in zip(x, dtypes)])
