@@ -509,13 +509,20 @@ def _renderer(digits_refs: str, letters_refs: str, case_ref: str):
                    "(more, up to 64, for a letter none of whose candidates is in the typed case).")
 @click.option("--seed", type=int, default=None, help="Same seed, same picture.")
 @click.option("--scale", type=click.IntRange(1, 8), default=2, show_default=True)
+@click.option("--json-out", type=click.Path(dir_okay=False), default=None,
+              help="Also write each character's class, confidences and box [x, y, width, "
+                   "height] in the PNG's pixels: the line as labelled data.")
 @_with(_models)
-def render(text, out, best_of, seed, scale, digits_refs, letters_refs, case_ref):
+def render(text, out, best_of, seed, scale, json_out, digits_refs, letters_refs, case_ref):
     """Write TEXT in generated handwriting, e.g. kepkreator render "Hello2024" -o hello.png."""
     renderer = _renderer(digits_refs, letters_refs, case_ref)
     rendered = renderer.render(text, best_of=best_of, seed=seed)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_bytes(rendered.png(scale))
+    _write_report(json_out, {
+        "text": text, "png": str(out), "best_of": best_of, "seed": seed,
+        "width": rendered.image.shape[1] * scale, "height": rendered.image.shape[0] * scale,
+        "characters": rendered.characters_at(scale)})
     scores = "  ".join(f"{c['char']}:{c['confidence']:.3f}"
                        + (f" (case {c['case_confidence']:.2f})" if "case_confidence" in c else "")
                        for c in rendered.characters if "confidence" in c)

@@ -30,8 +30,14 @@ class TextError(KepKreatorError):
 @dataclass
 class RenderedText:
     image: np.ndarray                 # uint8 (h, w), dark ink on white
-    characters: list[dict]            # per character: char, class, confidence, candidates
+    characters: list[dict]            # per character: char, class, confidence, candidates, box
+    #                                   [x, y, width, height] of its ink in ``image`` (not spaces)
     glyphs: list = field(default_factory=list)  # per character: the 28x28 sample, None: space
+
+    def characters_at(self, scale: int) -> list[dict]:
+        """``characters`` with their boxes in the pixels of ``png(scale)``."""
+        return [{**c, "box": [v * scale for v in c["box"]]} if "box" in c else c
+                for c in self.characters]
 
     def png(self, scale: int = 2) -> bytes:
         from kepkreator.imageio import encode_png_batch
@@ -135,7 +141,11 @@ class TextRenderer:
                     "candidate_confidence_mean": float(d["score"].mean())})
                 if not np.isnan(d["case"][k]):
                     info[pos]["case_confidence"] = float(d["case"][k])
-        return RenderedText(layout(glyphs, text, gap, space, margin), info, glyphs)
+        image, boxes = layout(glyphs, text, gap, space, margin)
+        for character, box in zip(info, boxes):
+            if box is not None:
+                character["box"] = box
+        return RenderedText(image, info, glyphs)
 
     def _draw(self, model_index, text, positions, n, rng) -> list[dict]:
         """``n`` candidates for each position: image, class score, predicted class and case
@@ -219,22 +229,24 @@ def _fit(glyph: np.ndarray, top: float, bottom: float) -> np.ndarray:
 
 
 def layout(glyphs: list[np.ndarray | None], text: str, gap: int = 3, space: int = 12,
-           margin: int = 6) -> np.ndarray:
+           margin: int = 6) -> tuple[np.ndarray, list[list[int] | None]]:
     """Glyphs side by side, ``gap`` pixels apart, each scaled and set on the line as its
     character of ``text`` sits in handwriting (``line_position``): capitals and digits fill the
     line, small letters stand at x-height, g j p q y hang below the baseline. ``None`` is a
-    space. Dark ink on white."""
+    space. Returns the line, dark ink on white, and each character's box [x, y, width, height]
+    (None for a space or a blank sample): with them a line is labelled data for text
+    recognition or character detection."""
     if len(glyphs) != len(text):
         raise ValueError(f"{len(glyphs)} glyphs for {len(text)} characters")
     ascent, descent = CAP_HEIGHT_PX, round(DESCENDER * CAP_HEIGHT_PX)
     height = ascent + descent  # rows 0..ascent-1 above the baseline, descent rows below
-    pieces = []
+    pieces, boxes, x = [], [], margin
     for glyph, char in zip(glyphs, text):
-        if glyph is None:
-            pieces.append(np.zeros((height, space), np.uint8))
-            continue
-        if not (glyph > INK_THRESHOLD).any():  # a blank sample: a narrow gap rather than nothing
-            pieces.append(np.zeros((height, 4 + gap), np.uint8))
+        if glyph is None or not (glyph > INK_THRESHOLD).any():
+            # a space; a blank sample keeps a narrow gap rather than nothing
+            pieces.append(np.zeros((height, space if glyph is None else 4 + gap), np.uint8))
+            boxes.append(None)
+            x += pieces[-1].shape[1]
             continue
         top, bottom = line_position(char)
         fitted = _fit(glyph, top, bottom)
@@ -245,5 +257,7 @@ def layout(glyphs: list[np.ndarray | None], text: str, gap: int = 3, space: int 
         canvas = np.zeros((height, fitted.shape[1] + gap), np.uint8)
         canvas[first_row:first_row + fitted.shape[0], :fitted.shape[1]] = fitted
         pieces.append(canvas)
+        boxes.append([x, margin + first_row, fitted.shape[1], fitted.shape[0]])
+        x += canvas.shape[1]
     body = np.concatenate(pieces, axis=1) if pieces else np.zeros((height, 1), np.uint8)
-    return 255 - np.pad(body, margin)
+    return 255 - np.pad(body, margin), boxes

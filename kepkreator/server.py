@@ -86,7 +86,7 @@ def create_app(renderer: TextRenderer):
             return {"text": text, "best_of": best_of, "seed": seed,
                     "width": rendered.image.shape[1] * scale,
                     "height": rendered.image.shape[0] * scale,
-                    "characters": rendered.characters,
+                    "characters": rendered.characters_at(scale),
                     "png_base64": base64.b64encode(png).decode()}
         return Response(png, media_type="image/png")
 

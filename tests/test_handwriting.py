@@ -1,5 +1,6 @@
 """Handwritten text: the renderer, `kepkreator render`, and `kepkreator serve` over real HTTP and
 in headless Chromium. Uses the shipped digits and letters bundles (small, in the package)."""
+import base64
 import concurrent.futures
 import io
 import json
@@ -79,9 +80,9 @@ def test_layout_sets_each_character_where_handwriting_puts_it():
     block = np.zeros((28, 28), np.uint8)
     block[4:24, 10:18] = 255  # every glyph the same 20 x 8 block of ink, as EMNIST sizes them
     text = "Hxg1 o"
-    picture = 255 - layout([None if ch == " " else block for ch in text], text, gap=3, space=12,
-                           margin=0)
-    ink = picture > INK_THRESHOLD
+    picture, boxes = layout([None if ch == " " else block for ch in text], text, gap=3, space=12,
+                            margin=0)
+    ink = 255 - picture > INK_THRESHOLD
     cols = np.flatnonzero(ink.any(0))
     runs = np.split(cols, np.flatnonzero(np.diff(cols) > 1) + 1)
     assert len(runs) == 5
@@ -94,6 +95,11 @@ def test_layout_sets_each_character_where_handwriting_puts_it():
     assert abs(small - X_HEIGHT * cap) <= 1.5  # ... at x-height, with a pixel of extra stroke
     assert extent["g"][0] == extent["x"][0] and extent["g"][1] > baseline + 0.3 * cap  # hangs
     assert runs[1][0] - runs[0][-1] - 1 == 3 and runs[4][0] - runs[3][-1] - 1 == 3 + 12
+    # Each character's box is where its ink is: a line is labelled data for text recognition.
+    assert boxes[4] is None
+    assert [b for b in boxes if b] == [[int(r[0]), extent[ch][0], len(r),
+                                        extent[ch][1] - extent[ch][0] + 1]
+                                       for ch, r in zip("Hxg1o", runs)]
     with pytest.raises(ValueError, match="2 glyphs for 3 characters"):
         layout([block, block], "abc")
 
@@ -109,11 +115,19 @@ def test_bad_text_is_refused_by_name(renderer):
 
 def test_render_command_writes_the_png(tmp_path):
     out = tmp_path / "hello.png"
-    result = run_cli("render", "Hello2024", "-o", out, "--best-of", 4, "--seed", 1)
+    result = run_cli("render", "Hello2024", "-o", out, "--best-of", 4, "--seed", 1,
+                     "--json-out", tmp_path / "hello.json")
     assert result.returncode == 0, result.stderr
     assert "e:" in result.stdout and "(case " in result.stdout  # the shipped case validator
     with Image.open(out) as img:
         assert img.mode == "L" and img.width > 9 * 2 * 10 and img.height >= 56
+        size = img.size
+    labels = json.loads((tmp_path / "hello.json").read_text())
+    assert (labels["width"], labels["height"]) == size
+    boxes = [c["box"] for c in labels["characters"]]
+    assert [c["class"] for c in labels["characters"]] == list("HELLO2024")
+    assert all(x + w <= size[0] and y + h <= size[1] for x, y, w, h in boxes)
+    assert all(a[0] + a[2] < b[0] for a, b in zip(boxes, boxes[1:]))  # left to right, apart
     assert_one_line_error(run_cli("render", "ok?", "-o", tmp_path / "x.png"), "'?'")
     assert not (tmp_path / "x.png").exists()
     assert_one_line_error(run_cli("render", "ok", "-o", tmp_path / "x.png", "--case-validator",
@@ -163,6 +177,12 @@ def test_http_png_json_and_422s(server):
     assert [c["char"] for c in data["characters"]] == list("Hi 42")
     assert all(0 <= c["confidence"] <= 1 for c in data["characters"] if c["char"] != " ")
     assert data["png_base64"] and data["width"] > 0
+    with Image.open(io.BytesIO(base64.b64decode(data["png_base64"]))) as img:
+        ink = np.asarray(img.convert("L")) < 255 - INK_THRESHOLD
+    boxes = {c["char"]: c.get("box") for c in data["characters"]}
+    assert boxes[" "] is None and boxes["i"][3] < boxes["H"][3]  # small i below cap height
+    for x, y, w, h in (boxes[ch] for ch in "Hi42"):  # in the returned PNG's pixels (scale 2)
+        assert ink[y:y + h, x:x + w].any() and not ink[y:y + h, x - 4:x - 1].any()
     bad = httpx.get(server + "/generate/abc%23", timeout=60)
     assert bad.status_code == 422 and "'#'" in bad.json()["detail"]
     long = httpx.get(server + "/generate/" + "a" * (MAX_TEXT_LENGTH + 1), timeout=60)
