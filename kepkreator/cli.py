@@ -517,12 +517,18 @@ def render(text, out, best_of, seed, scale, json_out, digits_refs, letters_refs,
     """Write TEXT in generated handwriting, e.g. kepkreator render "Hello2024" -o hello.png."""
     renderer = _renderer(digits_refs, letters_refs, case_ref)
     rendered = renderer.render(text, best_of=best_of, seed=seed)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_bytes(rendered.png(scale))
+    # The labels first, the picture last: a failed write leaves no picture without its labels.
     _write_report(json_out, {
         "text": text, "png": str(out), "best_of": best_of, "seed": seed,
         "width": rendered.image.shape[1] * scale, "height": rendered.image.shape[0] * scale,
         "characters": rendered.characters_at(scale)})
+    try:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_bytes(rendered.png(scale))
+    except OSError:
+        if json_out:
+            Path(json_out).unlink(missing_ok=True)
+        raise
     scores = "  ".join(f"{c['char']}:{c['confidence']:.3f}"
                        + (f" (case {c['case_confidence']:.2f})" if "case_confidence" in c else "")
                        for c in rendered.characters if "confidence" in c)
@@ -670,8 +676,10 @@ def main(argv=None, command: click.Command | None = None) -> int:
         click.echo(f"kepkreator: error: {exc}", err=True)
         return 2
     except OSError as exc:
-        click.echo(f"kepkreator: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
-                   err=True)
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, FileExistsError) and exc.filename and Path(exc.filename).is_file():
+            reason = "a file where a folder is needed"  # mkdir's "File exists" misleads
+        click.echo(f"kepkreator: error: {reason}: {exc.filename or ''}".rstrip(": "), err=True)
         return 2
     except KeyboardInterrupt:
         click.echo("kepkreator: interrupted", err=True)

@@ -130,6 +130,12 @@ def test_render_command_writes_the_png(tmp_path):
     assert all(a[0] + a[2] < b[0] for a, b in zip(boxes, boxes[1:]))  # left to right, apart
     assert_one_line_error(run_cli("render", "ok?", "-o", tmp_path / "x.png"), "'?'")
     assert not (tmp_path / "x.png").exists()
+    (tmp_path / "file").write_text("")  # a file where a folder should be: nothing is written
+    assert_one_line_error(run_cli("render", "ok", "-o", tmp_path / "x.png", "--json-out",
+                                  tmp_path / "file" / "x.json"), "a file where a folder is needed")
+    assert_one_line_error(run_cli("render", "ok", "-o", tmp_path / "file" / "x.png",
+                                  "--json-out", tmp_path / "x.json"), "folder is needed")
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "x.json").exists()
     assert_one_line_error(run_cli("render", "ok", "-o", tmp_path / "x.png", "--case-validator",
                                   "default:digits"), "does not tell upper from lower case")
     either = run_cli("render", "Ok", "-o", tmp_path / "either.png", "--case-validator", "")
