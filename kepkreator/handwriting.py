@@ -1,4 +1,4 @@
-"""Handwritten text from the character generators: best of N per character, one baseline.
+"""Handwritten text from the character generators: best of N per character, set on a line.
 
 The seed's text endpoint drew each character once and trusted its label; here every character
 gets N candidates, the validator scores them and the most confident one of the requested class
