@@ -518,10 +518,8 @@ def render(text, out, best_of, seed, scale, json_out, digits_refs, letters_refs,
     renderer = _renderer(digits_refs, letters_refs, case_ref)
     rendered = renderer.render(text, best_of=best_of, seed=seed)
     # The labels first, the picture last: a failed write leaves no picture without its labels.
-    _write_report(json_out, {
-        "text": text, "png": str(out), "best_of": best_of, "seed": seed,
-        "width": rendered.image.shape[1] * scale, "height": rendered.image.shape[0] * scale,
-        "characters": rendered.characters_at(scale)})
+    _write_report(json_out, {"text": text, "png": str(out), "best_of": best_of, "seed": seed,
+                             **rendered.labels(scale)})
     try:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_bytes(rendered.png(scale))

@@ -34,10 +34,12 @@ class RenderedText:
     #                                   [x, y, width, height] of its ink in ``image`` (not spaces)
     glyphs: list = field(default_factory=list)  # per character: the 28x28 sample, None: space
 
-    def characters_at(self, scale: int) -> list[dict]:
-        """``characters`` with their boxes in the pixels of ``png(scale)``."""
-        return [{**c, "box": [v * scale for v in c["box"]]} if "box" in c else c
-                for c in self.characters]
+    def labels(self, scale: int) -> dict:
+        """The size of ``png(scale)`` and ``characters`` with their boxes in its pixels: what
+        the API's JSON and ``render --json-out`` give."""
+        return {"width": self.image.shape[1] * scale, "height": self.image.shape[0] * scale,
+                "characters": [{**c, "box": [v * scale for v in c["box"]]} if "box" in c
+                               else c for c in self.characters]}
 
     def png(self, scale: int = 2) -> bytes:
         from kepkreator.imageio import encode_png_batch

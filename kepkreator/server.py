@@ -83,10 +83,7 @@ def create_app(renderer: TextRenderer):
             raise HTTPException(status_code=422, detail=str(exc)) from None
         png = rendered.png(scale)
         if format == "json":
-            return {"text": text, "best_of": best_of, "seed": seed,
-                    "width": rendered.image.shape[1] * scale,
-                    "height": rendered.image.shape[0] * scale,
-                    "characters": rendered.characters_at(scale),
+            return {"text": text, "best_of": best_of, "seed": seed, **rendered.labels(scale),
                     "png_base64": base64.b64encode(png).decode()}
         return Response(png, media_type="image/png")
 
