@@ -128,7 +128,8 @@ def train_and_test(train: Dataset, test: Dataset, seed: int, augment: bool = Fal
     model = build_reference_classifier(num_classes)
     rate = keras.optimizers.schedules.CosineDecay(schedule.learning_rate, schedule.steps)
     model.compile(keras.optimizers.Adam(rate), "sparse_categorical_crossentropy")
-    model.fit(data.prefetch(tf.data.AUTOTUNE), epochs=1, steps_per_epoch=schedule.steps, verbose=0)
+    model.fit(data.prefetch(tf.data.AUTOTUNE), epochs=1, steps_per_epoch=schedule.steps,
+              shuffle=False, verbose=0)
     predicted = model.predict(to_model_input(test.images), batch_size=2048, verbose=0).argmax(1)
     per_class = {test.class_set.chars[c]: float((predicted[test.labels == c] == c).mean())
                  for c in range(num_classes) if (test.labels == c).any()}

@@ -123,7 +123,7 @@ def _make_tuner_class():
                 initial_epoch = 0
             started = time.time()
             gan.fit(gan_dataset(self.train, hp), epochs=epochs, initial_epoch=initial_epoch,
-                    verbose=cfg.verbose)
+                    shuffle=False, verbose=cfg.verbose)
             gan.save_weights(str(trial_dir / "gan.weights.h5"))
             card = generator_card(hp, gan, self.data_info)
             card["training"]["tuning"] = {"trial_id": trial.trial_id, "parent_trial": parent,

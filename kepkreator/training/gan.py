@@ -351,7 +351,8 @@ def train_gan(hp: GANHParams, callbacks=()) -> Path:
     workdir = Path(hp.workdir or f"{hp.out}.work")
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    history = gan.fit(gan_dataset(train, hp, mode_labels), epochs=hp.epochs,
+    # The dataset shuffles itself (seeded); shuffle=False only stops Keras warning that it cannot.
+    history = gan.fit(gan_dataset(train, hp, mode_labels), epochs=hp.epochs, shuffle=False,
                       verbose=keras_verbosity(hp.verbose), callbacks=[
         keras.callbacks.BackupAndRestore(str(workdir / "backup"), delete_checkpoint=False),
         keras.callbacks.TensorBoard(str(workdir / "tensorboard")),

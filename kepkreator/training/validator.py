@@ -64,7 +64,7 @@ def train_validator(hp: ValidatorHParams) -> Path:
     model.compile(keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     started = time.time()
-    model.fit(dataset, epochs=hp.epochs, validation_data=validation,
+    model.fit(dataset, epochs=hp.epochs, validation_data=validation, shuffle=False,
               verbose=keras_verbosity(hp.verbose),
               callbacks=[keras.callbacks.BackupAndRestore(str(workdir / "backup"),
                                                           delete_checkpoint=False),
