@@ -70,7 +70,9 @@ def main(judge, case_validator, data, seeds, best_of, json_out, update_card):
                      "typed_upper": float(typed_ok[:, upper].mean()),
                      "typed_lower": float(typed_ok[:, lower].mean())})
     told = [r for r in rows if r["letter"] in typed_case.case_classes]  # where it has a say
+    letters_generator = next(g for g, _ in typed_case.models if g.class_set.name == "letters")
     summary = {"case_validator": picker.reference, "judge": judge_bundle.reference,
+               "letters_generator_sha256": letters_generator.card["model_sha256"],
                "seeds": seeds, "best_of": best_of,
                "picks_case_of": "".join(r["letter"] for r in told), "letters": rows}
     for key in ("either", "typed"):

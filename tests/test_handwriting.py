@@ -53,10 +53,10 @@ def test_case_validator_writes_each_letter_in_the_typed_case(renderer, case_rend
     # Still the asked-for letter: the case is chosen among candidates of the right class.
     assert all(c["predicted"] == c["class"] for c in typed.characters)
     assert not np.array_equal(either.image, typed.image)
-    # The generator seldom draws a capital E: where none of the 16 is one, more are drawn.
-    capital_e = typed.characters[text.index("E")]
-    assert capital_e["candidates"] > 16 and capital_e["case_confidence"] > 0.5
     assert all(c["candidates"] == 16 for c in either.characters)
+    # The generator seldom draws a capital E: where none of the first 4 is one, more are drawn.
+    capital_e = case_renderer.render(text, best_of=4, seed=3).characters[text.index("E")]
+    assert capital_e["candidates"] > 4 and capital_e["case_confidence"] > 0.5
     digits = case_renderer.render("2024", best_of=4, seed=3)
     assert all("case_confidence" not in c for c in digits.characters)
 
