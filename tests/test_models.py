@@ -62,6 +62,25 @@ def test_bundle_round_trip(tiny_generator_bundle, tiny_validator_bundle):
         load_bundle(tiny_generator_bundle, "validator")
 
 
+def test_features_compile_once_for_any_batch_size(tiny_validator_bundle):
+    """Frechet distances read features in batches with a short last one; a model rebuilt per
+    call and run per batch retraced each time and TensorFlow warned of a retracing loop."""
+    import logging
+    val = load_bundle(tiny_validator_bundle, "validator")
+    images = np.random.default_rng(0).integers(0, 256, (12, 28, 28), dtype=np.uint8)
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger("tensorflow").addHandler(handler)
+    try:
+        features = [val.features(images[:n], batch_size=4) for n in range(3, 13)]
+    finally:
+        logging.getLogger("tensorflow").removeHandler(handler)
+    assert [len(f) for f in features] == list(range(3, 13))
+    assert np.allclose(features[-1][:3], features[0], atol=1e-5)
+    assert not [m for m in messages if "retracing" in m]
+
+
 def test_emnist_orientation_card_transposes(tiny_generator_bundle, tmp_path):
     flipped = tmp_path / "flipped"
     shutil.copytree(tiny_generator_bundle, flipped)

@@ -8,6 +8,7 @@ uint8 images, white ink on black, upright, labels as class-set indices.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -126,8 +127,6 @@ def _compiled_call(model):
     pack = lambda x: x[0] if len(x) == 1 else list(x)
     if keras.backend.backend() != "tensorflow":
         return lambda *x: model.predict_on_batch(pack(x))
-    import functools
-
     import tensorflow as tf
     dtypes = [t.dtype for t in model.inputs]
     # A partial per model, not one lambda for all: TensorFlow counts traces per code object, and
@@ -145,6 +144,7 @@ class Bundle:
     model: object  # keras.Model
     class_set: ClassSet
     _compiled: object = field(default=None, repr=False, compare=False)
+    _compiled_features: object = field(default=None, repr=False, compare=False)
 
     def predict(self, inputs):
         """The model's forward pass, compiled once and reused for any batch size."""
@@ -242,8 +242,12 @@ class Validator(Bundle):
         return keras.Model(inputs[0] if len(inputs) == 1 else inputs, layer.output)
 
     def features(self, images_uint8: np.ndarray, batch_size: int = 2048) -> np.ndarray:
-        model = self.feature_model()
-        out = [np.asarray(model.predict_on_batch(self.preprocess(images_uint8[i:i + batch_size])))
+        # Compiled once per bundle with a free batch size, like predict: a new model per call,
+        # run batch by batch, retraced on every short last batch (and TensorFlow warned).
+        if self._compiled_features is None:
+            self._compiled_features = _compiled_call(self.feature_model())
+        forward = self._compiled_features
+        out = [np.asarray(forward(self.preprocess(images_uint8[i:i + batch_size])))
                for i in range(0, len(images_uint8), batch_size)]
         return np.concatenate(out).reshape(len(images_uint8), -1)
 
