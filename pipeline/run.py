@@ -108,8 +108,10 @@ def pipeline_options(pipeline_args) -> tuple[PipelineOptions, object]:
     return options, runner
 
 
-def check_bundles(job: JobSpec) -> dict:
-    """Load both bundles once here, so a bad bundle fails before any worker starts."""
+def check_bundles(job: JobSpec) -> tuple[dict, dict]:
+    """Load both bundles once here, so a bad bundle fails before any worker starts. Returns what
+    the manifest records of them and the generator's card as read now, beside its sha256, so the
+    dataset card quotes the card that the sha256 names."""
     from kepkreator.models.bundle import load_bundle
     generator = load_bundle(job.generator, "generator")
     validator = load_bundle(job.validator, "validator")
@@ -121,10 +123,10 @@ def check_bundles(job: JobSpec) -> dict:
                               f"{generator.class_set.name!r}")
     if job.latent_scale is None:  # resolved here, so the manifest records what was used
         job.latent_scale = generator.default_latent_scale
-    return {kind: {"ref": ref, "path": str(b.path.resolve()), "card_sha256": b.card_sha256,
-                   "name": b.card.get("name", "")}
-            for kind, ref, b in (("generator", job.generator, generator),
-                                 ("validator", job.validator, validator))}
+    return ({kind: {"ref": ref, "path": str(b.path.resolve()), "card_sha256": b.card_sha256,
+                    "name": b.card.get("name", "")}
+             for kind, ref, b in (("generator", job.generator, generator),
+                                  ("validator", job.validator, validator))}, generator.card)
 
 
 def _finalize(shard_infos, metrics_acc, grid, job: JobSpec, out: str, tmp: str):
@@ -217,7 +219,7 @@ def run(argv=None, show_progress=None) -> JobResult:
     known, pipeline_args = parse_args(argv)
     job = load_specs(known.spec)
     out = known.out.rstrip("/")
-    bundles = check_bundles(job)
+    bundles, generator_card = check_bundles(job)
     options, runner = pipeline_options(pipeline_args)
     if options.view_as(TestOptions).dry_run:  # build and hand to the runner; touch no output
         p = beam.Pipeline(runner=runner, options=options)
@@ -255,9 +257,7 @@ def run(argv=None, show_progress=None) -> JobResult:
     description = (f"Synthetic {job.class_set} handwriting made by KepKreator "
                    f"({metrics['accepted']} samples, policy {job.label_policy}, "
                    f"min_confidence {job.min_confidence}).")
-    from kepkreator.models.bundle import read_card
-    card = dataset_card(job, metrics, bundles, read_card(Path(bundles["generator"]["path"])),
-                        description)
+    card = dataset_card(job, metrics, bundles, generator_card, description)
     sinks.write_metadata(out, job, result["shards"], description, card)
     labels = list(job.classes.chars)
     counts = np.sum([s["class_counts"] for s in result["shards"]], axis=0)
