@@ -40,7 +40,7 @@ def two_way(probs: np.ndarray, chars: tuple, typed: list[str]) -> np.ndarray:
 @click.option("--update-card", is_flag=True, help="Record the summary in the case validator's "
                                                    "card (metrics.case_render).")
 def main(judge, case_validator, data, seeds, best_of, json_out, update_card):
-    from kepkreator.handwriting import TextRenderer
+    from kepkreator.handwriting import CASE_SURE, TextRenderer
     from kepkreator.models.bundle import load_bundle
     from kepkreator.training.common import split_data
     either, typed_case = TextRenderer(), TextRenderer(case_validator_ref=case_validator)
@@ -73,7 +73,7 @@ def main(judge, case_validator, data, seeds, best_of, json_out, update_card):
     letters_generator = next(g for g, _ in typed_case.models if g.class_set.name == "letters")
     summary = {"case_validator": picker.reference, "judge": judge_bundle.reference,
                "letters_generator_sha256": letters_generator.card["model_sha256"],
-               "seeds": seeds, "best_of": best_of,
+               "seeds": seeds, "best_of": best_of, "case_sure": CASE_SURE,
                "picks_case_of": "".join(r["letter"] for r in told), "letters": rows}
     for key in ("either", "typed"):
         summary[key] = float(np.mean([(r[f"{key}_upper"] + r[f"{key}_lower"]) / 2

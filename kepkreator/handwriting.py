@@ -19,6 +19,8 @@ from kepkreator.errors import KepKreatorError
 
 MAX_TEXT_LENGTH = 64
 MAX_BEST_OF = 64
+# P(typed case | either case) below which a letter's candidates are topped up (see render).
+CASE_SURE = 0.9
 INK_THRESHOLD = 40  # uint8 intensity that counts as ink when cropping and aligning
 CASE_TOLD_APART = 0.5  # held-out accuracy on both cases a case validator needs to pick a case
 
@@ -120,12 +122,12 @@ class TextRenderer:
         for model_index, positions in sorted(wanted.items()):
             generator = self.models[model_index][0]
             drawn = self._draw(model_index, text, positions, best_of, rng)
-            # A letter none of whose candidates is in the typed case gets more, best_of at a
-            # time up to MAX_BEST_OF: some forms are rare (the letters generator seldom draws a
-            # capital E), and the first best_of may hold none.
+            # A letter none of whose candidates is surely in the typed case gets more, best_of
+            # at a time up to MAX_BEST_OF: some forms are rare (the letters generator seldom
+            # draws a capital E), and the first best_of may hold none, or only borderline ones.
             while True:
                 short = [i for i, d in enumerate(drawn)
-                         if not np.isnan(d["case"]).all() and np.nanmax(d["case"]) < 0.5
+                         if not np.isnan(d["case"]).all() and np.nanmax(d["case"]) < CASE_SURE
                          and len(d["case"]) + best_of <= MAX_BEST_OF]
                 if not short:
                     break
