@@ -117,6 +117,7 @@ def train_and_test(train: Dataset, test: Dataset, seed: int, augment: bool = Fal
     import keras
     import tensorflow as tf
 
+    from kepkreator.models.bundle import predict_in_batches
     from kepkreator.training.common import to_model_input, with_classic_augmentation
     keras.utils.set_random_seed(seed)
     num_classes = train.class_set.num_classes
@@ -130,7 +131,7 @@ def train_and_test(train: Dataset, test: Dataset, seed: int, augment: bool = Fal
     model.compile(keras.optimizers.Adam(rate), "sparse_categorical_crossentropy")
     model.fit(data.prefetch(tf.data.AUTOTUNE), epochs=1, steps_per_epoch=schedule.steps,
               shuffle=False, verbose=0)
-    predicted = model.predict(to_model_input(test.images), batch_size=2048, verbose=0).argmax(1)
+    predicted = predict_in_batches(model, to_model_input(test.images)).argmax(1)
     per_class = {test.class_set.chars[c]: float((predicted[test.labels == c] == c).mean())
                  for c in range(num_classes) if (test.labels == c).any()}
     return {"accuracy": float((predicted == test.labels).mean()), "per_class": per_class,

@@ -45,6 +45,40 @@ def test_pipeline_output_trains_the_reference_classifier(tmp_path, mnist_dir):
     assert summary["c"]["seeds"] == 2 and "| c |" in markdown_table(summary)
 
 
+def test_a_study_of_many_classifiers_reads_no_retracing_warning():
+    """A study trains dozens of reference classifiers in one process; Keras' predict traced each
+    one's test pass anew and TensorFlow warned of a retracing loop in every tune-sampling and
+    downstream log. The free-batch compiled call gives the same predictions without it."""
+    import logging
+
+    import keras
+
+    from kepkreator.classsets import get_class_set
+    from kepkreator.downstream import build_reference_classifier
+    from kepkreator.models.bundle import predict_in_batches
+    rng = np.random.default_rng(0)
+    digits = get_class_set("digits")
+    train = Dataset(rng.integers(0, 256, (64, 28, 28), dtype=np.uint8), np.arange(64) % 10, digits)
+    test = Dataset(rng.integers(0, 256, (30, 28, 28), dtype=np.uint8), np.arange(30) % 10, digits)
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger("tensorflow").addHandler(handler)
+    try:
+        runs = [train_and_test(train, test, seed=s, schedule=ReferenceTraining(steps=10,
+                                                                               batch_size=16))
+                for s in range(6)]
+    finally:
+        logging.getLogger("tensorflow").removeHandler(handler)
+    assert [r["test_samples"] for r in runs] == [30] * 6
+    assert not [m for m in messages if "retracing" in m]
+    keras.utils.set_random_seed(0)
+    model = build_reference_classifier(10)
+    x = rng.uniform(-1, 1, (70, 28, 28, 1)).astype(np.float32)
+    np.testing.assert_allclose(predict_in_batches(model, x, batch_size=32),
+                               model.predict(x, batch_size=32, verbose=0), atol=1e-6)
+
+
 def _small_mnist(root, mnist_dir, train_per_class=40, test_per_class=20):
     """A real, small MNIST in the official file layout, so the study runs in seconds."""
     root.mkdir(parents=True, exist_ok=True)

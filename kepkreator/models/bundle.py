@@ -137,6 +137,16 @@ def _compiled_call(model):
     return lambda *x: compiled(*[np.asarray(a, dtype=d) for a, d in zip(x, dtypes)])
 
 
+def predict_in_batches(model, inputs: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+    """``model.predict`` for studies that train many models in one process: Keras traces a new
+    predict step per model and per last-batch shape, and TensorFlow, counting traces per code
+    object, warns of a retracing loop that is not there. One free-batch compiled call per model
+    traces once."""
+    forward = _compiled_call(model)
+    return np.concatenate([np.asarray(forward(inputs[i:i + batch_size]))
+                           for i in range(0, len(inputs), batch_size)])
+
+
 @dataclass
 class Bundle:
     path: Path
