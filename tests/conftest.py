@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,10 @@ def peers_dir() -> Path:
     return _need(SHARED / "peers")
 
 
+CXX_LOG_LINE = re.compile(r"^(WARNING: All log messages before absl|[IWEF]\d{4} \d\d:\d\d:\d\d)",
+                          re.MULTILINE)
+
+
 def run_cli(*args, cwd=None, timeout=600):
     """The installed entry point, as a user runs it; returns CompletedProcess."""
     return subprocess.run([sys.executable, "-m", "kepkreator.cli", *map(str, args)],
@@ -47,5 +52,7 @@ def assert_one_line_error(result, *fragments):
     assert "Traceback" not in result.stderr, result.stderr
     errors = [l for l in result.stderr.splitlines() if l.startswith("kepkreator: error:")]
     assert len(errors) == 1, result.stderr
+    # No C++ library log lines (absl/glog format, e.g. TensorFlow's oneDNN notice) around it.
+    assert not CXX_LOG_LINE.search(result.stderr), result.stderr
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
