@@ -1,6 +1,8 @@
 """The CLI as a user meets it: bad input is one line on stderr and a non-zero exit."""
 import gzip
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -155,3 +157,21 @@ def test_evaluate_without_a_generator_measures_the_validator(mnist_dir, tmp_path
     _, expected, _ = split_data([f"mnist:test@{mnist_dir}"], "digits", 0.1, [], 0)
     assert held["samples"] == len(expected) and 800 < len(expected) < 1200
     assert held["holdout"] == {"holdout_fraction": 0.1, "split_seed": 0}
+
+
+def test_quiet_tensorflow_import_still_passes_on_what_is_not_noise():
+    """The capture around the TensorFlow import must drop only the absl notice: a real warning
+    or a failing import has to reach the user."""
+    script = ("import os, sys\n"
+              "from kepkreator.cli import _stderr_without\n"
+              "with _stderr_without(('oneDNN custom operations',)):\n"
+              "    os.write(2, b'I0000 port.cc:153] oneDNN custom operations are on\\n')\n"
+              "    os.write(2, b'a real warning\\n')\n"
+              "    print('from python', file=sys.stderr)\n"
+              "    raise ImportError('broken install')\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)
+    assert result.returncode != 0
+    assert "oneDNN" not in result.stderr, result.stderr
+    assert "a real warning\nfrom python\n" in result.stderr, result.stderr
+    assert "ImportError: broken install" in result.stderr, result.stderr
