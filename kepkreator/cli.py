@@ -392,12 +392,12 @@ _study_options = [
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Study directory: reports, generated datasets, subset models, per-run "
                    "results. Re-running resumes.")
-@click.option("--settings", default=",".join(["a", "b", "c", "c_aug", "d", "e", "e_aug"]),
+@click.option("--settings", default="a,b,c,c_aug,d,d_aug,e,e_aug",
               show_default=True, help="Which settings to run; add ceiling_aug for the control "
                                       "with other real images in place of the synthetic ones.")
 @_with(_study_options)
 @click.option("--per-class", type=click.IntRange(1), default=200, show_default=True,
-              help="Real samples per class in the low-data settings (c, c_aug, d, e).")
+              help="Real samples per class in the low-data settings (c, c_aug, d, d_aug, e).")
 @click.option("--synthetic-per-class", type=click.IntRange(1), default=2000, show_default=True,
               help="Synthetic samples per class added to the subset in d and e.")
 @click.option("--latent-scale", type=click.FloatRange(0, 10, min_open=True), default=None,

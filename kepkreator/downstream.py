@@ -6,6 +6,7 @@ Settings (issue: Classification Accuracy Score and honest augmentation gains):
   c      a small real subset, N per class
   c_aug  that subset with classic augmentation (shifts, rotations, zoom)
   d      the subset + synthetic from a generator that saw all the real data
+  d_aug  d with classic augmentation: do the two kinds of augmentation add up?
   e      the subset + synthetic from a generator trained only on the subset
 
 The classifier is deliberately not the validator: a LeNet-style CNN with fixed epochs, batch
@@ -30,13 +31,14 @@ SETTINGS = {
     "c": "real subset",
     "c_aug": "real subset + classic augmentation",
     "d": "real subset + synthetic (generator saw all real data)",
+    "d_aug": "real subset + synthetic (generator saw all real data) + classic augmentation",
     "e": "real subset + synthetic (generator trained on the subset only)",
     "e_aug": "real subset + synthetic (subset-only generator) + classic augmentation",
     # Opt-in control: the synthetic data replaced by as many *other real* images (a perfect
     # generator), so (e)'s gap over c_aug can be read against the most any generator could add.
     "ceiling_aug": "real subset + as many other real images as d/e add + classic augmentation",
 }
-AUGMENTED = {"c_aug", "e_aug", "ceiling_aug"}
+AUGMENTED = {"c_aug", "d_aug", "e_aug", "ceiling_aug"}
 
 
 @dataclass
@@ -377,10 +379,11 @@ def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
     explicit = {"latent_scale": cfg.latent_scale} if cfg.latent_scale else {}
     latent_scales = {}
     synthetic = {}
-    if {"b", "d"} & set(cfg.settings):
+    with_shipped_synthetic = {"d", "d_aug"} & set(cfg.settings)
+    if "b" in cfg.settings or with_shipped_synthetic:
         counts = train.class_counts() if "b" in cfg.settings else \
             np.full(class_set.num_classes, cfg.synthetic_per_class)
-        counts = np.maximum(counts, cfg.synthetic_per_class if "d" in cfg.settings else 0)
+        counts = np.maximum(counts, cfg.synthetic_per_class if with_shipped_synthetic else 0)
         spec = _pipeline_spec(cfg, class_set, counts, latent_scale=shipped_scale)
         synthetic["shipped"] = _generated(generate, spec, out / "synthetic-shipped", class_set.name,
                                           log)
@@ -408,7 +411,7 @@ def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
             return subset
         if setting == "ceiling_aug":
             return concat(subset, other_real(train, cfg))
-        source = synthetic["shipped" if setting == "d" else "subset"]
+        source = synthetic["shipped" if setting in ("d", "d_aug") else "subset"]
         return concat(subset, first_per_class(source, cfg.synthetic_per_class))
 
     runs: dict[str, list[dict]] = {}

@@ -105,12 +105,14 @@ def test_downstream_command_runs_every_setting_and_resumes(tmp_path, mnist_dir):
     assert first.returncode == 0, first.stderr
     report = json.loads((study / "downstream.json").read_text())
     settings = report["settings"]
-    assert list(settings) == ["a", "b", "c", "c_aug", "d", "e", "e_aug"]
+    assert list(settings) == ["a", "b", "c", "c_aug", "d", "d_aug", "e", "e_aug"]
     assert all(row["seeds"] == 2 for row in settings.values())
     assert settings["a"]["train_samples"] == settings["b"]["train_samples"] == 400
     assert settings["c"]["train_samples"] == 100
     assert settings["d"]["train_samples"] == settings["e"]["train_samples"] == 100 + 150
-    assert settings["c_aug"]["runs"][0]["augment"] and not settings["c"]["runs"][0]["augment"]
+    assert settings["d_aug"]["train_samples"] == 100 + 150
+    for plain, augmented in (("c", "c_aug"), ("d", "d_aug"), ("e", "e_aug")):
+        assert settings[augmented]["runs"][0]["augment"] and not settings[plain]["runs"][0]["augment"]
     assert report["test_samples"] == 200 and len(report["checks"]) == 3
     # Each generator at its own card's scale: the subset-only one has no choice, so 1.
     assert report["latent_scales"] == {"b_d": 2.5, "e": 1.0}
@@ -125,7 +127,7 @@ def test_downstream_command_runs_every_setting_and_resumes(tmp_path, mnist_dir):
     assert "| e_aug |" in first.stdout and "## Per class" in (study / "downstream.md").read_text()
 
     stamps = {f: f.stat().st_mtime_ns for f in (study / "runs").glob("*.json")}
-    assert len(stamps) == 14
+    assert len(stamps) == 16
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr
     assert "reusing the finished dataset" in again.stderr
@@ -176,6 +178,25 @@ def test_ceiling_control_adds_other_real_images_and_says_when_there_are_too_few(
     # 40 per class in the small set: 10 in the subset, 30 others.
     assert_one_line_error(run_cli(*args(tmp_path / "s2", 31)),
                           "ceiling_aug needs 31 real images per class beyond the subset")
+
+
+def test_d_aug_alone_generates_from_the_shipped_generator_and_no_subset_models(tmp_path,
+                                                                              mnist_dir):
+    small = _small_mnist(tmp_path / "mnist", mnist_dir)
+    gen, val = make_tiny_bundles(tmp_path)
+    study = tmp_path / "study"
+    result = run_cli("downstream", "--class-set", "digits", "--data", f"mnist:train@{small}",
+                     "--eval-data", f"mnist:test@{small}", "--out", study, "--seeds", "0",
+                     "--per-class", 10, "--synthetic-per-class", 15, "--steps", 8,
+                     "--generator", gen, "--validator", val, "--min-confidence", 0,
+                     "--settings", "d_aug")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((study / "downstream.json").read_text())
+    row = report["settings"]["d_aug"]
+    assert row["train_samples"] == 100 + 150 and row["runs"][0]["augment"]
+    assert report["latent_scales"] == {"b_d": 1.0}
+    assert (study / "synthetic-shipped" / "manifest.json").is_file()
+    assert not (study / "subset-models").exists()
 
 
 def test_downstream_rejects_unknown_settings_in_one_line(tmp_path, mnist_dir):
