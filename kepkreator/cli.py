@@ -140,6 +140,13 @@ def _with(options):
     return decorate
 
 
+def _downstream_card_key(ctx, param, value):
+    """Only study keys: --card-key evaluation would overwrite the generator's evaluation."""
+    if not value.startswith("downstream"):
+        raise click.BadParameter(f"must start with 'downstream', got {value!r}", ctx, param)
+    return value
+
+
 def _drop_none(**kwargs):
     return {k: v for k, v in kwargs.items() if v is not None}
 
@@ -399,7 +406,7 @@ _study_options = [
 @click.option("--per-class", type=click.IntRange(1), default=200, show_default=True,
               help="Real samples per class in the low-data settings (c, c_aug, d, d_aug, e).")
 @click.option("--synthetic-per-class", type=click.IntRange(1), default=2000, show_default=True,
-              help="Synthetic samples per class added to the subset in d and e.")
+              help="Synthetic samples per class added to the subset in d, d_aug and e.")
 @click.option("--latent-scale", type=click.FloatRange(0, 10, min_open=True), default=None,
               help="z ~ N(0, s^2) for every generated set (default: each generator at its own "
                    "card's choice, see tune-sampling; the subset-only one has none: 1).")
@@ -417,11 +424,15 @@ _study_options = [
               help="Mode-seeking weight of the subset-only GAN (see train gan --mode-seeking).")
 @click.option("--update-card", is_flag=True,
               help="Also record the summary in the card of the generator used for b and d.")
+@click.option("--card-key", default="downstream", show_default=True,
+              callback=_downstream_card_key,
+              help="Where in the card's metrics --update-card records it: another key keeps a "
+                   "partial study (e.g. --settings c_aug,d,d_aug) beside the full one.")
 def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_class,
                synthetic_per_class, generator, validator, min_confidence, steps,
                latent_scale, subset_validator_epochs, subset_gan_epochs, subset_gan_batch_size,
                subset_presets, subset_aux_weight, subset_modes_per_class, subset_mode_seeking,
-               update_card):
+               update_card, card_key):
     """Is the synthetic data worth training on? A fixed reference classifier per setting, tested
     on real data: full real (a), synthetic only (b), a small real subset (c, c_aug), the subset
     plus synthetic from the shipped generator (d) or from one trained on the subset alone (e)."""
@@ -447,7 +458,7 @@ def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_cl
         from kepkreator.evaluate import record_in_card
         from kepkreator.models.bundle import resolve_bundle_path
         record_in_card(resolve_bundle_path(generator or f"default:{class_set}", "generator"),
-                       card_summary(report), key="downstream")
+                       card_summary(report), key=card_key)
     click.echo((Path(out) / "downstream.md").read_text())
     click.echo(f"report: {Path(out) / 'downstream.json'}")
     missed = [c["target"] for c in report["checks"] if not c["met"]]

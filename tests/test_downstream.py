@@ -189,7 +189,7 @@ def test_d_aug_alone_generates_from_the_shipped_generator_and_no_subset_models(t
                      "--eval-data", f"mnist:test@{small}", "--out", study, "--seeds", "0",
                      "--per-class", 10, "--synthetic-per-class", 15, "--steps", 8,
                      "--generator", gen, "--validator", val, "--min-confidence", 0,
-                     "--settings", "d_aug")
+                     "--settings", "d_aug", "--update-card", "--card-key", "downstream_stacked")
     assert result.returncode == 0, result.stderr
     report = json.loads((study / "downstream.json").read_text())
     row = report["settings"]["d_aug"]
@@ -197,6 +197,9 @@ def test_d_aug_alone_generates_from_the_shipped_generator_and_no_subset_models(t
     assert report["latent_scales"] == {"b_d": 1.0}
     assert (study / "synthetic-shipped" / "manifest.json").is_file()
     assert not (study / "subset-models").exists()
+    metrics = json.loads((gen / "card.json").read_text())["metrics"]
+    assert "downstream" not in metrics  # a partial study kept apart from the full one
+    assert metrics["downstream_stacked"]["settings"]["d_aug"]["accuracy_mean"] == row["accuracy_mean"]
 
 
 def test_downstream_rejects_unknown_settings_in_one_line(tmp_path, mnist_dir):
