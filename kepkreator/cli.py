@@ -435,7 +435,8 @@ def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_cl
                update_card, card_key):
     """Is the synthetic data worth training on? A fixed reference classifier per setting, tested
     on real data: full real (a), synthetic only (b), a small real subset (c, c_aug), the subset
-    plus synthetic from the shipped generator (d) or from one trained on the subset alone (e)."""
+    plus synthetic from the shipped generator (d; d_aug with classic augmentation too) or from one
+    trained on the subset alone (e)."""
     from kepkreator.downstream import DownstreamConfig, ReferenceTraining, run_study
     presets = subset_presets.split(",")
     if len(presets) != 3:
