@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The downstream study behind the README's "Is the data worth training on?" tables: a fixed
 # reference classifier trained per setting (a, b, c, c_aug, d, d_aug, e, e_aug) x 3 seeds,
-# tested on real data, the subset-only generator trained, run through the pipeline and read back
-# from its Parquet output on the way. Everything lands in runs/downstream-<set>/; re-running resumes.
+# tested on real data, the subset-only generator trained, run through the pipeline and read
+# back from its Parquet output on the way. Everything lands in runs/downstream-<set>/;
+# re-running resumes.
 #   bash jobs/downstream.sh digits|letters
 set -euo pipefail
 cd "$(dirname "$0")/.."
