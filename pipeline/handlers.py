@@ -17,7 +17,7 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
-from pipeline.specs import WorkUnit
+from pipeline.specs import WorkUnit, candidate_labels
 
 
 class _QuietMemoryProbe(logging.Filter):
@@ -45,12 +45,6 @@ class ScoredBatch:
     requested: np.ndarray
     images: np.ndarray
     probabilities: np.ndarray  # (n, C) validator output
-
-
-def candidate_labels(unit: WorkUnit) -> np.ndarray:
-    """Requested labels, cycling through the unit's classes in proportion to its request."""
-    pattern = np.repeat(np.arange(len(unit.request)), unit.request)
-    return np.resize(pattern, unit.candidates).astype(np.int64)
 
 
 def unit_rng(unit: WorkUnit) -> np.random.Generator:

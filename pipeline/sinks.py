@@ -2,9 +2,10 @@
 
 Writing happens in two parallel steps so the shards are byte-identical however the runner
 bundles and orders the work: every accepted unit is first written as its own small Parquet
-fragment (PNG-encoded once); then a plan cuts the fragments, in a fixed global order that
-interleaves every class, into ``shards`` row-balanced ranges, and each shard is written by its
-own worker into both formats. Memory stays at one unit and one fragment at a time.
+fragment (PNG-encoded once); then a plan cuts the fragments, in a fixed global order, into
+``shards`` row-balanced ranges, and each shard is written by its own worker into both formats.
+Every unit holds every class in proportion, in random order (``specs.candidate_labels``), so
+every shard, and every stretch of one, mixes the classes. Memory stays at one unit and one fragment at a time.
 
 Layout of an output directory::
 

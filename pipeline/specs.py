@@ -76,14 +76,16 @@ class JobSpec:
 
 @dataclass(frozen=True)
 class WorkUnit:
-    unit_id: str                 # stable, sortable: s<spec>-c<class>-u<index>
+    unit_id: str                 # stable, sortable: s<spec>-u<index>
     spec_index: int
     round: int
     quota: tuple[int, ...]       # accepted samples wanted per class index
     candidates: int              # samples to generate
     seed: tuple[int, ...]        # numpy SeedSequence entropy
-    request: tuple[int, ...]     # round-0 quota: what candidates are requested as, and the budget
+    request: tuple[int, ...]     # round-0 quota: the budget, and the candidates' class mix
     spent: int = 0               # candidates drawn by earlier rounds of this unit
+    # A top-up's class mix (candidates per class, relative), where it differs from the request.
+    draw_weights: tuple[int, ...] | None = None
 
     @property
     def wanted(self) -> int:
@@ -305,31 +307,50 @@ def initial_candidates(quota: int) -> int:
 
 
 def expand(job: JobSpec) -> list[WorkUnit]:
-    """Round-0 work units: each spec file's counts cut into units of at most ``unit_size``."""
+    """Round-0 work units: each spec file's counts cut into units of at most ``unit_size``.
+
+    Every unit carries a share of every class's count, so every stretch of the output (a unit,
+    a shard, the first thousand rows) holds the classes in the proportions asked for: a reader
+    who takes the first rows, or shuffles with a small buffer, still sees every class.
+    """
     classes = job.classes
     units = []
     for spec_index, source in enumerate(job.sources):
         counts = {classes.index_of(ch): n for ch, n in source["counts"].items()}
-        if job.label_policy == "relabel":
-            # A label-blind source cannot aim at a class: units carry a share of every quota.
-            total = sum(counts.values())
-            n_units = max(1, math.ceil(total / job.unit_size))
-            shares = {c: np.diff(np.linspace(0, n, n_units + 1).round().astype(int))
-                      for c, n in counts.items()}
-            for u in range(n_units):
-                quota = [0] * classes.num_classes
-                for c, share in shares.items():
-                    quota[c] = int(share[u])
+        total = sum(counts.values())
+        n_units = max(1, math.ceil(total / job.unit_size))
+        shares = {c: np.diff(np.linspace(0, n, n_units + 1).round().astype(int))
+                  for c, n in counts.items()}
+        for u in range(n_units):
+            quota = [0] * classes.num_classes
+            for c, share in shares.items():
+                quota[c] = int(share[u])
+            if any(quota):
                 units.append(_unit(job, spec_index, 0, f"s{spec_index:03d}-u{u:07d}", quota,
                                    source["seed"], u))
-            continue
-        for c, n in sorted(counts.items()):
-            for u, start in enumerate(range(0, n, job.unit_size)):
-                quota = [0] * classes.num_classes
-                quota[c] = min(job.unit_size, n - start)
-                units.append(_unit(job, spec_index, 0, f"s{spec_index:03d}-c{c:03d}-u{u:07d}",
-                                   quota, source["seed"], c, u))
     return units
+
+
+def apportion(total: int, weights) -> np.ndarray:
+    """``total`` split into integers in proportion to ``weights`` (largest remainders)."""
+    weights = np.asarray(weights, np.float64)
+    share = total * weights / weights.sum()
+    counts = np.floor(share).astype(np.int64)
+    rest = total - int(counts.sum())
+    counts[np.argsort(counts - share, kind="stable")[:rest]] += 1
+    return counts
+
+
+_LABEL_ORDER_STREAM = 1  # the candidates' class order draws from its own stream, not z's
+
+
+def candidate_labels(unit: WorkUnit) -> np.ndarray:
+    """The class each candidate is requested as: the unit's class mix, in a seeded random order,
+    so accepted samples (kept earliest first) come out mixed rather than in class blocks."""
+    weights = unit.draw_weights or unit.request
+    labels = np.repeat(np.arange(len(weights)), apportion(unit.candidates, weights))
+    order = np.random.default_rng(np.random.SeedSequence([*unit.seed, _LABEL_ORDER_STREAM]))
+    return order.permutation(labels)
 
 
 def _unit(job, spec_index, round_, unit_id, quota, seed, *path) -> WorkUnit:
@@ -350,21 +371,31 @@ def top_up(job: JobSpec, unit: WorkUnit, shortfall: list[int],
            accepted_per_class) -> WorkUnit | None:
     """The follow-up unit for a shortfall, or None at the bound.
 
-    It is sized by the slowest short class's acceptance in this round (a class never seen gets
-    the bound's rate), so a rare class under ``relabel`` gets enough candidates in one go.
+    Each short class's need is its shortfall over its acceptance in this round (a class never
+    seen gets the bound's rate). Under ``conditioned`` the candidates are aimed: the unit draws
+    the sum of the needs, each class its own. Under ``relabel`` any candidate may land in any
+    class, so the slowest short class sizes the unit, and a rare class gets enough in one go.
     """
     if unit.round + 1 >= job.max_rounds or not any(shortfall):
         return None
     floor = 1.0 / job.max_oversample
-    need = max(short / max(accepted_per_class[c] / max(unit.candidates, 1), floor)
-               for c, short in enumerate(shortfall) if short)
+    short = np.asarray(shortfall, np.float64)
+    accepted = np.asarray(accepted_per_class, np.float64)
+    aimed = job.label_policy != "relabel"
+    drawn = (np.bincount(candidate_labels(unit), minlength=len(short)) if aimed
+             else np.full(len(short), unit.candidates))
+    rate = np.maximum(np.divide(accepted, drawn, out=np.zeros_like(accepted), where=drawn > 0),
+                      floor)
+    need = np.where(short > 0, short / rate, 0.0)
     spent = unit.spent + unit.candidates
     budget = int(job.max_oversample * sum(unit.request))
-    wanted = TOP_UP_QUANTUM * math.ceil((math.ceil(need * 1.25) + 16) / TOP_UP_QUANTUM)
+    total = need.sum() if aimed else need.max()
+    wanted = TOP_UP_QUANTUM * math.ceil((math.ceil(total * 1.25) + 16) / TOP_UP_QUANTUM)
     candidates = min(wanted, max(budget - spent, 0))
     if candidates <= 0:
         return None
     return WorkUnit(unit_id=unit.unit_id, spec_index=unit.spec_index, round=unit.round + 1,
                     quota=tuple(shortfall), candidates=candidates,
                     seed=(*unit.seed[:2], unit.round + 1, *unit.seed[3:]), request=unit.request,
-                    spent=spent)
+                    spent=spent,
+                    draw_weights=tuple(int(math.ceil(n)) for n in need) if aimed else None)

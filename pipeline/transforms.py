@@ -34,9 +34,10 @@ class AcceptedBatch:
 
     @property
     def order_key(self) -> tuple:
-        """Shards interleave units of every class: round, unit number, then the rest of the id."""
+        """Unit number first (so several spec files interleave), then a unit's rounds in order:
+        its top-up rows follow its own first round instead of piling up at the end."""
         number = self.unit_id.rsplit("-u", 1)[-1]
-        return (self.round, number, self.unit_id)
+        return (number, self.unit_id, self.round)
 
     def sample_ids(self, positions=None) -> list[str]:
         index = self.candidate_index if positions is None else self.candidate_index[positions]

@@ -54,6 +54,19 @@ def test_manifest_counts_and_files(dataset):
     assert Image.open(out / "samples.png").height > 3 * 28  # one row per class present
 
 
+def test_every_shard_mixes_the_classes(dataset):
+    """A reader taking one shard, or the first rows, must not get one class: units used to hold
+    one class each and the shards came out in class blocks."""
+    out, _ = dataset
+    manifest = json.loads((out / "manifest.json").read_text())
+    for shard in manifest["shards"]:
+        counts = np.asarray(shard["class_counts"])
+        assert (counts[[0, 3, 9]] > 0).all(), shard["class_counts"]
+        labels = pq.read_table(out / shard["files"]["parquet"]["path"]).column("label").to_numpy()
+        assert np.bincount(labels, minlength=10).tolist() == shard["class_counts"]
+        assert (np.diff(labels) != 0).sum() >= 3  # classes alternate, not one block each
+
+
 def test_parquet_with_pyarrow_pandas_and_hf_metadata(dataset):
     out, _ = dataset
     table = pq.read_table(out / "data")

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from kepkreator.data import write_idx
-from pipeline.handlers import ScoredBatch, candidate_labels
-from pipeline.specs import (MAX_PER_CLASS, TOP_UP_QUANTUM, SpecError, WorkUnit, expand,
-                            load_specs, parse_spec, top_up)
+from pipeline.handlers import ScoredBatch
+from pipeline.specs import (MAX_PER_CLASS, TOP_UP_QUANTUM, SpecError, WorkUnit, apportion,
+                            candidate_labels, expand, load_specs, parse_spec, top_up)
 from pipeline.transforms import select_accepted
 
 BASE = {"class_set": "digits", "generator": "g", "validator": "v", "counts": {"per_class": 10}}
@@ -103,11 +103,33 @@ def test_units_cover_counts_exactly():
     job = spec(counts={"3": 2500, "4": 10}, unit_size=1000)
     units = expand(job)
     assert sum(u.quota[3] for u in units) == 2500 and sum(u.quota[4] for u in units) == 10
-    assert max(u.wanted for u in units) == 1000
+    assert len(units) == 3 and max(u.wanted for u in units) <= 1000
     assert all(u.candidates > u.wanted for u in units)
     relabel = expand(spec(label_policy="relabel", unit_size=30))
     assert sum(sum(u.quota) for u in relabel) == 100
     assert all(set(candidate_labels(u)) <= set(range(10)) for u in relabel)
+
+
+def test_every_unit_mixes_the_classes_in_random_order():
+    """Units used to hold one class each, so the shards came out in class blocks: a reader
+    taking the first rows, or shuffling with a small buffer, saw one or two digits."""
+    units = expand(spec(counts={"3": 2490, "4": 10, "7": 500}, unit_size=1000))
+    assert len(units) == 3
+    for unit in units:
+        assert unit.quota[4] in (3, 4) and unit.quota[7] in (166, 167)
+        labels = candidate_labels(unit)
+        assert len(labels) == unit.candidates
+        assert np.bincount(labels, minlength=10)[[3, 4, 7]].tolist() == apportion(
+            unit.candidates, unit.request)[[3, 4, 7]].tolist()
+        assert all(np.bincount(labels[:200], minlength=10)[[3, 7]] > 0)  # no class blocks
+        assert (candidate_labels(unit) == labels).all()  # seeded: a retry draws the same
+    assert len({tuple(candidate_labels(u)[:50]) for u in units}) == 3  # each its own order
+
+
+def test_apportion_is_exact_and_proportional():
+    assert apportion(10, [1, 1, 1]).tolist() == [4, 3, 3]
+    assert apportion(1088, [0, 100, 0, 900]).tolist() == [0, 109, 0, 979]
+    assert apportion(7, [0, 0, 5]).tolist() == [0, 0, 7]
 
 
 def _scored(probs, requested, unit):
@@ -144,6 +166,22 @@ def test_top_up_is_bounded_and_sized_by_the_slowest_class():
     assert top_up(job, last, [0, 10], np.array([0, 0])) is None  # no rounds left
     broke = WorkUnit("u", 0, 1, (0, 10), 800, (1, 0, 1), (0, 100), spent=200)
     assert top_up(job, broke, [0, 10], np.array([0, 0])) is None  # budget 10 x 100 spent
+
+
+def test_top_up_aims_candidates_at_each_short_class_by_its_own_acceptance():
+    job = spec(max_rounds=3, max_oversample=20)
+    unit = WorkUnit("u", 0, 0, (0, 100, 100), 216, (1, 0, 0), (0, 100, 100))
+    drawn = np.bincount(candidate_labels(unit), minlength=3)  # 108 of each
+    follow = top_up(job, unit, [0, 10, 80], np.array([0, 90, 20]))
+    need = np.array([0, 10 / (90 / drawn[1]), 80 / (20 / drawn[2])])  # 12 and 432 candidates
+    assert follow.draw_weights == tuple(int(np.ceil(n)) for n in need)
+    assert follow.candidates >= need.sum()
+    got = np.bincount(candidate_labels(follow), minlength=3)
+    assert got[0] == 0 and got[2] >= need[2] and got[1] >= need[1]
+    relabel = spec(label_policy="relabel", max_rounds=3, max_oversample=20)
+    blind = top_up(relabel, unit, [0, 10, 80], np.array([0, 90, 20]))
+    assert blind.draw_weights is None  # under relabel no candidate can be aimed at a class
+    assert blind.candidates >= 80 / (20 / 216)
 
 
 def test_top_up_sizes_come_in_few_shapes():
