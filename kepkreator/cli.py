@@ -108,7 +108,7 @@ _data_options = [
                  help="digits, letters, letters52, balanced, byclass"),
     click.option("--data", "data", multiple=True, required=True, callback=_sources,
                  help="Training source, repeatable: mnist:train@DIR, emnist-byclass:test@DIR, "
-                      "folder@DIR."),
+                      "folder@DIR, dataset@DIR (a dataset kepkreator generate wrote)."),
     click.option("--eval-data", multiple=True, callback=_sources,
                  help="Held-out (test) source(s); removed from training."),
     click.option("--holdout", type=click.FloatRange(0, 0.9), default=0.0, show_default=True,

@@ -94,23 +94,14 @@ def first_per_class(data: Dataset, per_class: int | np.ndarray) -> Dataset:
 
 
 def read_dataset(path: str | Path, class_set: ClassSet | str) -> Dataset:
-    """A dataset written by ``kepkreator generate``, read back from its Parquet shards."""
-    import pyarrow.parquet as pq
-
-    from kepkreator.imageio import decode_png
+    """A dataset written by ``kepkreator generate``, read back from its shards as a user would."""
+    from kepkreator.data import load_generated
     class_set = get_class_set(class_set)
-    files = sorted(Path(path).glob("data/*.parquet"))
-    if not files:
-        raise DataError(f"{path} has no Parquet shards (data/*.parquet)")
-    table = pq.read_table(files)
-    features = json.loads((table.schema.metadata or {}).get(b"huggingface", b"{}") or b"{}")
-    names = features.get("info", {}).get("features", {}).get("label", {}).get("names")
-    if names is not None and names != list(class_set.chars):
-        raise DataError(f"{path} holds labels {''.join(names)}, not class set {class_set.name!r}")
-    pngs = table.column("image").combine_chunks().field("bytes").to_pylist()
-    images = np.stack([decode_png(b) for b in pngs])
-    return Dataset(images, table.column("label").to_numpy().astype(np.int64), class_set,
-                   [{"source": str(path)}])
+    images, labels, written_as = load_generated(path)
+    if written_as.name != class_set.name:
+        raise DataError(f"{path} holds class set {written_as.name!r}, not class set "
+                        f"{class_set.name!r}")
+    return Dataset(images, labels, class_set, [{"source": str(path)}])
 
 
 def train_and_test(train: Dataset, test: Dataset, seed: int, augment: bool = False,

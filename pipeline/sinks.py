@@ -5,7 +5,8 @@ bundles and orders the work: every accepted unit is first written as its own sma
 fragment (PNG-encoded once); then a plan cuts the fragments, in a fixed global order, into
 ``shards`` row-balanced ranges, and each shard is written by its own worker into both formats.
 Every unit holds every class in proportion, in random order (``specs.candidate_labels``), so
-every shard, and every stretch of one, mixes the classes. Memory stays at one unit and one fragment at a time.
+every shard, and every stretch of one, mixes the classes. Memory stays at one unit and one
+fragment at a time.
 
 Layout of an output directory::
 

@@ -56,6 +56,7 @@ def test_corrupt_and_missing_idx_files(tmp_path):
 def test_source_strings():
     assert parse_source("mnist:train@/d") == ("mnist", "train", "/d")
     assert parse_source("folder@x/y") == ("folder", None, "x/y")
+    assert parse_source("dataset@out/d") == ("dataset", None, "out/d")
     for bad in ("mnist", "mnist@/d", "kmnist:train@/d"):
         with pytest.raises(DataError):
             parse_source(bad)

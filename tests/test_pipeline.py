@@ -67,6 +67,55 @@ def test_every_shard_mixes_the_classes(dataset):
         assert (np.diff(labels) != 0).sum() >= 3  # classes alternate, not one block each
 
 
+def test_a_dataset_reads_back_as_a_data_source(dataset, tiny, tmp_path):
+    """``dataset@DIR`` feeds a generated dataset to training and evaluation like real data:
+    the same images whichever format and orientation it was written in, and only when the
+    manifest says it is complete and its shards are the ones it names."""
+    from kepkreator.data import load_sources
+    from kepkreator.errors import DataError
+    from kepkreator.imageio import decode_png
+    out, _ = dataset
+    data = load_sources([f"dataset@{out}"], "digits", dedupe=False)
+    table = pq.read_table(out / "data")
+    assert data.labels.tolist() == table.column("label").to_pylist()
+    assert np.array_equal(data.images[5], decode_png(table.column("image")[5]["bytes"].as_py()))
+    assert data.provenance[0] == {"source": f"dataset@{out}", "loaded": 35, "kept": 35}
+    with pytest.raises(DataError, match="none of the sources has samples of class set 'letters'"):
+        load_sources([f"dataset@{out}"], "letters")
+    # Written transposed, TFRecord only: read back upright, the same images.
+    spec = tiny_spec(tmp_path / "spec.yaml", tiny, counts={"0": 9, "3": 21, "9": 5},
+                     orientation="emnist", formats=["tfrecord"])
+    other = run(["--spec", str(spec), "--out", str(tmp_path / "emnist")]).out
+    again = load_sources([f"dataset@{other}"], "digits", dedupe=False)
+    assert np.array_equal(again.images, data.images) and np.array_equal(again.labels, data.labels)
+    # Into a wider class set by character: digits keep their characters in 'balanced'.
+    balanced = load_sources([f"dataset@{out}"], "balanced", dedupe=False)
+    assert [balanced.class_set.chars[i] for i in balanced.labels] == [
+        data.class_set.chars[i] for i in data.labels]
+    # Incomplete or altered: refused, with the reason.
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    (broken / "manifest.json").unlink()
+    with pytest.raises(DataError, match="no manifest.json: not a complete KepKreator dataset"):
+        load_sources([f"dataset@{broken}"], "digits")
+    shutil.copy(out / "manifest.json", broken / "manifest.json")
+    shard = sorted((broken / "data").glob("*.parquet"))[1]
+    shard.write_bytes(shard.read_bytes()[:-10])
+    with pytest.raises(DataError, match="differs from the manifest"):
+        load_sources([f"dataset@{broken}"], "digits")
+    assert_one_line_error(run_cli("evaluate", "--validator", tiny[1], "--real",
+                                  f"dataset@{broken}"), "differs from the manifest")
+
+
+def test_evaluate_reads_a_generated_dataset(dataset, tiny, tmp_path):
+    out, _ = dataset
+    result = run_cli("evaluate", "--validator", tiny[1], "--real", f"dataset@{out}",
+                     "--json-out", tmp_path / "v.json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "v.json").read_text())
+    assert report["real"]["samples"] == 35
+
+
 def test_parquet_with_pyarrow_pandas_and_hf_metadata(dataset):
     out, _ = dataset
     table = pq.read_table(out / "data")

@@ -1,10 +1,11 @@
-"""Real handwriting in, as (images uint8 (n,28,28) upright white-on-black, label indices).
+"""Handwriting in, real or generated, as (images uint8 (n,28,28) upright white-on-black, labels).
 
 A *source* is a string, so the CLI, cards and tests all name data the same way:
 
 - ``mnist:train@DIR``, ``emnist-byclass:test@DIR``, ``emnist-letters:train@DIR`` — IDX files in DIR
   (partial splits ``<family>-<split>-<a>-to-<b>-...`` are concatenated in index order);
-- ``folder@DIR`` — one sub-folder per character, any image format (see ``folders.py``).
+- ``folder@DIR`` — one sub-folder per character, any image format (see ``folders.py``);
+- ``dataset@DIR`` — a complete dataset written by ``kepkreator generate`` (see ``generated.py``).
 """
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ import numpy as np
 
 from kepkreator.classsets import ClassSet, get_class_set, remap
 from kepkreator.data.folders import load_class_folders
+from kepkreator.data.generated import load_generated
 from kepkreator.data.idx import FAMILY_CLASS_SETS, load_idx_split, read_idx, write_idx
 from kepkreator.data.splits import deduplicate, hash_split, per_class_subset
 from kepkreator.errors import DataError
 
 __all__ = ["Dataset", "load_sources", "parse_source", "hash_split", "per_class_subset", "deduplicate", "read_idx",
-           "write_idx", "load_idx_split", "load_class_folders"]
+           "write_idx", "load_idx_split", "load_class_folders", "load_generated"]
 
 
 @dataclass
@@ -41,18 +43,20 @@ class Dataset:
 
 
 def parse_source(source: str) -> tuple[str, str | None, str]:
-    """'family:split@dir' -> (family, split, dir); 'folder@dir' -> ('folder', None, dir)."""
+    """'family:split@dir' -> (family, split, dir); 'folder@dir' -> ('folder', None, dir);
+    'dataset@dir' -> ('dataset', None, dir)."""
     head, sep, directory = source.partition("@")
     if not sep or not directory:
-        raise DataError(f"data source {source!r} should look like mnist:train@DIR or folder@DIR")
-    if head == "folder":
-        return "folder", None, directory
+        raise DataError(f"data source {source!r} should look like mnist:train@DIR, folder@DIR "
+                        f"or dataset@DIR")
+    if head in ("folder", "dataset"):
+        return head, None, directory
     family, sep, split = head.partition(":")
     if not sep or not split:
         raise DataError(f"data source {source!r} lacks a split (e.g. {head}:train@{directory})")
     if family not in FAMILY_CLASS_SETS:
         raise DataError(f"unknown data family {family!r} in {source!r} "
-                        f"(known: folder, {', '.join(FAMILY_CLASS_SETS)})")
+                        f"(known: folder, dataset, {', '.join(FAMILY_CLASS_SETS)})")
     return family, split, directory
 
 
@@ -69,7 +73,8 @@ def load_sources(sources: list[str], class_set: str | ClassSet, dedupe: bool = T
             provenance.append({"source": source, "loaded": len(labs),
                                "skipped": len(report.skipped)})
         else:
-            imgs, labs, native = load_idx_split(directory, family, split)
+            imgs, labs, native = (load_generated(directory) if family == "dataset"
+                                  else load_idx_split(directory, family, split))
             labs, keep = remap(labs, native, class_set)
             imgs = imgs[keep]
             provenance.append({"source": source, "loaded": int(keep.size), "kept": int(keep.sum())})
