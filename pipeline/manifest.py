@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from kepkreator.classsets import ClassSet
+from kepkreator.data.generated import MANIFEST, read_generated_manifest
 from kepkreator.errors import KepKreatorError
 from kepkreator.models.bundle import sha256_file
 
-MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "kepkreator-dataset/1"
 PACKAGES = ("kepkreator", "apache-beam", "tensorflow-cpu", "tensorflow", "keras", "numpy",
             "pyarrow")
@@ -48,18 +48,8 @@ def write_manifest(out: str, payload: dict) -> dict:
 
 
 def read_manifest(out: Path) -> dict:
-    path = Path(out) / MANIFEST
-    if not Path(out).is_dir():
-        raise KepKreatorError(f"not a directory: {out}")
-    if not path.is_file():
-        raise KepKreatorError(f"{out} has no {MANIFEST}: not a complete KepKreator dataset")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise KepKreatorError(f"malformed {path}: {exc}") from None
-    if manifest.get("complete") is not True:
-        raise KepKreatorError(f"{path} does not mark the dataset complete")
-    return manifest
+    """The manifest of a complete dataset; the library's reader, so both refuse the same things."""
+    return read_generated_manifest(out)
 
 
 def verify(out: Path) -> list[str]:

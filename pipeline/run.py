@@ -27,8 +27,8 @@ from pipeline.datacard import dataset_card
 from pipeline.handlers import GeneratorHandler, ValidatorHandler
 from pipeline.manifest import MANIFEST, package_versions, write_manifest
 from pipeline.specs import JobSpec, load_specs
-from pipeline.transforms import (SAMPLES_PER_CLASS_IN_GRID, ComputeClassMetrics, SampleGrid,
-                                 class_metrics, grid_candidates, run_rounds)
+from pipeline.transforms import (SAMPLES_PER_CLASS_IN_GRID, ComputeClassMetrics, GridPart,
+                                 SampleGrid, class_metrics, run_rounds)
 
 TMP = "_incomplete"
 OUR_FILES = ("data", "features.json", "dataset_info.json", "label.labels.txt", "README.md",
@@ -160,7 +160,7 @@ def build_pipeline(p, job: JobSpec, bundles: dict, out: str, known) -> None:
 
     def consume(accepted, r):  # inside round r's fused stage: only small results leave it
         fragments = accepted | f"Sinks{r}" >> sinks.WriteFragments(job, tmp)
-        grid = accepted | f"GridCandidates{r}" >> beam.Map(grid_candidates)
+        grid = accepted | f"GridPart{r}" >> GridPart()
         return fragments, grid
 
     (fragments, grid_parts), reports = run_rounds(

@@ -26,13 +26,13 @@ def read_generated_manifest(directory: str | Path) -> dict:
     directory = Path(directory)
     path = directory / MANIFEST
     if not directory.is_dir():
-        raise DataError(f"dataset directory not found: {directory}")
+        raise DataError(f"not a directory: {directory}")
     if not path.is_file():
         raise DataError(f"{directory} has no {MANIFEST}: not a complete KepKreator dataset")
     try:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path} is unreadable: {exc}") from None
+        raise DataError(f"malformed {path}: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("complete") is not True:
         raise DataError(f"{path} does not mark the dataset complete")
     return manifest
