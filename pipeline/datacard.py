@@ -59,7 +59,10 @@ def dataset_card(job: JobSpec, metrics: dict, bundles: dict, generator_card: dic
     body = [f"# {job.dataset_name}", "", description, "",
             "## Contents", "",
             f"{records:,} samples of class set `{job.class_set}` in split `{job.split}`, "
-            f"{job.shards} shards per format ({', '.join(job.formats)}).", "",
+            f"{job.shards} shards per format ({', '.join(job.formats)}). The classes are "
+            "mixed at every scale: each shard holds them in the proportions requested, its rows "
+            "in random class order, so one shard or the first rows already show every class.",
+            "",
             "| column | meaning |", "|---|---|",
             f"| image | 28×28 grayscale PNG, white ink on black, {orientation} |",
             "| label | class index (a `ClassLabel`; names in order: "

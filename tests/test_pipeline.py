@@ -179,6 +179,7 @@ def test_dataset_card_describes_what_made_the_data(dataset):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["bundles"]["generator"]["card_sha256"][:16] in text
     assert "The filter was off" in text  # min_confidence 0 in this job
+    assert "its rows in random class order" in text
     metrics = json.loads((out / "metrics.json").read_text())
     rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| 3 |")]
     assert rows and rows[0][1] == "21" and rows[0][2] == f"{metrics['per_class']['3']['generated']:,}"
