@@ -344,11 +344,16 @@ def apportion(total: int, weights) -> np.ndarray:
 _LABEL_ORDER_STREAM = 1  # the candidates' class order draws from its own stream, not z's
 
 
+def candidates_per_class(unit: WorkUnit) -> np.ndarray:
+    """How many of the unit's candidates are requested as each class."""
+    return apportion(unit.candidates, unit.draw_weights or unit.request)
+
+
 def candidate_labels(unit: WorkUnit) -> np.ndarray:
     """The class each candidate is requested as: the unit's class mix, in a seeded random order,
     so accepted samples (kept earliest first) come out mixed rather than in class blocks."""
-    weights = unit.draw_weights or unit.request
-    labels = np.repeat(np.arange(len(weights)), apportion(unit.candidates, weights))
+    counts = candidates_per_class(unit)
+    labels = np.repeat(np.arange(len(counts)), counts)
     order = np.random.default_rng(np.random.SeedSequence([*unit.seed, _LABEL_ORDER_STREAM]))
     return order.permutation(labels)
 
@@ -382,8 +387,7 @@ def top_up(job: JobSpec, unit: WorkUnit, shortfall: list[int],
     short = np.asarray(shortfall, np.float64)
     accepted = np.asarray(accepted_per_class, np.float64)
     aimed = job.label_policy != "relabel"
-    drawn = (np.bincount(candidate_labels(unit), minlength=len(short)) if aimed
-             else np.full(len(short), unit.candidates))
+    drawn = candidates_per_class(unit) if aimed else np.full(len(short), unit.candidates)
     rate = np.maximum(np.divide(accepted, drawn, out=np.zeros_like(accepted), where=drawn > 0),
                       floor)
     need = np.where(short > 0, short / rate, 0.0)
