@@ -108,7 +108,8 @@ _data_options = [
                  help="digits, letters, letters52, balanced, byclass"),
     click.option("--data", "data", multiple=True, required=True, callback=_sources,
                  help="Training source, repeatable: mnist:train@DIR, emnist-byclass:test@DIR, "
-                      "folder@DIR, dataset@DIR (a dataset kepkreator generate wrote)."),
+                      "folder@DIR, dataset@DIR or dataset:SPLIT@DIR (a dataset kepkreator "
+                      "generate wrote)."),
     click.option("--eval-data", multiple=True, callback=_sources,
                  help="Held-out (test) source(s); removed from training."),
     click.option("--holdout", type=click.FloatRange(0, 0.9), default=0.0, show_default=True,
@@ -656,7 +657,10 @@ def generate(ctx, spec, out, overwrite, shortfall_tolerance, accelerator):
     click.echo(_summary_table(result.metrics))
     if result.failed:
         raise KepKreatorError(result.failed)
-    click.echo(f"dataset: {result.out} ({result.manifest['records']} samples, "
+    splits = result.manifest["splits"]
+    per_split = ("" if len(splits) == 1 else
+                 ": " + ", ".join(f"{name} {row['records']}" for name, row in splits.items()))
+    click.echo(f"dataset: {result.out} ({result.manifest['records']} samples{per_split}, "
                f"{len(result.manifest['shards'])} shards, {result.metrics['seconds']:.1f} s)")
 
 
@@ -709,10 +713,14 @@ def _summary_table(metrics: dict) -> str:
 def inspect(directory):
     """Show a dataset's counts and metrics, and re-verify every shard against its manifest."""
     from kepkreator.errors import KepKreatorError
+    from kepkreator.data.generated import manifest_splits
     from pipeline.manifest import read_manifest, verify
     manifest = read_manifest(Path(directory))
-    click.echo(f"{manifest['name']} ({manifest['class_set']}, split {manifest['split']}): "
-               f"{manifest['records']:,} samples in {len(manifest['shards'])} shards, "
+    splits = manifest_splits(manifest)
+    named = ", ".join(f"{split} {row['records']:,}" if len(splits) > 1 else split
+                      for split, row in splits.items())
+    click.echo(f"{manifest['name']} ({manifest['class_set']}, split{'s' * (len(splits) > 1)} "
+               f"{named}): {manifest['records']:,} samples in {len(manifest['shards'])} shards, "
                f"formats {', '.join(manifest['formats'])}")
     click.echo("counts: " + ", ".join(f"{k}={v}" for k, v in manifest["counts"].items()))
     metrics_path = Path(directory) / "metrics.json"

@@ -44,13 +44,27 @@ def generator_evidence(card: dict) -> list[str]:
     return lines
 
 
+def _splits_line(job: JobSpec, metrics: dict) -> str:
+    splits, formats = metrics["splits"], ", ".join(job.formats)
+    shards = lambda n: f"{n} shard{'s' if n != 1 else ''}"
+    if len(splits) == 1:
+        (name, row), = splits.items()
+        return f"split `{name}`, {shards(row['shards'])} per format ({formats})"
+    parts = ", ".join(f"`{name}` ({row['accepted']:,} samples, {shards(row['shards'])})"
+                      for name, row in splits.items())
+    return (f"splits {parts}, shards per format ({formats}). Each split was drawn from seeds "
+            "of its own, so no sample is in two splits, and holds the classes in the "
+            "proportions asked for")
+
+
 def dataset_card(job: JobSpec, metrics: dict, bundles: dict, generator_card: dict,
                  description: str) -> str:
     records = metrics["accepted"]
     front = ["---"]
     if "parquet" in job.formats:  # what `datasets.load_dataset(directory)` reads
-        front += ["configs:", "- config_name: default", "  data_files:",
-                  f"  - split: {job.split}", f"    path: data/{job.split}-*.parquet"]
+        front += ["configs:", "- config_name: default", "  data_files:"]
+        for split in job.split_names:
+            front += [f"  - split: {split}", f"    path: data/{split}-*.parquet"]
     front += [f"pretty_name: {job.dataset_name}", "task_categories:", "- image-classification",
              "tags:", "- synthetic", "- handwriting", "size_categories:",
              f"- {size_category(records)}", "---", ""]
@@ -58,8 +72,8 @@ def dataset_card(job: JobSpec, metrics: dict, bundles: dict, generator_card: dic
                    else "transposed like the EMNIST files (transpose to read upright)")
     body = [f"# {job.dataset_name}", "", description, "",
             "## Contents", "",
-            f"{records:,} samples of class set `{job.class_set}` in split `{job.split}`, "
-            f"{job.shards} shards per format ({', '.join(job.formats)}). The classes are "
+            f"{records:,} samples of class set `{job.class_set}` in {_splits_line(job, metrics)}."
+            " The classes are "
             "mixed at every scale: each shard holds them in the proportions requested, its rows "
             "in random class order, so one shard or the first rows already show every class.",
             "",
@@ -108,13 +122,15 @@ def dataset_card(job: JobSpec, metrics: dict, bundles: dict, generator_card: dic
     body += ["## Load it", "", "```python"]
     if "parquet" in job.formats:
         body += ["from datasets import load_dataset  # Hugging Face",
-                 f'ds = load_dataset("path/to/this/directory", split="{job.split}")', "",
+                 f'ds = load_dataset("path/to/this/directory", split="{job.split_names[0]}")', "",
                  "import pandas as pd",
-                 'frame = pd.read_parquet("path/to/this/directory/data")']
+                 'frame = pd.read_parquet("path/to/this/directory/data")'
+                 + ("" if len(job.splits) == 1 else
+                    f'  # every split; one: data/{job.split_names[0]}-*.parquet')]
     if "tfrecord" in job.formats:
         body += ["", "import tensorflow_datasets as tfds",
                  'builder = tfds.builder_from_directory("path/to/this/directory")',
-                 f'ds = builder.as_dataset(split="{job.split}", as_supervised=True)']
+                 f'ds = builder.as_dataset(split="{job.split_names[0]}", as_supervised=True)']
     body += ["```", "", "## Limitations", "",
              "Synthetic data from one generator, kept where one validator was confident: styles "
              "the generator rarely draws or the validator doubts are under-represented, and "

@@ -18,7 +18,7 @@ from kepkreator.data.generated import MANIFEST, read_generated_manifest
 from kepkreator.errors import KepKreatorError
 from kepkreator.models.bundle import sha256_file
 
-MANIFEST_FORMAT = "kepkreator-dataset/1"
+MANIFEST_FORMAT = "kepkreator-dataset/2"  # /2: several splits (/1: one, named by "split")
 PACKAGES = ("kepkreator", "apache-beam", "tensorflow-cpu", "tensorflow", "keras", "numpy",
             "pyarrow")
 

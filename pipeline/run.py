@@ -141,9 +141,11 @@ def _finalize(shard_infos, metrics_acc, grid, job: JobSpec, out: str, tmp: str):
             for i, (_, image) in enumerate(grid[c]):
                 images[r * width + i] = image.T if job.orientation == "emnist" else image
         fileio.write_bytes(fileio.join(out, "samples.png"), grid_png(images, len(rows)))
+    order = {split: i for i, split in enumerate(job.split_names)}
     result = {"metrics": metrics, "shards": [
-        {"index": s.index, "records": s.rows, "class_counts": s.class_counts, "files": s.files}
-        for s in sorted(shard_infos, key=lambda s: s.index)]}
+        {"split": s.split, "index": s.index, "records": s.rows, "class_counts": s.class_counts,
+         "files": s.files}
+        for s in sorted(shard_infos, key=lambda s: (order[s.split], s.index))]}
     fileio.write_bytes(fileio.join(tmp, "result.json"), json.dumps(result).encode())
 
 
@@ -240,16 +242,26 @@ def run(argv=None, show_progress=None) -> JobResult:
         _remove_tmp(out)
     seconds = time.time() - started
     metrics = result["metrics"]
+    labels = list(job.classes.chars)
+    got = split_counts(job, result["shards"])
+    metrics["splits"] = {
+        split: {"requested": int(wanted.sum()), "accepted": int(got[split].sum()),
+                "shortfall": int(np.maximum(wanted - got[split], 0).sum()),
+                "shards": job.shards_of(split)}
+        for split, wanted in job.requested_per_split().items()}
     metrics["seconds"] = round(seconds, 2)
     fileio.write_bytes(fileio.join(out, "metrics.json"),
                        (json.dumps(metrics, indent=2) + "\n").encode())
 
-    short = {label: row["shortfall"] for label, row in metrics["per_class"].items()
-             if row["shortfall"] > known.shortfall_tolerance * row["requested"]}
+    # Judged per split and class: a split short of a class is short even if another has spare.
+    short = [(split, labels[c], int(got[split][c]), int(n))
+             for split, wanted in job.requested_per_split().items()
+             for c, n in enumerate(wanted)
+             if n - got[split][c] > known.shortfall_tolerance * n]
     if short:
-        listing = ", ".join(f"{label}: {metrics['per_class'][label]['accepted']}/"
-                            f"{metrics['per_class'][label]['requested']}"
-                            for label in list(short)[:8])
+        named = len(job.splits) > 1
+        listing = ", ".join(f"{f'{split} ' if named else ''}{label}: {have}/{n}"
+                            for split, label, have, n in short[:8])
         return JobResult(out, metrics, None,
                          f"shortfall above tolerance in {len(short)} class(es) ({listing}); "
                          f"no manifest written")
@@ -259,10 +271,13 @@ def run(argv=None, show_progress=None) -> JobResult:
                    f"min_confidence {job.min_confidence}).")
     card = dataset_card(job, metrics, bundles, generator_card, description)
     sinks.write_metadata(out, job, result["shards"], description, card)
-    labels = list(job.classes.chars)
     counts = np.sum([s["class_counts"] for s in result["shards"]], axis=0)
     manifest = write_manifest(out, {
-        "name": job.dataset_name, "class_set": job.class_set, "split": job.split,
+        "name": job.dataset_name, "class_set": job.class_set,
+        "splits": {split: {"records": int(got[split].sum()),
+                           "counts": {labels[c]: int(n) for c, n in enumerate(got[split]) if n},
+                           "shards": job.shards_of(split)}
+                   for split in job.split_names},
         "spec": job.to_json(), "bundles": bundles, "seed": job.seed,
         "orientation": job.orientation, "formats": list(job.formats),
         "versions": package_versions(), "records": int(counts.sum()),
@@ -272,6 +287,14 @@ def run(argv=None, show_progress=None) -> JobResult:
         "shards": result["shards"], "seconds": round(seconds, 2),
         "beam_options": list(pipeline_args)})
     return JobResult(out, metrics, manifest)
+
+
+def split_counts(job: JobSpec, shards: list[dict]) -> dict[str, np.ndarray]:
+    """Accepted samples per split and class index, from the written shards."""
+    out = {split: np.zeros(job.classes.num_classes, np.int64) for split in job.split_names}
+    for shard in shards:
+        out[shard["split"]] += np.asarray(shard["class_counts"], np.int64)
+    return out
 
 
 def _remove_tmp(out: str) -> None:

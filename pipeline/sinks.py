@@ -12,6 +12,7 @@ Layout of an output directory::
 
     data/<split>-00000-of-00004.parquet       Hugging Face: image {bytes, path}, label ClassLabel
     <name>-<split>.tfrecord-00000-of-00004     TFDS: tf.train.Example {image: PNG, label: int64}
+                                               (one set of shards per split of the spec)
     features.json, dataset_info.json, label.labels.txt   so tfds.builder_from_directory(out) works
     README.md                                  dataset card: what made the data, per-class counts,
                                                how to load it; its YAML points HF at data/
@@ -67,10 +68,12 @@ class Fragment:
     path: str
     order_key: tuple
     rows: int
+    split: str = "train"
 
 
 @dataclass
 class ShardInfo:
+    split: str
     index: int
     rows: int
     class_counts: list[int]
@@ -103,7 +106,7 @@ class _WriteFragmentDoFn(beam.DoFn):
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="none")
         fileio.write_bytes(path, buffer.getvalue())  # whole or not at all: a retry rewrites it
-        yield Fragment(path, batch.order_key, len(pngs))
+        yield Fragment(path, batch.order_key, len(pngs), batch.split)
 
 
 def plan_shards(fragments: list[Fragment], shards: int) -> list[list[tuple[str, int, int]]]:
@@ -146,17 +149,17 @@ class _WriteShardDoFn(beam.DoFn):
         return example.SerializeToString(deterministic=True)
 
     def process(self, element):
-        index, ranges = element
+        split, index, ranges = element
         job = self.job
-        shards, num_classes = job.shards, job.classes.num_classes
+        shards, num_classes = job.shards_of(split), job.classes.num_classes
         files, counts, rows, writers = {}, np.zeros(num_classes, np.int64), 0, {}
         if "parquet" in job.formats:
-            files["parquet"] = parquet_name(job.split, index, shards)
+            files["parquet"] = parquet_name(split, index, shards)
             writers["parquet"] = fileio.HashingWriter(fileio.join(self.out_dir, files["parquet"]))
             parquet = pq.ParquetWriter(writers["parquet"], parquet_schema(list(job.classes.chars)),
                                        compression="none")
         if "tfrecord" in job.formats:
-            files["tfrecord"] = tfrecord_name(job.dataset_name, job.split, index, shards)
+            files["tfrecord"] = tfrecord_name(job.dataset_name, split, index, shards)
             writers["tfrecord"] = fileio.HashingWriter(fileio.join(self.out_dir, files["tfrecord"]))
         for path, lo, hi in ranges:
             table = pq.read_table(pa.BufferReader(fileio.read_bytes(path))).slice(lo, hi - lo)
@@ -174,7 +177,7 @@ class _WriteShardDoFn(beam.DoFn):
             parquet.close()
         for writer in writers.values():
             writer.close()
-        yield ShardInfo(index, rows, counts.tolist(), {
+        yield ShardInfo(split, index, rows, counts.tolist(), {
             fmt: {"path": files[fmt], "sha256": w.sha256, "bytes": w.bytes}
             for fmt, w in writers.items()})
 
@@ -190,6 +193,14 @@ class WriteFragments(beam.PTransform):
         return accepted | "WriteFragment" >> beam.ParDo(_WriteFragmentDoFn(self.job, self.tmp_dir))
 
 
+def plan_split_shards(fragments: list[Fragment], job: JobSpec):
+    """(split, shard index, ranges) for every shard of every split."""
+    for split in job.split_names:
+        mine = [f for f in fragments if f.split == split]
+        for index, ranges in enumerate(plan_shards(mine, job.shards_of(split))):
+            yield split, index, ranges
+
+
 class WriteShards(beam.PTransform):
     """Fragments -> planned shards, each written by its own worker in every requested format."""
 
@@ -198,10 +209,10 @@ class WriteShards(beam.PTransform):
         self.job, self.out_dir = job, out_dir
 
     def expand(self, fragments):
-        shards = self.job.shards
+        job = self.job
         return (fragments
                 | "AllFragments" >> beam.combiners.ToList()
-                | "PlanShards" >> beam.FlatMap(lambda frags: enumerate(plan_shards(frags, shards)))
+                | "PlanShards" >> beam.FlatMap(lambda frags: plan_split_shards(frags, job))
                 | "SpreadShards" >> beam.Reshuffle()
                 | "WriteShard" >> beam.ParDo(_WriteShardDoFn(self.job, self.out_dir)))
 
@@ -217,11 +228,16 @@ def tfds_features(num_classes: int) -> dict:
         "pythonClassName": "tensorflow_datasets.core.features.features_dict.FeaturesDict"}
 
 
+def shards_by_split(job: JobSpec, shards: list[dict]) -> dict[str, list[dict]]:
+    """The shard records of each split, in the spec's split order and shard order."""
+    return {split: sorted((s for s in shards if s["split"] == split), key=lambda s: s["index"])
+            for split in job.split_names}
+
+
 def write_metadata(out: str, job: JobSpec, shards: list[dict], description: str,
                    card: str) -> None:
     """TFDS features.json / dataset_info.json / label.labels.txt and the HF dataset card
     (``card``: its text; with Parquet, its YAML must point at data/)."""
-    shards = sorted(shards, key=lambda s: s["index"])
     labels = list(job.classes.chars)
     write = lambda name, text: fileio.write_bytes(fileio.join(out, name), text.encode())
     if "tfrecord" in job.formats:
@@ -229,9 +245,10 @@ def write_metadata(out: str, job: JobSpec, shards: list[dict], description: str,
         write("label.labels.txt", "\n".join(labels) + "\n")
         info = {"name": job.dataset_name, "version": "1.0.0", "fileFormat": "tfrecord",
                 "moduleName": "kepkreator", "description": description,
-                "splits": [{"name": job.split, "filepathTemplate": TFRECORD_TEMPLATE,
-                            "numBytes": str(sum(s["files"]["tfrecord"]["bytes"] for s in shards)),
-                            "shardLengths": [str(s["records"]) for s in shards]}],
+                "splits": [{"name": split, "filepathTemplate": TFRECORD_TEMPLATE,
+                            "numBytes": str(sum(s["files"]["tfrecord"]["bytes"] for s in mine)),
+                            "shardLengths": [str(s["records"]) for s in mine]}
+                           for split, mine in shards_by_split(job, shards).items()],
                 "supervisedKeys": {"tuple": {"items": [{"featureKey": "image"},
                                                        {"featureKey": "label"}]}}}
         write("dataset_info.json", json.dumps(info, indent=2))

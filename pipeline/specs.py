@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import json
 import math
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from kepkreator.errors import KepKreatorError
 MAX_PER_CLASS = 10_000_000
 MAX_TOTAL = 100_000_000
 MAX_SHARDS = 10_000
+MAX_SPLITS = 16
 FORMATS = ("parquet", "tfrecord")
 POLICIES = ("conditioned", "relabel")
 ORIENTATIONS = ("upright", "emnist")
@@ -29,7 +31,7 @@ KEYS = {"class_set", "generator", "validator", "counts", "seed", "min_confidence
         "max_oversample", "latent_scale"}
 # Keys every spec of one job must agree on (one dataset, one generator, one validator).
 SHARED_KEYS = ("class_set", "generator", "validator", "min_confidence", "label_policy", "formats",
-               "shards", "split", "orientation", "name", "unit_size", "max_rounds",
+               "shards", "splits", "orientation", "name", "unit_size", "max_rounds",
                "max_oversample", "latent_scale")
 
 
@@ -48,7 +50,8 @@ class JobSpec:
     label_policy: str = "conditioned"
     formats: tuple[str, ...] = FORMATS
     shards: int = 4
-    split: str = "train"
+    # (name, fraction of every class's count), in the spec's order; fractions sum to 1
+    splits: tuple[tuple[str, float], ...] = (("train", 1.0),)
     orientation: str = "upright"
     name: str = ""
     unit_size: int = 1024                   # accepted samples a unit aims for (one model call)
@@ -67,16 +70,48 @@ class JobSpec:
     def dataset_name(self) -> str:
         return self.name or f"kepkreator_{self.class_set}"
 
+    @property
+    def split_names(self) -> list[str]:
+        return [name for name, _ in self.splits]
+
+    def split_quotas(self, counts: dict[int, int]) -> dict[str, dict[int, int]]:
+        """``counts`` cut into the splits, every class on its own (largest remainders), so each
+        split holds the classes in the proportions asked for and the parts add up exactly."""
+        fractions = [fraction for _, fraction in self.splits]
+        out = {name: {} for name in self.split_names}
+        for c, n in counts.items():
+            for name, part in zip(self.split_names, apportion(n, fractions)):
+                out[name][c] = int(part)
+        return out
+
+    def requested_per_split(self) -> dict[str, np.ndarray]:
+        """Accepted samples wanted per split and class index, summed over the spec files the
+        way ``expand`` cuts them."""
+        out = {name: np.zeros(self.classes.num_classes, np.int64) for name in self.split_names}
+        for source in self.sources:
+            counts = {self.classes.index_of(ch): n for ch, n in source["counts"].items()}
+            for name, quota in self.split_quotas(counts).items():
+                for c, n in quota.items():
+                    out[name][c] += n
+        return out
+
+    def shards_of(self, split: str) -> int:
+        """``shards`` for the largest split, the others in proportion (at least one each)."""
+        fractions = dict(self.splits)
+        return max(1, round(self.shards * fractions[split] / max(fractions.values())))
+
     def to_json(self) -> dict:
         out = asdict(self)
         out["counts"] = {self.classes.chars[c]: n for c, n in sorted(self.counts.items())}
         out["formats"] = list(self.formats)
+        del out["splits"]  # written back the way a spec file says it
+        out["split"] = self.splits[0][0] if len(self.splits) == 1 else dict(self.splits)
         return out
 
 
 @dataclass(frozen=True)
 class WorkUnit:
-    unit_id: str                 # stable, sortable: s<spec>-u<index>
+    unit_id: str                 # stable, sortable: <split>-s<spec>-u<index>
     spec_index: int
     round: int
     quota: tuple[int, ...]       # accepted samples wanted per class index
@@ -86,6 +121,7 @@ class WorkUnit:
     spent: int = 0               # candidates drawn by earlier rounds of this unit
     # A top-up's class mix (candidates per class, relative), where it differs from the request.
     draw_weights: tuple[int, ...] | None = None
+    split: str = "train"
 
     @property
     def wanted(self) -> int:
@@ -202,6 +238,35 @@ def _counts(where: str, raw, class_set: ClassSet, base_dir: Path) -> dict[int, i
     return counts
 
 
+def _split_name(where: str, name) -> str:
+    if not isinstance(name, str) or not name.replace("_", "").isalnum() or not name[0].isalpha():
+        _fail(where, f"split must be a simple name like train or test, got {_shown(name)}")
+    return name
+
+
+def _splits(where: str, value) -> tuple[tuple[str, float], ...]:
+    """``split: train`` (one split), or ``split: {train: 0.9, validation: 0.1}``: every class's
+    count cut by these fractions, each split drawn from its own seeds, so no sample is in two."""
+    if not isinstance(value, dict):
+        return ((_split_name(where, str(value)), 1.0),)
+    if not value:
+        _fail(where, "split: give a name, or a map of split names to fractions")
+    if len(value) > MAX_SPLITS:
+        _fail(where, f"split: at most {MAX_SPLITS} splits, got {len(value)}")
+    splits = []
+    for name, fraction in value.items():
+        _split_name(where, name)
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+                or not 0 < fraction <= 1:
+            _fail(where, f"split {name}: fraction must be a number in (0, 1], "
+                         f"got {_shown(fraction)}")
+        splits.append((name, float(fraction)))
+    total = sum(f for _, f in splits)
+    if abs(total - 1) > 1e-6:
+        _fail(where, f"split fractions must add up to 1, got {total:g}")
+    return tuple(splits)
+
+
 def parse_spec(data: dict, where: str = "spec", base_dir: Path = Path(".")) -> JobSpec:
     unknown = sorted(set(data) - KEYS)
     if unknown:
@@ -240,10 +305,7 @@ def parse_spec(data: dict, where: str = "spec", base_dir: Path = Path(".")) -> J
     if "shards" in data:
         spec.shards = _int(where, "shards", data["shards"], 1, MAX_SHARDS)
     if "split" in data:
-        split = str(data["split"])
-        if not split.replace("_", "").isalnum() or not split[0].isalpha():
-            _fail(where, f"split must be a simple name like train or test, got {_shown(split)}")
-        spec.split = split
+        spec.splits = _splits(where, data["split"])
     if "orientation" in data:
         if data["orientation"] not in ORIENTATIONS:
             _fail(where, "orientation must be upright or emnist, "
@@ -298,6 +360,10 @@ def load_specs(pattern: str) -> JobSpec:
         job.sources.extend(spec.sources)
     if not job.counts or sum(job.counts.values()) == 0:
         raise SpecError(f"{pattern}: nothing to generate (every class already meets its target)")
+    for name, wanted in job.requested_per_split().items():
+        if not wanted.sum():
+            raise SpecError(f"{pattern}: split {name!r} gets no samples (its fraction of the "
+                            "counts rounds to zero)")
     return job
 
 
@@ -316,19 +382,27 @@ def expand(job: JobSpec) -> list[WorkUnit]:
     classes = job.classes
     units = []
     for spec_index, source in enumerate(job.sources):
-        counts = {classes.index_of(ch): n for ch, n in source["counts"].items()}
-        total = sum(counts.values())
-        n_units = max(1, math.ceil(total / job.unit_size))
-        shares = {c: np.diff(np.linspace(0, n, n_units + 1).round().astype(int))
-                  for c, n in counts.items()}
-        for u in range(n_units):
-            quota = [0] * classes.num_classes
-            for c, share in shares.items():
-                quota[c] = int(share[u])
-            if any(quota):
-                units.append(_unit(job, spec_index, 0, f"s{spec_index:03d}-u{u:07d}", quota,
-                                   source["seed"], u))
+        by_split = job.split_quotas({classes.index_of(ch): n
+                                     for ch, n in source["counts"].items()})
+        for split, counts in by_split.items():
+            total = sum(counts.values())
+            n_units = max(1, math.ceil(total / job.unit_size))
+            shares = {c: np.diff(np.linspace(0, n, n_units + 1).round().astype(int))
+                      for c, n in counts.items()}
+            for u in range(n_units):
+                quota = [0] * classes.num_classes
+                for c, share in shares.items():
+                    quota[c] = int(share[u])
+                if any(quota):
+                    units.append(_unit(job, spec_index, 0, f"{split}-s{spec_index:03d}-u{u:07d}",
+                                       quota, source["seed"], split, u, split_stream(split)))
     return units
+
+
+def split_stream(split: str) -> int:
+    """A split's part of every seed: two jobs that differ only in their split name (say a train
+    and a validation job with the same seed) draw different samples, not the same ones."""
+    return zlib.crc32(split.encode())
 
 
 def apportion(total: int, weights) -> np.ndarray:
@@ -358,12 +432,12 @@ def candidate_labels(unit: WorkUnit) -> np.ndarray:
     return order.permutation(labels)
 
 
-def _unit(job, spec_index, round_, unit_id, quota, seed, *path) -> WorkUnit:
+def _unit(job, spec_index, round_, unit_id, quota, seed, split, *path) -> WorkUnit:
     wanted = sum(quota)
     return WorkUnit(unit_id=unit_id, spec_index=spec_index, round=round_, quota=tuple(quota),
                     candidates=initial_candidates(wanted),
                     seed=(int(seed), spec_index, round_, *[int(p) for p in path]),
-                    request=tuple(quota))
+                    request=tuple(quota), split=split)
 
 
 # Top-up sizes are rounded up to this many candidates: every distinct batch shape costs the
@@ -402,4 +476,5 @@ def top_up(job: JobSpec, unit: WorkUnit, shortfall: list[int],
                     quota=tuple(shortfall), candidates=candidates,
                     seed=(*unit.seed[:2], unit.round + 1, *unit.seed[3:]), request=unit.request,
                     spent=spent,
-                    draw_weights=tuple(int(math.ceil(n)) for n in need) if aimed else None)
+                    draw_weights=tuple(int(math.ceil(n)) for n in need) if aimed else None,
+                    split=unit.split)

@@ -31,6 +31,7 @@ class AcceptedBatch:
     images: np.ndarray           # (k, 28, 28) uint8 upright
     labels: np.ndarray           # (k,) int64 class index
     confidence: np.ndarray       # (k,) float32 validator probability of the label
+    split: str = "train"
 
     @property
     def order_key(self) -> tuple:
@@ -136,7 +137,8 @@ class _FilterDoFn(beam.DoFn):
         self.accepted_counter.inc(len(index))
         if len(index):
             yield AcceptedBatch(unit.unit_id, unit.round, index.astype(np.int64),
-                                scored.images[index], labels.astype(np.int64), confidence)
+                                scored.images[index], labels.astype(np.int64), confidence,
+                                unit.split)
         probs = scored.probabilities
         yield beam.pvalue.TaggedOutput(self.REPORT, UnitReport(
             unit.unit_id, unit.round, unit.quota, per_class, passed,

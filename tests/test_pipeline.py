@@ -218,6 +218,70 @@ def _hashes(out):
     return [f["sha256"] for s in manifest["shards"] for f in s["files"].values()]
 
 
+def _pixels(out, split):
+    table = pq.read_table([str(p) for p in sorted((Path(out) / "data").glob(f"{split}-*.parquet"))])
+    return {np.asarray(Image.open(io.BytesIO(b))).tobytes()
+            for b in table.column("image").combine_chunks().field("bytes").to_pylist()}, \
+        set(table.column("sample_id").to_pylist())
+
+
+def test_splits_in_one_job_are_disjoint_and_every_reader_finds_them(tiny, tmp_path):
+    """Train and validation from one job: each split from seeds of its own (no sample in two),
+    the classes cut in proportion, and TFDS, HF, inspect and dataset:SPLIT@DIR all see both."""
+    import datasets
+    import tensorflow_datasets as tfds
+
+    from kepkreator.data import load_sources
+    from kepkreator.errors import DataError
+    spec = tiny_spec(tmp_path / "spec.yaml", tiny, counts={"0": 20, "3": 30},
+                     split={"train": 0.8, "validation": 0.2})
+    result = run(["--spec", str(spec), "--out", str(tmp_path / "out")])
+    out = tmp_path / "out"
+    assert not result.failed
+    manifest = result.manifest
+    assert manifest["splits"] == {"train": {"records": 40, "counts": {"0": 16, "3": 24},
+                                            "shards": 3},
+                                  "validation": {"records": 10, "counts": {"0": 4, "3": 6},
+                                                 "shards": 1}}
+    assert manifest["spec"]["split"] == {"train": 0.8, "validation": 0.2}
+    assert sorted(p.name for p in (out / "data").iterdir()) == [
+        *[f"train-0000{i}-of-00003.parquet" for i in range(3)], "validation-00000-of-00001.parquet"]
+    assert (out / "kepkreator_digits-validation.tfrecord-00000-of-00001").is_file()
+    assert verify(out) == []
+    train_pixels, train_ids = _pixels(out, "train")
+    val_pixels, val_ids = _pixels(out, "validation")
+    assert len(train_ids) == 40 and len(val_ids) == 10
+    assert len(train_pixels & val_pixels) == 0 and len(train_ids & val_ids) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["splits"]["validation"] == {"requested": 10, "accepted": 10, "shortfall": 0,
+                                               "shards": 1}
+
+    builder = tfds.builder_from_directory(str(out))
+    assert {k: v.num_examples for k, v in builder.info.splits.items()} == {
+        "train": 40, "validation": 10}
+    assert len(list(builder.as_dataset(split="validation").as_numpy_iterator())) == 10
+    assert len(datasets.load_dataset(str(out), split="validation")) == 10
+    assert "splits `train` (40 samples, 3 shards), `validation` (10 samples, 1 shard)" in \
+        (out / "README.md").read_text()
+
+    validation = load_sources([f"dataset:validation@{out}"], "digits", dedupe=False)
+    assert validation.class_counts()[[0, 3]].tolist() == [4, 6]
+    with pytest.raises(DataError, match="holds splits train, validation: name one"):
+        load_sources([f"dataset@{out}"], "digits")
+    with pytest.raises(DataError, match="has no split 'test'"):
+        load_sources([f"dataset:test@{out}"], "digits")
+    shown = run_cli("inspect", out)
+    assert shown.returncode == 0 and "splits train 40, validation 10" in shown.stdout
+
+    # The same seed in a separate job named "validation" must not repeat the train samples.
+    alone = tiny_spec(tmp_path / "alone.yaml", tiny, counts={"0": 20, "3": 30}, split="train")
+    named = tiny_spec(tmp_path / "named.yaml", tiny, counts={"0": 20, "3": 30}, split="validation")
+    run(["--spec", str(alone), "--out", str(tmp_path / "alone")])
+    run(["--spec", str(named), "--out", str(tmp_path / "named")])
+    repeated = _pixels(tmp_path / "alone", "train")[0] & _pixels(tmp_path / "named", "validation")[0]
+    assert len(repeated) == 0
+
+
 def test_determinism_in_process_and_multi_process(dataset, tiny, tmp_path):
     out, _ = dataset
     spec = tiny_spec(tmp_path / "spec.yaml", tiny, counts={"0": 9, "3": 21, "9": 5})

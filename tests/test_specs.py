@@ -21,7 +21,7 @@ def spec(**changes):
 def test_defaults_and_count_forms():
     job = spec()
     assert job.counts == {c: 10 for c in range(10)} and job.formats == ("parquet", "tfrecord")
-    assert job.min_confidence == 0.9 and job.split == "train" and job.orientation == "upright"
+    assert job.min_confidence == 0.9 and job.splits == (("train", 1.0),) and job.orientation == "upright"
     assert spec(counts={"7": 5, 3: 2}).counts == {7: 5, 3: 2}
     letters = spec(class_set="letters", counts={"a": 1, "B": 2})
     assert letters.counts == {0: 1, 1: 2}
@@ -46,6 +46,10 @@ def test_defaults_and_count_forms():
     ({"shards": 0}, "shards must be at least 1"),
     ({"orientation": "sideways"}, "orientation must be upright or emnist"),
     ({"split": "../x"}, "split must be a simple name"),
+    ({"split": {"train": 0.9, "test": 0.2}}, "split fractions must add up to 1, got 1.1"),
+    ({"split": {"train": 1.0, "dev": 0}}, "split dev: fraction must be a number in (0, 1], got 0"),
+    ({"split": {"train": 0.5, "x-y": 0.5}}, "split must be a simple name like train or test, got 'x-y'"),
+    ({"split": {}}, "split: give a name, or a map of split names to fractions"),
     ({"counts": {"balance_to": {"labels": "nowhere.gz", "target": 5}}},
      "balance_to labels not found"),
     ({"counts": {"balance_to": {"labels": "x"}}}, "needs exactly the keys labels and target"),
@@ -124,6 +128,29 @@ def test_every_unit_mixes_the_classes_in_random_order():
         assert all(np.bincount(labels[:200], minlength=10)[[3, 7]] > 0)  # no class blocks
         assert (candidate_labels(unit) == labels).all()  # seeded: a retry draws the same
     assert len({tuple(candidate_labels(u)[:50]) for u in units}) == 3  # each its own order
+
+
+def test_splits_cut_every_class_exactly_and_draw_their_own_seeds(tmp_path):
+    job = spec(counts={"3": 1001, "4": 9}, unit_size=100,
+               split={"train": 0.8, "validation": 0.1, "test": 0.1})
+    wanted = job.requested_per_split()
+    assert [wanted[s][[3, 4]].tolist() for s in ("train", "validation", "test")] == [
+        [801, 7], [100, 1], [100, 1]]
+    units = expand(job)
+    for split in ("train", "validation", "test"):
+        mine = [u for u in units if u.split == split]
+        assert all(u.unit_id.startswith(f"{split}-s000-u") for u in mine)
+        assert np.sum([u.quota for u in mine], axis=0).tolist() == wanted[split].tolist()
+    assert len({u.unit_id for u in units}) == len({u.seed for u in units}) == len(units)
+    assert [job.shards_of(s) for s in ("train", "validation", "test")] == [4, 1, 1]
+    assert job.to_json()["split"] == {"train": 0.8, "validation": 0.1, "test": 0.1}
+    # Two one-split jobs with the same seed must not draw the same samples under two names.
+    train, validation = expand(spec(split="train")), expand(spec(split="validation"))
+    assert train[0].quota == validation[0].quota and train[0].seed != validation[0].seed
+    (tmp_path / "tiny.yaml").write_text(json.dumps(
+        {**BASE, "counts": {"3": 5}, "split": {"train": 0.95, "test": 0.05}}))
+    with pytest.raises(SpecError, match="split 'test' gets no samples"):
+        load_specs(str(tmp_path / "tiny.yaml"))
 
 
 def test_apportion_is_exact_and_proportional():

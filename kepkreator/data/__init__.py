@@ -5,7 +5,8 @@ A *source* is a string, so the CLI, cards and tests all name data the same way:
 - ``mnist:train@DIR``, ``emnist-byclass:test@DIR``, ``emnist-letters:train@DIR`` — IDX files in DIR
   (partial splits ``<family>-<split>-<a>-to-<b>-...`` are concatenated in index order);
 - ``folder@DIR`` — one sub-folder per character, any image format (see ``folders.py``);
-- ``dataset@DIR`` — a complete dataset written by ``kepkreator generate`` (see ``generated.py``).
+- ``dataset@DIR`` — a complete dataset written by ``kepkreator generate`` (see ``generated.py``);
+  ``dataset:validation@DIR`` reads one split of a dataset that has several.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class Dataset:
 
 def parse_source(source: str) -> tuple[str, str | None, str]:
     """'family:split@dir' -> (family, split, dir); 'folder@dir' -> ('folder', None, dir);
-    'dataset@dir' -> ('dataset', None, dir)."""
+    'dataset@dir' -> ('dataset', None, dir): the only split; 'dataset:test@dir' names one."""
     head, sep, directory = source.partition("@")
     if not sep or not directory:
         raise DataError(f"data source {source!r} should look like mnist:train@DIR, folder@DIR "
@@ -52,6 +53,8 @@ def parse_source(source: str) -> tuple[str, str | None, str]:
     if head in ("folder", "dataset"):
         return head, None, directory
     family, sep, split = head.partition(":")
+    if family == "dataset" and split:
+        return family, split, directory
     if not sep or not split:
         raise DataError(f"data source {source!r} lacks a split (e.g. {head}:train@{directory})")
     if family not in FAMILY_CLASS_SETS:
@@ -73,7 +76,7 @@ def load_sources(sources: list[str], class_set: str | ClassSet, dedupe: bool = T
             provenance.append({"source": source, "loaded": len(labs),
                                "skipped": len(report.skipped)})
         else:
-            imgs, labs, native = (load_generated(directory) if family == "dataset"
+            imgs, labs, native = (load_generated(directory, split) if family == "dataset"
                                   else load_idx_split(directory, family, split))
             labs, keep = remap(labs, native, class_set)
             imgs = imgs[keep]

@@ -38,15 +38,45 @@ def read_generated_manifest(directory: str | Path) -> dict:
     return manifest
 
 
-def load_generated(directory: str | Path) -> tuple[np.ndarray, np.ndarray, ClassSet]:
-    """Images (n, 28, 28) uint8 upright, label indices into the dataset's class set, the set."""
+def manifest_splits(manifest: dict) -> dict[str, dict]:
+    """{split: {"records": n, ...}} of a manifest; a format-1 manifest held one split, named
+    by its "split" key, and its shards name none."""
+    if "splits" in manifest:
+        return manifest["splits"]
+    return {manifest["split"]: {"records": manifest["records"]}}
+
+
+def shard_split(manifest: dict, shard: dict) -> str:
+    return shard.get("split", manifest.get("split"))
+
+
+def load_generated(directory: str | Path,
+                   split: str | None = None) -> tuple[np.ndarray, np.ndarray, ClassSet]:
+    """Images (n, 28, 28) uint8 upright, label indices into the dataset's class set, the set.
+
+    ``split``: which split to read; None reads the only one and refuses to guess among several.
+    """
     directory = Path(directory)
     manifest = read_generated_manifest(directory)
     try:
         class_set = get_class_set(manifest["class_set"])
-        shards = [shard["files"] for shard in manifest["shards"]]
-        expected = int(manifest["records"])
-    except (KeyError, TypeError, ValueError, KepKreatorError) as exc:
+        splits = manifest_splits(manifest)
+        if split is None:
+            if len(splits) > 1:
+                raise DataError(f"{directory} holds splits {', '.join(splits)}: name one, e.g. "
+                                f"dataset:{next(iter(splits))}@{directory}")
+            split = next(iter(splits))
+        if split not in splits:
+            raise DataError(f"{directory} has no split {split!r} (it has "
+                            f"{', '.join(splits)})")
+        shards = [shard["files"] for shard in manifest["shards"]
+                  if shard_split(manifest, shard) == split]
+        expected = int(splits[split]["records"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DataError(f"{directory / MANIFEST} is not a dataset manifest: {exc}") from None
+    except DataError:
+        raise
+    except KepKreatorError as exc:
         raise DataError(f"{directory / MANIFEST} is not a dataset manifest: {exc}") from None
     fmt = "parquet" if all("parquet" in files for files in shards) else "tfrecord"
     images, labels = [], []
