@@ -105,6 +105,18 @@ def test_a_dataset_reads_back_as_a_data_source(dataset, tiny, tmp_path):
         load_sources([f"dataset@{broken}"], "digits")
     assert_one_line_error(run_cli("evaluate", "--validator", tiny[1], "--real",
                                   f"dataset@{broken}"), "differs from the manifest")
+    # A format-1 manifest (one split, named by "split"; shards without one) still reads.
+    old = tmp_path / "format1"
+    shutil.copytree(out, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest.update(format="kepkreator-dataset/1", split="train")
+    del manifest["splits"]
+    for shard in manifest["shards"]:
+        del shard["split"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    assert np.array_equal(load_sources([f"dataset@{old}"], "digits", dedupe=False).images,
+                          data.images)
+    assert "(digits, split train)" in run_cli("inspect", old).stdout
 
 
 def test_evaluate_reads_a_generated_dataset(dataset, tiny, tmp_path):
