@@ -57,6 +57,9 @@ def test_source_strings():
     assert parse_source("mnist:train@/d") == ("mnist", "train", "/d")
     assert parse_source("folder@x/y") == ("folder", None, "x/y")
     assert parse_source("dataset@out/d") == ("dataset", None, "out/d")
+    assert parse_source("dataset:validation@out/d") == ("dataset", "validation", "out/d")
+    with pytest.raises(DataError, match="names no split"):
+        parse_source("dataset:@out/d")
     for bad in ("mnist", "mnist@/d", "kmnist:train@/d"):
         with pytest.raises(DataError):
             parse_source(bad)

@@ -53,7 +53,10 @@ def parse_source(source: str) -> tuple[str, str | None, str]:
     if head in ("folder", "dataset"):
         return head, None, directory
     family, sep, split = head.partition(":")
-    if family == "dataset" and split:
+    if family == "dataset":
+        if not split:
+            raise DataError(f"data source {source!r} names no split (e.g. "
+                            f"dataset:train@{directory}, or dataset@{directory})")
         return family, split, directory
     if not sep or not split:
         raise DataError(f"data source {source!r} lacks a split (e.g. {head}:train@{directory})")
