@@ -352,9 +352,10 @@ def load_specs(pattern: str) -> JobSpec:
             continue
         for key in SHARED_KEYS:
             if getattr(spec, key) != getattr(job, key):
-                raise SpecError(f"{path}: {key} differs from {paths[0]} "
-                                f"({getattr(spec, key)!r} vs {getattr(job, key)!r}); "
-                                "one job makes one dataset")
+                name = "split" if key == "splits" else key  # as the spec files spell it
+                mine, first = spec.to_json()[name], job.to_json()[name]
+                raise SpecError(f"{path}: {name} differs from {paths[0]} "
+                                f"({_shown(mine)} vs {_shown(first)}); one job makes one dataset")
         for c, n in spec.counts.items():
             job.counts[c] = job.counts.get(c, 0) + n
         job.sources.extend(spec.sources)

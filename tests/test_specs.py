@@ -101,6 +101,10 @@ def test_glob_of_specs_adds_counts_and_rejects_disagreement(tmp_path):
     (tmp_path / "c.yaml").write_text(json.dumps({**BASE, "validator": "other"}))
     with pytest.raises(SpecError, match="validator differs"):
         load_specs(str(tmp_path / "*.yaml"))
+    (tmp_path / "c.yaml").write_text(json.dumps({**BASE, "split": {"train": 0.5, "test": 0.5}}))
+    with pytest.raises(SpecError, match=r'split differs from .*a.yaml \(\{"train": 0.5, "test": '
+                                        r'0.5\} vs .train.\)'):
+        load_specs(str(tmp_path / "*.yaml"))
 
 
 def test_units_cover_counts_exactly():
