@@ -6,6 +6,8 @@ data's worth — so the card says it, from the run's metrics and the bundles' ca
 """
 from __future__ import annotations
 
+import numpy as np
+
 from pipeline.specs import JobSpec
 
 SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
@@ -92,12 +94,17 @@ def dataset_card(job: JobSpec, metrics: dict, bundles: dict, generator_card: dic
         body.append(f"| {kind} | `{b['ref']}` ({b['name'] or 'unnamed'}; card sha256 "
                     f"`{b['card_sha256'][:16]}…`) |")
     body += [f"| latent scale | z ~ N(0, {job.latent_scale:g}²) |",
-             f"| filter | `{job.label_policy}`, validator confidence ≥ {job.min_confidence:g} |",
+             f"| filter | `{job.label_policy}`, validator confidence ≥ {job.confidence_text()} |",
              f"| seed | {job.seed} |", ""]
     if job.label_policy == "relabel":
         provenance = "Every label is the validator's reading of its sample"
-    elif job.min_confidence > 0:
+    elif (job.thresholds() > 0).all():
         provenance = "Every label was requested from the generator and confirmed by the validator"
+    elif (job.thresholds() > 0).any():
+        unfiltered = "".join(job.classes.chars[c] for c in np.flatnonzero(job.thresholds() <= 0))
+        provenance = ("The filter was off for classes " + unfiltered + ": their labels are the "
+                      "ones requested from the generator; every other label was confirmed by "
+                      "the validator")
     else:
         provenance = "The filter was off: every label is the one requested from the generator"
     body += [f"{provenance} (`manifest.json` has the full spec, package versions and every "

@@ -268,7 +268,7 @@ def run(argv=None, show_progress=None) -> JobResult:
     # Reader metadata only for a dataset that met its counts: TFDS and HF must not load a failure.
     description = (f"Synthetic {job.class_set} handwriting made by KepKreator "
                    f"({metrics['accepted']} samples, policy {job.label_policy}, "
-                   f"min_confidence {job.min_confidence}).")
+                   f"min_confidence {job.confidence_text()}).")
     card = dataset_card(job, metrics, bundles, generator_card, description)
     sinks.write_metadata(out, job, result["shards"], description, card)
     counts = np.sum([s["class_counts"] for s in result["shards"]], axis=0)

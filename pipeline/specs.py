@@ -30,9 +30,12 @@ KEYS = {"class_set", "generator", "validator", "counts", "seed", "min_confidence
         "formats", "shards", "split", "orientation", "name", "unit_size", "max_rounds",
         "max_oversample", "latent_scale"}
 # Keys every spec of one job must agree on (one dataset, one generator, one validator).
-SHARED_KEYS = ("class_set", "generator", "validator", "min_confidence", "label_policy", "formats",
+SHARED_KEYS = ("class_set", "generator", "validator", "min_confidence",
+               "min_confidence_per_class", "label_policy", "formats",
                "shards", "splits", "orientation", "name", "unit_size", "max_rounds",
                "max_oversample", "latent_scale")
+
+SPELLED = {"splits": "split", "min_confidence_per_class": "min_confidence"}
 
 
 class SpecError(KepKreatorError):
@@ -47,6 +50,10 @@ class JobSpec:
     counts: dict[int, int]                  # class index -> accepted samples wanted
     seed: int = 0
     min_confidence: float = 0.9
+    # Classes whose threshold differs (class index -> threshold): `min_confidence: {default: 0.9,
+    # I: 0.5}` for a class the validator confuses with another (I and l), so one ambiguous class
+    # need not lower the bar for all of them.
+    min_confidence_per_class: dict[int, float] = field(default_factory=dict)
     label_policy: str = "conditioned"
     formats: tuple[str, ...] = FORMATS
     shards: int = 4
@@ -100,8 +107,26 @@ class JobSpec:
         fractions = dict(self.splits)
         return max(1, round(self.shards * fractions[split] / max(fractions.values())))
 
+    def thresholds(self) -> np.ndarray:
+        """The filter's confidence threshold for every class index."""
+        out = np.full(self.classes.num_classes, self.min_confidence, np.float64)
+        for c, value in self.min_confidence_per_class.items():
+            out[c] = value
+        return out
+
+    def confidence_text(self) -> str:
+        """The thresholds as a person reads them: ``0.9``, or ``0.9 (I: 0.5, L: 0.7)``."""
+        chars = self.classes.chars
+        extra = ", ".join(f"{chars[c]}: {v:g}"
+                          for c, v in sorted(self.min_confidence_per_class.items()))
+        return f"{self.min_confidence:g}" + (f" ({extra})" if extra else "")
+
     def to_json(self) -> dict:
         out = asdict(self)
+        del out["min_confidence_per_class"]
+        if self.min_confidence_per_class:
+            out["min_confidence"] = {"default": self.min_confidence, **{
+                self.classes.chars[c]: v for c, v in sorted(self.min_confidence_per_class.items())}}
         out["counts"] = {self.classes.chars[c]: n for c, n in sorted(self.counts.items())}
         out["formats"] = list(self.formats)
         del out["splits"]  # written back the way a spec file says it
@@ -238,6 +263,30 @@ def _counts(where: str, raw, class_set: ClassSet, base_dir: Path) -> dict[int, i
     return counts
 
 
+def _confidence(where: str, key: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        _fail(where, f"{key} must be a number in [0, 1), got {_shown(value)}")
+    return float(value)
+
+
+def _confidences(where: str, value, class_set: ClassSet) -> tuple[float, dict[int, float]]:
+    """``0.9``, or ``{default: 0.9, I: 0.5}``: a default and the classes that differ from it."""
+    if not isinstance(value, dict):
+        return _confidence(where, "min_confidence", value), {}
+    default, per_class = 0.9, {}
+    for key, threshold in value.items():
+        if key == "default":
+            default = _confidence(where, "min_confidence.default", threshold)
+            continue
+        key = str(key)
+        if key not in class_set.chars:
+            _fail(where, f"min_confidence: class {key!r} is not in class set "
+                         f"{class_set.name!r} (or use the key default)")
+        per_class[class_set.index_of(key)] = _confidence(where, f"min_confidence.{key}",
+                                                         threshold)
+    return default, {c: v for c, v in per_class.items() if v != default}
+
+
 def _split_name(where: str, name) -> str:
     if not isinstance(name, str) or not name.replace("_", "").isalnum() or not name[0].isalpha():
         _fail(where, f"split must be a simple name like train or test, got {_shown(name)}")
@@ -284,10 +333,8 @@ def parse_spec(data: dict, where: str = "spec", base_dir: Path = Path(".")) -> J
     if "seed" in data:
         spec.seed = _int(where, "seed", data["seed"], 0, 2**63 - 1)
     if "min_confidence" in data:
-        value = data["min_confidence"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-            _fail(where, f"min_confidence must be a number in [0, 1), got {_shown(value)}")
-        spec.min_confidence = float(value)
+        spec.min_confidence, spec.min_confidence_per_class = _confidences(
+            where, data["min_confidence"], class_set)
     if "label_policy" in data:
         if data["label_policy"] not in POLICIES:
             _fail(where, f"label_policy must be one of {', '.join(POLICIES)}, "
@@ -352,7 +399,7 @@ def load_specs(pattern: str) -> JobSpec:
             continue
         for key in SHARED_KEYS:
             if getattr(spec, key) != getattr(job, key):
-                name = "split" if key == "splits" else key  # as the spec files spell it
+                name = SPELLED.get(key, key)  # as the spec files spell it
                 mine, first = spec.to_json()[name], job.to_json()[name]
                 raise SpecError(f"{path}: {name} differs from {paths[0]} "
                                 f"({_shown(mine)} vs {_shown(first)}); one job makes one dataset")

@@ -56,24 +56,27 @@ class UnitReport:
     accepted: ClassStats    # the kept samples, keyed by their dataset label
 
 
-def select_accepted(scored: ScoredBatch, quota, policy: str, min_confidence: float):
+def select_accepted(scored: ScoredBatch, quota, policy: str, min_confidence):
     """Indices of kept candidates (in candidate order), their labels and confidences, and how
     many candidates of each class passed the filter before the quota cut the surplus.
 
     conditioned: the validator must agree with the requested class and be confident;
     relabel: any confident sample is kept under the validator's class. Each class keeps at most
     its quota, earliest candidates first, so the choice never depends on batch boundaries.
-    min_confidence 0 turns the filter off (conditioned keeps the requested label as it is).
+    ``min_confidence``: one threshold, or one per class (of the label a sample would get);
+    0 turns the filter off (conditioned keeps the requested label as it is).
     """
     probs = scored.probabilities
     predicted = probs.argmax(1)
+    # in the probabilities' dtype, as a plain float threshold was compared before
+    threshold = np.broadcast_to(np.asarray(min_confidence, probs.dtype), (len(quota),))
     if policy == "relabel":
         labels = predicted
-        ok = probs.max(1) >= min_confidence
+        ok = probs.max(1) >= threshold[labels]
     else:
         labels = scored.requested
-        ok = np.ones(len(labels), bool) if min_confidence <= 0 else (
-            (predicted == labels) & (probs.max(1) >= min_confidence))
+        ok = (threshold[labels] <= 0) | (
+            (predicted == labels) & (probs.max(1) >= threshold[labels]))
     chosen = []
     for c, q in enumerate(quota):
         if q:
@@ -122,6 +125,7 @@ class _FilterDoFn(beam.DoFn):
 
     def __init__(self, job: JobSpec, progress_dir: str | None):
         self.job = job
+        self.thresholds = job.thresholds()
         self.progress_dir = progress_dir
         self.accepted_counter = beam.metrics.Metrics.counter("kepkreator", "accepted")
         self.generated_counter = beam.metrics.Metrics.counter("kepkreator", "generated")
@@ -129,7 +133,7 @@ class _FilterDoFn(beam.DoFn):
     def process(self, scored: ScoredBatch):
         unit, job = scored.unit, self.job
         index, labels, confidence, passed = select_accepted(scored, unit.quota, job.label_policy,
-                                                            job.min_confidence)
+                                                            self.thresholds)
         num_classes = len(unit.quota)
         per_class = np.bincount(labels, minlength=num_classes)
         shortfall = [int(q - a) for q, a in zip(unit.quota, per_class)]

@@ -379,6 +379,22 @@ def test_shipped_digits_conditioned_filter(tmp_path):
     np.testing.assert_allclose(probs.max(1), table.column("confidence").to_numpy(), atol=1e-5)
 
 
+def test_per_class_threshold_on_the_shipped_letters(tmp_path):
+    """I and l look alike, so the letters validator is rarely sure of an I: a lower bar for I
+    alone keeps I's that a global 0.99 would reject, and holds every other class at 0.99."""
+    spec = write_spec(tmp_path / "spec.yaml", class_set="letters", generator="default:letters",
+                      validator="default:letters", counts={"I": 40, "A": 40}, shards=1,
+                      min_confidence={"default": 0.99, "I": 0.5})
+    result = run(["--spec", str(spec), "--out", str(tmp_path / "out")])
+    assert not result.failed and result.manifest["counts"] == {"A": 40, "I": 40}
+    assert result.manifest["spec"]["min_confidence"] == {"default": 0.99, "I": 0.5}
+    frame = pq.read_table(tmp_path / "out" / "data").to_pandas()
+    confidence = frame.groupby("label_name")["confidence"]
+    assert confidence.min()["A"] >= 0.99 and confidence.min()["I"] >= 0.5
+    assert confidence.min()["I"] < 0.99  # the I's a global 0.99 would have lost
+    assert "validator confidence ≥ 0.99 (I: 0.5)" in (tmp_path / "out" / "README.md").read_text()
+
+
 BAD = [
     ({"class_set": "klingon"}, "unknown class set 'klingon'"),
     ({"counts": {"Q": 3}}, "class 'Q' is not in class set 'digits'"),

@@ -43,6 +43,10 @@ def test_defaults_and_count_forms():
     ({"formats": ["parquet", "csv"]}, "unknown format 'csv'"),
     ({"label_policy": "guess"}, "label_policy must be one of"),
     ({"min_confidence": 1.5}, "min_confidence must be a number in [0, 1)"),
+    ({"min_confidence": {"A": 0.5}}, "min_confidence: class 'A' is not in class set 'digits' "
+                                     "(or use the key default)"),
+    ({"min_confidence": {"3": "high"}}, "min_confidence.3 must be a number in [0, 1), got 'high'"),
+    ({"min_confidence": {"default": 1}}, "min_confidence.default must be a number in [0, 1)"),
     ({"shards": 0}, "shards must be at least 1"),
     ({"orientation": "sideways"}, "orientation must be upright or emnist"),
     ({"split": "../x"}, "split must be a simple name"),
@@ -184,6 +188,27 @@ def test_selection_policies():
                                              relabel_unit.quota, "relabel", 0.9)
     assert index.tolist() == [0, 2] and labels.tolist() == [0, 1]
     assert conf.tolist() == pytest.approx([0.96, 0.9])
+
+
+def test_confidence_threshold_per_class():
+    """``min_confidence: {default: 0.9, I: 0.5}``: the ambiguous class gets its own bar, judged
+    by the label a sample would get (requested, or the validator's under relabel)."""
+    job = spec(class_set="letters", counts={"I": 4, "L": 4},
+               min_confidence={"default": 0.95, "I": 0.5, "L": 0.95, "Q": 0})
+    assert job.min_confidence == 0.95 and job.min_confidence_per_class == {8: 0.5, 16: 0.0}
+    assert job.confidence_text() == "0.95 (I: 0.5, Q: 0)"
+    assert job.to_json()["min_confidence"] == {"default": 0.95, "I": 0.5, "Q": 0.0}
+    assert spec(min_confidence={"3": 0.5}).thresholds().tolist() == [0.9] * 3 + [0.5] + [0.9] * 6
+    thresholds = np.array([0.95, 0.6, 0.0])
+    unit = WorkUnit("u", 0, 0, (5, 5, 5), 6, (0,), (5, 5, 5))
+    probs = [[0.9, 0.1, 0], [0.3, 0.7, 0], [0.96, 0.04, 0], [0.4, 0.6, 0], [0.9, 0.1, 0],
+             [0.1, 0.9, 0]]
+    index, _, _, _ = select_accepted(_scored(probs, [0, 1, 0, 1, 2, 2], unit), unit.quota,
+                                     "conditioned", thresholds)
+    assert index.tolist() == [1, 2, 3, 4, 5]  # 0 misses 0.95; class 2 is unfiltered
+    index, labels, _, _ = select_accepted(_scored(probs, [2] * 6, unit), unit.quota, "relabel",
+                                          thresholds)
+    assert index.tolist() == [1, 2, 3, 5] and labels.tolist() == [1, 0, 1, 1]
 
 
 def test_top_up_is_bounded_and_sized_by_the_slowest_class():
