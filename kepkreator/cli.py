@@ -362,6 +362,24 @@ def _generator_training_set(generator, sources, per_class, subset_seed):
     return train, held_out
 
 
+def _confidence(ctx, param, value):
+    """``0.9``, or ``0.9,I=0.5,L=0.5`` (a default and per-class thresholds, as a spec's
+    ``min_confidence: {default: 0.9, I: 0.5, L: 0.5}``); class names are checked by the spec."""
+    out = {}
+    try:
+        for part in value.split(","):
+            name, sep, number = part.rpartition("=")
+            threshold = float(number)
+            if not 0 <= threshold < 1:
+                raise ValueError
+            out[name.strip() if sep else "default"] = threshold
+    except ValueError:
+        raise click.BadParameter(f"{value!r} should be a threshold in [0, 1), optionally "
+                                 "followed by CLASS=threshold pairs, e.g. 0.9,I=0.5", ctx,
+                                 param) from None
+    return out["default"] if list(out) == ["default"] else out
+
+
 def _int_list(ctx, param, value):
     try:
         return tuple(int(v) for v in value.split(","))
@@ -389,7 +407,8 @@ _study_options = [
                  help="Generator for b and d (default: the shipped one)."),
     click.option("--validator", default="",
                  help="Validator for b and d (default: the shipped one)."),
-    click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.9, show_default=True),
+    click.option("--min-confidence", default="0.9", show_default=True, callback=_confidence,
+                 help="Filter threshold: a number in [0, 1), or per class, e.g. 0.9,I=0.5."),
     click.option("--steps", type=click.IntRange(1), default=1500, show_default=True,
                  help="Reference classifier updates, the same for every setting."),
 ]
