@@ -27,6 +27,16 @@ def test_bad_source_string(tmp_path):
     assert_one_line_error(result, "lacks a split")
 
 
+def test_threshold_option_forms(tmp_path):
+    from kepkreator.cli import _confidence
+    assert _confidence(None, None, "0.5") == 0.5
+    assert _confidence(None, None, "0.9,I=0.5,L=0") == {"default": 0.9, "I": 0.5, "L": 0.0}
+    for bad in ("0.9,I=high", "1", "0.9,I=1.5"):
+        result = run_cli("tune-sampling", "--class-set", "letters", "--data",
+                         f"folder@{tmp_path}", "--out", tmp_path / "s", "--min-confidence", bad)
+        assert_one_line_error(result, "optionally followed by CLASS=threshold pairs")
+
+
 def test_missing_init_from_bundle(tmp_path):
     result = run_cli("train", "gan", "--class-set", "digits", "--data", f"mnist:train@{tmp_path}",
                      "--init-from", tmp_path / "nowhere", "--out", tmp_path / "g")
