@@ -121,8 +121,7 @@ def check_bundles(job: JobSpec) -> tuple[dict, dict]:
     if generator.class_set.name != job.class_set:
         raise KepKreatorError(f"spec class_set {job.class_set!r} differs from the bundles' "
                               f"{generator.class_set.name!r}")
-    if job.latent_scale is None:  # resolved here, so the manifest records what was used
-        job.latent_scale = generator.default_latent_scale
+    job.resolve_defaults(generator.card, job.generator)  # so the manifest records what was used
     return ({kind: {"ref": ref, "path": str(b.path.resolve()), "card_sha256": b.card_sha256,
                     "name": b.card.get("name", "")}
              for kind, ref, b in (("generator", job.generator, generator),

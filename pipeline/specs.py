@@ -23,6 +23,7 @@ MAX_PER_CLASS = 10_000_000
 MAX_TOTAL = 100_000_000
 MAX_SHARDS = 10_000
 MAX_SPLITS = 16
+DEFAULT_CONFIDENCE = 0.9
 FORMATS = ("parquet", "tfrecord")
 POLICIES = ("conditioned", "relabel")
 ORIENTATIONS = ("upright", "emnist")
@@ -49,7 +50,9 @@ class JobSpec:
     validator: str
     counts: dict[int, int]                  # class index -> accepted samples wanted
     seed: int = 0
-    min_confidence: float = 0.9
+    # None: the generator card's choice (`sampling.min_confidence`, what its CAS was measured
+    # at), else DEFAULT_CONFIDENCE; resolved by ``resolve_defaults`` once the card is read.
+    min_confidence: float | None = None
     # Classes whose threshold differs (class index -> threshold): `min_confidence: {default: 0.9,
     # I: 0.5}` for a class the validator confuses with another (I and l), so one ambiguous class
     # need not lower the bar for all of them.
@@ -107,8 +110,26 @@ class JobSpec:
         fractions = dict(self.splits)
         return max(1, round(self.shards * fractions[split] / max(fractions.values())))
 
+    def resolve_defaults(self, generator_card: dict, generator_ref: str) -> None:
+        """Fill what the spec left to the generator's card: the latent scale and the filter
+        threshold it was sampled at (``kepkreator tune-sampling`` records both)."""
+        sampling = generator_card.get("sampling") or {}
+        if self.latent_scale is None:
+            self.latent_scale = float(sampling.get("latent_scale", 1.0))
+        if self.min_confidence is None:
+            default, per_class = DEFAULT_CONFIDENCE, {}
+            if "min_confidence" in sampling:
+                default, per_class = _confidences(f"generator card of {generator_ref}",
+                                                  sampling["min_confidence"], self.classes)
+            self.min_confidence = DEFAULT_CONFIDENCE if default is None else default
+            self.min_confidence_per_class = {**per_class, **self.min_confidence_per_class}
+        self.min_confidence_per_class = {c: v for c, v in self.min_confidence_per_class.items()
+                                         if v != self.min_confidence}
+
     def thresholds(self) -> np.ndarray:
         """The filter's confidence threshold for every class index."""
+        if self.min_confidence is None:
+            raise ValueError("min_confidence is not resolved yet (JobSpec.resolve_defaults)")
         out = np.full(self.classes.num_classes, self.min_confidence, np.float64)
         for c, value in self.min_confidence_per_class.items():
             out[c] = value
@@ -269,11 +290,13 @@ def _confidence(where: str, key: str, value) -> float:
     return float(value)
 
 
-def _confidences(where: str, value, class_set: ClassSet) -> tuple[float, dict[int, float]]:
-    """``0.9``, or ``{default: 0.9, I: 0.5}``: a default and the classes that differ from it."""
+def _confidences(where: str, value,
+                 class_set: ClassSet) -> tuple[float | None, dict[int, float]]:
+    """``0.9``, or ``{default: 0.9, I: 0.5}``: a default (None where the map gives none: the
+    generator card's, see ``JobSpec.resolve_defaults``) and the per-class thresholds."""
     if not isinstance(value, dict):
         return _confidence(where, "min_confidence", value), {}
-    default, per_class = 0.9, {}
+    default, per_class = None, {}
     for key, threshold in value.items():
         if key == "default":
             default = _confidence(where, "min_confidence.default", threshold)
@@ -284,7 +307,7 @@ def _confidences(where: str, value, class_set: ClassSet) -> tuple[float, dict[in
                          f"{class_set.name!r} (or use the key default)")
         per_class[class_set.index_of(key)] = _confidence(where, f"min_confidence.{key}",
                                                          threshold)
-    return default, {c: v for c, v in per_class.items() if v != default}
+    return default, per_class
 
 
 def _split_name(where: str, name) -> str:

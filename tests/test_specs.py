@@ -21,7 +21,10 @@ def spec(**changes):
 def test_defaults_and_count_forms():
     job = spec()
     assert job.counts == {c: 10 for c in range(10)} and job.formats == ("parquet", "tfrecord")
-    assert job.min_confidence == 0.9 and job.splits == (("train", 1.0),) and job.orientation == "upright"
+    assert job.min_confidence is None and job.latent_scale is None  # the generator card's
+    job.resolve_defaults({}, "g")
+    assert job.min_confidence == 0.9 and job.latent_scale == 1.0
+    assert job.splits == (("train", 1.0),) and job.orientation == "upright"
     assert spec(counts={"7": 5, 3: 2}).counts == {7: 5, 3: 2}
     letters = spec(class_set="letters", counts={"a": 1, "B": 2})
     assert letters.counts == {0: 1, 1: 2}
@@ -92,6 +95,15 @@ def test_balance_to_from_idx_json_and_unreadable(tmp_path):
     (tmp_path / "bad.gz").write_bytes(b"\x1f\x8bnope")
     with pytest.raises(SpecError, match="balance_to labels .* corrupt"):
         spec(counts={"balance_to": {"labels": str(tmp_path / "bad.gz"), "target": 4}})
+
+
+def test_the_shipped_example_specs_parse():
+    """The job files a newcomer copies from must stay valid as the spec grows."""
+    from pathlib import Path
+    specs = sorted((Path(__file__).parent.parent / "jobs").glob("**/*.yaml"))
+    assert specs
+    for path in specs:
+        assert expand(load_specs(str(path))), path
 
 
 def test_glob_of_specs_adds_counts_and_rejects_disagreement(tmp_path):
@@ -195,14 +207,27 @@ def test_confidence_threshold_per_class():
     by the label a sample would get (requested, or the validator's under relabel)."""
     job = spec(class_set="letters", counts={"I": 4, "L": 4},
                min_confidence={"default": 0.95, "I": 0.5, "L": 0.95, "Q": 0})
+    job.resolve_defaults({}, "g")
     assert job.min_confidence == 0.95 and job.min_confidence_per_class == {8: 0.5, 16: 0.0}
     assert job.confidence_text() == "0.95 (I: 0.5, Q: 0)"
     assert job.to_json()["min_confidence"] == {"default": 0.95, "I": 0.5, "Q": 0.0}
-    assert spec(min_confidence={"3": 0.5}).thresholds().tolist() == [0.9] * 3 + [0.5] + [0.9] * 6
+    only_3 = spec(min_confidence={"3": 0.5})
+    only_3.resolve_defaults({}, "g")
+    assert only_3.thresholds().tolist() == [0.9] * 3 + [0.5] + [0.9] * 6
     thresholds = np.array([0.95, 0.6, 0.0])
     unit = WorkUnit("u", 0, 0, (5, 5, 5), 6, (0,), (5, 5, 5))
     probs = [[0.9, 0.1, 0], [0.3, 0.7, 0], [0.96, 0.04, 0], [0.4, 0.6, 0], [0.9, 0.1, 0],
              [0.1, 0.9, 0]]
+    # Left out of the spec, the thresholds are the generator card's, the spec's own on top.
+    card = {"sampling": {"latent_scale": 2, "min_confidence": {"default": 0.5, "I": 0.3}}}
+    for given, default, per_class in ((None, 0.5, {8: 0.3}), ({"L": 0.7}, 0.5, {8: 0.3, 11: 0.7}),
+                                      (0.8, 0.8, {}), ({"default": 0.3}, 0.3, {})):
+        job = spec(class_set="letters", counts={"I": 4}, min_confidence=given)
+        job.resolve_defaults(card, "g")
+        assert (job.min_confidence, job.min_confidence_per_class) == (default, per_class), given
+        assert job.latent_scale == 2.0
+    with pytest.raises(SpecError, match="generator card of g: min_confidence must be a number"):
+        spec(counts={"3": 1}).resolve_defaults({"sampling": {"min_confidence": 2}}, "g")
     index, _, _, _ = select_accepted(_scored(probs, [0, 1, 0, 1, 2, 2], unit), unit.quota,
                                      "conditioned", thresholds)
     assert index.tolist() == [1, 2, 3, 4, 5]  # 0 misses 0.95; class 2 is unfiltered
