@@ -498,12 +498,17 @@ def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_cl
 @click.option("--reserve-holdout", type=click.FloatRange(0, 0.9), default=0.0,
               help="Leave out this hash holdout of --data first (another study's test set, e.g. "
                    "the letters study's 0.1) and draw --holdout from the rest.")
+@click.option("--thresholds", default="",
+              help="Filter thresholds to scan with every scale, comma-separated (e.g. "
+                   "0.3,0.5,0.7,0.9); in place of --min-confidence.")
 @click.option("--update-card", is_flag=True,
-              help="Record the chosen scale in the generator's card: the pipeline's default.")
+              help="Record the chosen scale (and threshold) in the generator's card: the "
+                   "pipeline's defaults.")
 def tune_sampling(class_set, data, eval_data, holdout, out, seeds, generator, validator,
-                  min_confidence, steps, scales, reserve_holdout, update_card):
-    """Choose the generator's latent scale by the Classification Accuracy Score on held-out real
-    validation data (--holdout of the training source; the test set stays unseen)."""
+                  min_confidence, steps, scales, thresholds, reserve_holdout, update_card):
+    """Choose the generator's latent scale (and filter threshold) by the Classification Accuracy
+    Score on held-out real validation data (--holdout of the training source; the test set
+    stays unseen)."""
     from kepkreator.downstream import (DownstreamConfig, ReferenceTraining, sampling_card_entry,
                                        scan_latent_scales)
     try:
@@ -511,13 +516,18 @@ def tune_sampling(class_set, data, eval_data, holdout, out, seeds, generator, va
     except ValueError:
         raise click.BadParameter(f"{scales!r} is not a comma-separated list of numbers",
                                  param_hint="--scales") from None
+    try:
+        threshold_list = tuple(float(v) for v in thresholds.split(",")) if thresholds else ()
+    except ValueError:
+        raise click.BadParameter(f"{thresholds!r} is not a comma-separated list of numbers",
+                                 param_hint="--thresholds") from None
     cfg = DownstreamConfig(class_set=class_set, data=list(data), eval_data=list(eval_data),
                            holdout=holdout, out=out, settings=("b",), seeds=seeds,
                            generator=generator, validator=validator,
                            min_confidence=min_confidence, training=ReferenceTraining(steps=steps),
                            reserve_holdout=reserve_holdout)
     report = scan_latent_scales(cfg, scale_list, _generate_with_pipeline,
-                                log=lambda m: click.echo(m, err=True))
+                                log=lambda m: click.echo(m, err=True), thresholds=threshold_list)
     if update_card:
         from kepkreator.evaluate import record_in_card
         from kepkreator.models.bundle import resolve_bundle_path

@@ -459,9 +459,10 @@ def scan_split(cfg: DownstreamConfig) -> tuple[Dataset, Dataset, dict]:
 
 
 def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generate: GenerateFn,
-                       log=print) -> dict:
-    """Setting b (synthetic only, the real train set's size) per latent scale, tested on the
-    --holdout part of the training source; every scale x seed is cached like the study's runs."""
+                       log=print, thresholds: tuple[float, ...] = ()) -> dict:
+    """Setting b (synthetic only, the real train set's size) per latent scale, and per filter
+    threshold where ``thresholds`` are given (else at ``cfg.min_confidence``), tested on the
+    --holdout part of the training source; every run is cached like the study's runs."""
     from kepkreator.training.common import write_json
     if cfg.eval_data or not cfg.holdout:
         raise DataError("the scan chooses on validation data: give --holdout and no --eval-data, "
@@ -473,41 +474,50 @@ def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generat
     _check_same_study(cfg, out)
     train, validation, data_info = scan_split(cfg)
     counts = train.class_counts()
+    if thresholds and (min(thresholds) < 0 or max(thresholds) >= 1):
+        raise DataError(f"thresholds must be numbers in [0, 1), got {list(thresholds)}")
+    grid = [(scale, threshold) for scale in scales
+            for threshold in (thresholds or (cfg.min_confidence,))]
     rows = []
-    for scale in scales:
-        spec = _pipeline_spec(cfg, class_set, counts, latent_scale=scale)
-        where = out / f"synthetic-scale{scale:g}"
+    for scale, threshold in grid:
+        # A threshold of the grid is in every cached name; a lone --min-confidence is not, so
+        # scans from before the grid resume.
+        name = f"scale{scale:g}" + (f"-conf{threshold:g}" if thresholds else "")
+        spec = _pipeline_spec(cfg, class_set, counts, latent_scale=scale, min_confidence=threshold)
+        where = out / f"synthetic-{name}"
         synthetic = first_per_class(_generated(generate, spec, where, class_set.name, log), counts)
         generated = json.loads((where / "metrics.json").read_text())
         accs = []
         for seed in cfg.seeds:
-            cached = out / "runs" / f"scale{scale:g}-seed{seed}.json"
+            cached = out / "runs" / f"{name}-seed{seed}.json"
             if cached.is_file():
                 result = json.loads(cached.read_text())
             else:
                 result = train_and_test(synthetic, validation, seed, schedule=cfg.training)
                 write_json(cached, result)
-            log(f"latent scale {scale:g}, seed {seed}: validation accuracy "
-                f"{100 * result['accuracy']:.2f}%")
+            log(f"latent scale {scale:g}, min_confidence {confidence_text(threshold)}, seed "
+                f"{seed}: validation accuracy {100 * result['accuracy']:.2f}%")
             accs.append(result["accuracy"])
-        rows.append({"latent_scale": scale, "cas_mean": float(np.mean(accs)),
+        rows.append({"latent_scale": scale, "min_confidence": threshold,
+                     "cas_mean": float(np.mean(accs)),
                      "cas_spread": float(np.max(accs) - np.min(accs)), "seeds": len(accs),
                      "acceptance_rate": generated["accepted"] / max(generated["generated"], 1)})
     best = max(rows, key=lambda r: r["cas_mean"])
     report = {"config": asdict(cfg), "data": data_info, "validation_samples": len(validation),
-              "scales": rows, "best_latent_scale": best["latent_scale"]}
+              "scales": rows, "best_latent_scale": best["latent_scale"],
+              "best_min_confidence": best["min_confidence"]}
     write_json(out / "sampling.json", report)
-    lines = ["| latent scale | acceptance rate | CAS on validation, mean ± half-spread |",
-             "|---|---|---|"]
+    lines = ["| latent scale | min_confidence | acceptance rate | CAS on validation, "
+             "mean ± half-spread |", "|---|---|---|---|"]
     lines += [f"| {r['latent_scale']:g}{' (chosen)' if r is best else ''} | "
+              f"{confidence_text(r['min_confidence'])} | "
               f"{100 * r['acceptance_rate']:.1f}% | {100 * r['cas_mean']:.2f}% ± "
               f"{100 * r['cas_spread'] / 2:.2f} ({r['seeds']} seed{'s' * (r['seeds'] > 1)}) |"
               for r in rows]
     (out / "sampling.md").write_text(
-        f"# Latent scale scan: {class_set.name}\n\nSynthetic-only reference classifier "
+        f"# Sampling scan: {class_set.name}\n\nSynthetic-only reference classifier "
         f"({len(synthetic):,} samples, {cfg.training.steps} steps), tested on "
-        f"{len(validation):,} held-out real validation images; min_confidence "
-        f"{confidence_text(cfg.min_confidence)}.\n\n" + "\n".join(lines) + "\n")
+        f"{len(validation):,} held-out real validation images.\n\n" + "\n".join(lines) + "\n")
     return report
 
 
@@ -521,7 +531,8 @@ def confidence_text(value) -> str:
 
 def sampling_card_entry(report: dict) -> dict:
     cfg = report["config"]
-    return {"latent_scale": report["best_latent_scale"], "min_confidence": cfg["min_confidence"],
+    return {"latent_scale": report["best_latent_scale"],
+            "min_confidence": report.get("best_min_confidence", cfg["min_confidence"]),
             "chosen_by": "highest CAS (synthetic-only reference classifier) on held-out real "
                          "validation data; `kepkreator tune-sampling`",
             "validation": {k: cfg[k] for k in ("data", "holdout", "split_seed", "reserve_holdout")

@@ -233,6 +233,22 @@ def test_tune_sampling_chooses_on_validation_and_sets_the_pipeline_default(tmp_p
                       validator=str(val), counts={"per_class": 3}, min_confidence=0)
     assert run(["--spec", str(spec), "--out", str(tmp_path / "out")]).manifest["spec"][
         "latent_scale"] == best
+    # With --thresholds the scan is a grid (the shipped models: the untrained tiny validator is
+    # never confident), and the card entry records the threshold chosen too.
+    from kepkreator.downstream import sampling_card_entry
+    result = run_cli("tune-sampling", "--class-set", "digits", "--data", f"mnist:train@{small}",
+                     "--holdout", 0.25, "--out", tmp_path / "grid", "--seeds", "0", "--steps", 8,
+                     "--scales", "1", "--thresholds", "0.5,0.999")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "grid" / "sampling.json").read_text())
+    rows = {r["min_confidence"]: r for r in report["scales"]}
+    assert set(rows) == {0.5, 0.999} and rows[0.999]["acceptance_rate"] < rows[0.5]["acceptance_rate"]
+    best = max(rows.values(), key=lambda r: r["cas_mean"])["min_confidence"]
+    assert report["best_min_confidence"] == best
+    assert sampling_card_entry(report)["min_confidence"] == best
+    manifest = json.loads((tmp_path / "grid" / "synthetic-scale1-conf0.999" / "manifest.json")
+                          .read_text())
+    assert manifest["spec"]["min_confidence"] == 0.999
     # Choosing on the test set would leak it into the reported numbers: refused.
     leak = [a for a in args if a not in ("--holdout", 0.25)] + ["--eval-data", f"mnist:test@{small}"]
     assert_one_line_error(run_cli(*leak), "the scan chooses on validation data")
