@@ -109,12 +109,16 @@ def dataset_card(job: JobSpec, metrics: dict, bundles: dict, generator_card: dic
         provenance = "The filter was off: every label is the one requested from the generator"
     body += [f"{provenance} (`manifest.json` has the full spec, package versions and every "
              "shard's sha256; `kepkreator inspect` re-verifies them).", ""]
-    body += ["| class | samples | generated | passed the filter | mean confidence |",
-             "|---|---|---|---|---|"]
+    splits = metrics["splits"] if len(metrics["splits"]) > 1 else {}
+    body += ["| class | samples | " + "".join(f"{name} | " for name in splits)
+             + "generated | passed the filter | mean confidence |",
+             "|---|---|" + "---|" * len(splits) + "---|---|---|"]
     for label, row in metrics["per_class"].items():
         if row["requested"] or row["accepted"]:
-            body.append(f"| {label} | {row['accepted']:,} | {row['generated']:,} | "
-                        f"{_percent(row.get('acceptance_rate'))} | "
+            body.append(f"| {label} | {row['accepted']:,} | "
+                        + "".join(f"{split['counts'].get(label, 0):,} | "
+                                  for split in splits.values())
+                        + f"{row['generated']:,} | {_percent(row.get('acceptance_rate'))} | "
                         f"{row.get('mean_confidence_accepted') or 0:.3f} |")
     gen, acc = metrics["generated_samples"], metrics["accepted_samples"]
     body += ["", f"Under the validator, before → after the filter: agreement "

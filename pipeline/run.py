@@ -246,7 +246,8 @@ def run(argv=None, show_progress=None) -> JobResult:
     metrics["splits"] = {
         split: {"requested": int(wanted.sum()), "accepted": int(got[split].sum()),
                 "shortfall": int(np.maximum(wanted - got[split], 0).sum()),
-                "shards": job.shards_of(split)}
+                "shards": job.shards_of(split),
+                "counts": {labels[c]: int(n) for c, n in enumerate(got[split]) if n}}
         for split, wanted in job.requested_per_split().items()}
     metrics["seconds"] = round(seconds, 2)
     fileio.write_bytes(fileio.join(out, "metrics.json"),
@@ -273,10 +274,9 @@ def run(argv=None, show_progress=None) -> JobResult:
     counts = np.sum([s["class_counts"] for s in result["shards"]], axis=0)
     manifest = write_manifest(out, {
         "name": job.dataset_name, "class_set": job.class_set,
-        "splits": {split: {"records": int(got[split].sum()),
-                           "counts": {labels[c]: int(n) for c, n in enumerate(got[split]) if n},
-                           "shards": job.shards_of(split)}
-                   for split in job.split_names},
+        "splits": {split: {"records": row["accepted"], "counts": row["counts"],
+                           "shards": row["shards"]}
+                   for split, row in metrics["splits"].items()},
         "spec": job.to_json(), "bundles": bundles, "seed": job.seed,
         "orientation": job.orientation, "formats": list(job.formats),
         "versions": package_versions(), "records": int(counts.sum()),

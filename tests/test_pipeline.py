@@ -266,15 +266,17 @@ def test_splits_in_one_job_are_disjoint_and_every_reader_finds_them(tiny, tmp_pa
     assert len(train_pixels & val_pixels) == 0 and len(train_ids & val_ids) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["splits"]["validation"] == {"requested": 10, "accepted": 10, "shortfall": 0,
-                                               "shards": 1}
+                                               "shards": 1, "counts": {"0": 4, "3": 6}}
+    card = (out / "README.md").read_text()
+    assert "| class | samples | train | validation | generated |" in card
+    assert "| 3 | 30 | 24 | 6 |" in card
 
     builder = tfds.builder_from_directory(str(out))
     assert {k: v.num_examples for k, v in builder.info.splits.items()} == {
         "train": 40, "validation": 10}
     assert len(list(builder.as_dataset(split="validation").as_numpy_iterator())) == 10
     assert len(datasets.load_dataset(str(out), split="validation")) == 10
-    assert "splits `train` (40 samples, 3 shards), `validation` (10 samples, 1 shard)" in \
-        (out / "README.md").read_text()
+    assert "splits `train` (40 samples, 3 shards), `validation` (10 samples, 1 shard)" in card
 
     validation = load_sources([f"dataset:validation@{out}"], "digits", dedupe=False)
     assert validation.class_counts()[[0, 3]].tolist() == [4, 6]
