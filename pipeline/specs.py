@@ -113,9 +113,10 @@ class JobSpec:
     def resolve_defaults(self, generator_card: dict, generator_ref: str) -> None:
         """Fill what the spec left to the generator's card: the latent scale and the filter
         threshold it was sampled at (``kepkreator tune-sampling`` records both)."""
+        from kepkreator.models.bundle import card_latent_scale
         sampling = generator_card.get("sampling") or {}
         if self.latent_scale is None:
-            self.latent_scale = float(sampling.get("latent_scale", 1.0))
+            self.latent_scale = card_latent_scale(generator_card)
         if self.min_confidence is None:
             default, per_class = DEFAULT_CONFIDENCE, {}
             if "min_confidence" in sampling:
