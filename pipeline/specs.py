@@ -312,8 +312,12 @@ def _confidences(where: str, value,
 
 
 def _split_name(where: str, name) -> str:
-    if not isinstance(name, str) or not name.replace("_", "").isalnum() or not name[0].isalpha():
-        _fail(where, f"split must be a simple name like train or test, got {_shown(name)}")
+    # lower case only: split names become file names, and Train/train would be one file on
+    # case-insensitive file systems (macOS, Windows)
+    if not isinstance(name, str) or not name.replace("_", "").isalnum() or not name[0].isalpha() \
+            or name != name.lower() or not name.isascii():
+        _fail(where, f"split must be a simple lower-case name like train or test, "
+                     f"got {_shown(name)}")
     return name
 
 
@@ -384,7 +388,8 @@ def parse_spec(data: dict, where: str = "spec", base_dir: Path = Path(".")) -> J
         spec.orientation = data["orientation"]
     if "name" in data:
         name = str(data["name"])
-        if not name.replace("_", "").isalnum() or not name[0].isalpha() or name != name.lower():
+        if not name.replace("_", "").isalnum() or not name[0].isalpha() or name != name.lower() \
+                or not name.isascii():
             _fail(where, f"name must be lower_snake_case, got {_shown(name)}")
         spec.name = name
     if "unit_size" in data:
