@@ -467,15 +467,16 @@ def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generat
     if cfg.eval_data or not cfg.holdout:
         raise DataError("the scan chooses on validation data: give --holdout and no --eval-data, "
                         "so the test set stays unseen")
-    if not scales or min(scales) <= 0:
-        raise DataError(f"latent scales must be positive numbers, got {list(scales)}")
+    # checked before any data is read; ``not 0 < x`` also catches NaN
+    if not scales or not all(0 < s <= 10 for s in scales):
+        raise DataError(f"latent scales must be numbers in (0, 10], got {list(scales)}")
+    if not all(0 <= t < 1 for t in thresholds):
+        raise DataError(f"thresholds must be numbers in [0, 1), got {list(thresholds)}")
     class_set = get_class_set(cfg.class_set)
     out = Path(cfg.out)
     _check_same_study(cfg, out)
     train, validation, data_info = scan_split(cfg)
     counts = train.class_counts()
-    if thresholds and (min(thresholds) < 0 or max(thresholds) >= 1):
-        raise DataError(f"thresholds must be numbers in [0, 1), got {list(thresholds)}")
     grid = [(scale, threshold) for scale in scales
             for threshold in (thresholds or (cfg.min_confidence,))]
     rows = []

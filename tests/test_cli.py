@@ -37,6 +37,18 @@ def test_threshold_option_forms(tmp_path):
         assert_one_line_error(result, "optionally followed by CLASS=threshold pairs")
 
 
+def test_scan_grid_is_checked_before_any_data_is_read(tmp_path):
+    # The data folder does not exist: the grid's error must come first.
+    for option, value, message in (("--scales", "nan", "latent scales must be numbers in (0, 10]"),
+                                    ("--scales", "1,20", "latent scales must be numbers in (0, 10]"),
+                                    ("--thresholds", "0.5,1.5", "thresholds must be numbers in [0, 1)"),
+                                    ("--thresholds", "nan", "thresholds must be numbers in [0, 1)")):
+        result = run_cli("tune-sampling", "--class-set", "digits", "--data",
+                         f"mnist:train@{tmp_path / 'nowhere'}", "--holdout", "0.1",
+                         "--out", tmp_path / "s", option, value)
+        assert_one_line_error(result, message)
+
+
 def test_missing_init_from_bundle(tmp_path):
     result = run_cli("train", "gan", "--class-set", "digits", "--data", f"mnist:train@{tmp_path}",
                      "--init-from", tmp_path / "nowhere", "--out", tmp_path / "g")
