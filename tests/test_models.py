@@ -181,6 +181,26 @@ def test_import_model_rejects_a_mismatched_card(peers_dir, tmp_path):
         import_model(peers_dir / "KepKreator/num-model/generator.h5", tmp_path / "card.json",
                      tmp_path / "bundle")
     assert not (tmp_path / "bundle").exists()
+    # A card that is not a JSON object, or lacks a key, is named as the user's file.
+    (tmp_path / "list.json").write_text("[]")
+    with pytest.raises(BundleError, match="list.json: a card must be a JSON object, got list"):
+        import_model(peers_dir / "KepKreator/num-model/generator.h5", tmp_path / "list.json",
+                     tmp_path / "bundle")
+    del card["kind"]
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    with pytest.raises(BundleError, match=f"{tmp_path / 'card.json'} lacks the key 'kind'"):
+        import_model(peers_dir / "KepKreator/num-model/generator.h5", tmp_path / "card.json",
+                     tmp_path / "bundle")
+    # A directory that holds something is refused, and a failed import never removes it.
+    card["kind"] = "generator"
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(BundleError, match="already exists and is not an empty directory"):
+        import_model(peers_dir / "KepKreator/num-model/generator.h5", tmp_path / "card.json", mine)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["card.json", "list.json", "mine"]
 
 
 def _digit_bank(per_class=3):

@@ -108,12 +108,18 @@ def read_card(path: Path) -> dict:
         card = json.loads((path / CARD_NAME).read_text())
     except json.JSONDecodeError as exc:
         raise BundleError(f"malformed {path / CARD_NAME}: {exc}") from None
-    for key in ("kind", "class_set", "model_file", "signature"):
-        if key not in card:
-            raise BundleError(f"{path / CARD_NAME} lacks the key {key!r}")
-    if card["kind"] not in ("generator", "validator"):
-        raise BundleError(f"{path / CARD_NAME}: kind must be generator or validator")
+    check_card(card, path / CARD_NAME)
     return card
+
+
+def check_card(card, where, keys=("kind", "class_set", "model_file", "signature")) -> None:
+    if not isinstance(card, dict):
+        raise BundleError(f"{where}: a card must be a JSON object, got {type(card).__name__}")
+    for key in keys:
+        if key not in card:
+            raise BundleError(f"{where} lacks the key {key!r}")
+    if card["kind"] not in ("generator", "validator"):
+        raise BundleError(f"{where}: kind must be generator or validator")
 
 
 def _forward(model, pack, *inputs):
@@ -338,8 +344,13 @@ def write_bundle(path: str | Path, model, card: dict) -> Path:
 
 
 def import_model(model_file: str | Path, card_file: str | Path, out: str | Path) -> Path:
-    """Wrap a foreign Keras file into a bundle with a hand-written card, and prove it loads."""
+    """Wrap a foreign Keras file into a bundle with a hand-written card, and prove it loads.
+
+    The bundle is built beside ``out`` and moved into place only once it loads, so a failed
+    import leaves nothing behind, and a directory that already holds something is refused
+    rather than written into (or, on failure, removed)."""
     import shutil
+    import tempfile
     model_file, card_file, out = Path(model_file), Path(card_file), Path(out)
     if not model_file.is_file():
         raise BundleError(f"model file not found: {model_file}")
@@ -347,16 +358,26 @@ def import_model(model_file: str | Path, card_file: str | Path, out: str | Path)
         card = json.loads(Path(card_file).read_text())
     except FileNotFoundError:
         raise BundleError(f"card not found: {card_file}") from None
-    except json.JSONDecodeError as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"malformed card {card_file}: {exc}") from None
-    out.mkdir(parents=True, exist_ok=True)
-    card["model_file"] = model_file.name
-    shutil.copyfile(model_file, out / model_file.name)
-    card["model_sha256"] = sha256_file(out / model_file.name)
-    (out / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    check_card(card, card_file, keys=("kind", "class_set", "signature"))
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BundleError(f"output {out} already exists and is not an empty directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        load_bundle(out)
-    except BundleError:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
+        card["model_file"] = model_file.name
+        shutil.copyfile(model_file, work / model_file.name)
+        card["model_sha256"] = sha256_file(work / model_file.name)
+        (work / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+        try:
+            load_bundle(work)
+        except BundleError as exc:  # name the user's card, not the scratch copy
+            raise BundleError(str(exc).replace(str(work / CARD_NAME), str(card_file))
+                              .replace(str(work), str(out))) from None
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        work.rename(out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return out
