@@ -336,6 +336,9 @@ def write_bundle(path: str | Path, model, card: dict) -> Path:
     """Save model + card; the card is written last, so a bundle with a card is complete."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    # Over an older bundle, its card goes first: a run stopped mid-save then leaves no bundle,
+    # never the old card beside a half-written model.
+    (path / CARD_NAME).unlink(missing_ok=True)
     card = {"format": CARD_FORMAT, "model_file": "model.keras", **card}
     model.save(path / card["model_file"])
     card["model_sha256"] = sha256_file(path / card["model_file"])
