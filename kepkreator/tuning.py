@@ -152,6 +152,11 @@ def tune(cfg: TuneConfig, log=print) -> dict:
                               f"(known: {', '.join(ALGORITHMS)})")
     if cfg.search_space not in SEARCH_SPACES:
         raise KepKreatorError(f"unknown search space {cfg.search_space!r}")
+    out = Path(cfg.out)
+    # the search resumes from out/search and replaces out/best: never in someone else's folder
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "search").is_dir())):
+        raise KepKreatorError(f"--out {out} is not empty and holds no earlier search to resume; "
+                              "give a new or empty directory")
     class_set = get_class_set(cfg.class_set)
     validator = load_bundle(cfg.validator or f"default:{class_set.name}", "validator")
     if validator.class_set != class_set:
@@ -172,7 +177,6 @@ def tune(cfg: TuneConfig, log=print) -> dict:
         oracle = keras_tuner.oracles.HyperbandOracle(
             max_epochs=cfg.epochs, factor=cfg.hyperband_factor, hyperband_iterations=1, **common)
         oracle.max_trials = cfg.trials  # Hyperband plans its own brackets; --trials caps them
-    out = Path(cfg.out)
     tuner = _make_tuner_class()(cfg, train, evaluation, validator, data_info, oracle=oracle,
                                 directory=str(out), project_name="search")
     # Keras Tuner's progress table is print()ed; stdout is reserved for the results table.
@@ -185,6 +189,9 @@ def tune(cfg: TuneConfig, log=print) -> dict:
     best = next(r for r in rows if r["status"] == "COMPLETED")
     best_dir = out / "best"
     if best_dir.exists():
+        if not (best_dir / "card.json").is_file():
+            raise KepKreatorError(f"{best_dir} is not a bundle from an earlier search; "
+                                  "not replacing it")
         shutil.rmtree(best_dir)
     shutil.copytree(Path(tuner.get_trial_dir(best["trial_id"])) / "generator", best_dir)
     card_path = best_dir / "card.json"

@@ -75,3 +75,15 @@ def test_frechet_without_real_data_is_a_one_line_error(tmp_path, mnist_dir):
     result = run_cli("tune", "--class-set", "digits", "--data", f"mnist:train@{mnist_dir}",
                      "--out", tmp_path / "s", "--objective", "loss")
     assert_one_line_error(result, "--objective")
+
+
+def test_a_folder_without_an_earlier_search_is_refused_and_left_alone(tmp_path):
+    """The search writes out/search and replaces out/best, so --out must be new, empty or an
+    earlier search; checked before any data is read (the data path here does not exist)."""
+    mine = tmp_path / "mine"
+    (mine / "best").mkdir(parents=True)
+    (mine / "best" / "notes.txt").write_text("keep me")
+    result = run_cli("tune", "--class-set", "digits", "--data", f"mnist:train@{tmp_path / 'no'}",
+                     "--out", mine, *TINY)
+    assert_one_line_error(result, "is not empty and holds no earlier search to resume")
+    assert (mine / "best" / "notes.txt").read_text() == "keep me"
