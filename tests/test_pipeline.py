@@ -395,6 +395,15 @@ def test_per_class_threshold_on_the_shipped_letters(tmp_path):
     assert confidence.min()["A"] >= 0.99 and confidence.min()["I"] >= 0.5
     assert confidence.min()["I"] < 0.99  # the I's a global 0.99 would have lost
     assert "validator confidence ≥ 0.99 (I: 0.5)" in (tmp_path / "out" / "README.md").read_text()
+    # Without min_confidence the spec takes the threshold the generator card's CAS was measured
+    # at (letters: 0.5), not the tool-wide 0.9 that cost letters users 1.9 pp of CAS.
+    card = json.loads((ASSETS / "letters" / "generator" / "card.json").read_text())
+    spec = write_spec(tmp_path / "card.yaml", class_set="letters", generator="default:letters",
+                      validator="default:letters", counts={"I": 20}, shards=1)
+    from_card = run(["--spec", str(spec), "--out", str(tmp_path / "from_card")])
+    assert from_card.manifest["spec"]["min_confidence"] == card["sampling"]["min_confidence"] == 0.5
+    kept = pq.read_table(tmp_path / "from_card" / "data").column("confidence").to_numpy()
+    assert kept.min() >= 0.5 and kept.min() < 0.9
 
 
 BAD = [
