@@ -311,11 +311,15 @@ def _confidences(where: str, value,
     return default, per_class
 
 
+def _is_file_name_part(name) -> bool:
+    """lower_snake_case ASCII: split and dataset names become file names, and Train/train
+    would be one file on case-insensitive file systems (macOS, Windows)."""
+    return (isinstance(name, str) and name.isascii() and name.replace("_", "").isalnum()
+            and name[0].isalpha() and name == name.lower())
+
+
 def _split_name(where: str, name) -> str:
-    # lower case only: split names become file names, and Train/train would be one file on
-    # case-insensitive file systems (macOS, Windows)
-    if not isinstance(name, str) or not name.replace("_", "").isalnum() or not name[0].isalpha() \
-            or name != name.lower() or not name.isascii():
+    if not _is_file_name_part(name):
         _fail(where, f"split must be a simple lower-case name like train or test, "
                      f"got {_shown(name)}")
     return name
@@ -388,8 +392,7 @@ def parse_spec(data: dict, where: str = "spec", base_dir: Path = Path(".")) -> J
         spec.orientation = data["orientation"]
     if "name" in data:
         name = str(data["name"])
-        if not name.replace("_", "").isalnum() or not name[0].isalpha() or name != name.lower() \
-                or not name.isascii():
+        if not _is_file_name_part(name):
             _fail(where, f"name must be lower_snake_case, got {_shown(name)}")
         spec.name = name
     if "unit_size" in data:
