@@ -338,6 +338,10 @@ def _check_same_study(cfg: DownstreamConfig, out: Path, resolved: dict | None = 
     protocol["model_sha256"] = _model_fingerprints(cfg)
     protocol.update(resolved or {})
     recorded = out / "study.json"
+    # a study writes runs, datasets and reports into --out: never into someone else's folder
+    if out.exists() and (not out.is_dir() or (not recorded.is_file() and any(out.iterdir()))):
+        raise DataError(f"--out {out} is not empty and holds no earlier study to resume; "
+                        "give a new or empty directory")
     if recorded.is_file():
         before = json.loads(recorded.read_text())
         changed = sorted(k for k in protocol.keys() | before.keys()

@@ -309,3 +309,23 @@ def test_studies_recorded_before_newer_options_still_resume(tmp_path):
     cfg.reserve_holdout, cfg.subset_modes_per_class = 0.0, 2
     with pytest.raises(DataError, match="subset_modes_per_class"):
         _check_same_study(cfg, tmp_path)
+
+
+@pytest.mark.parametrize("command", ["downstream", "tune-sampling"])
+def test_a_folder_without_an_earlier_study_is_refused_and_left_alone(tmp_path, command):
+    """Studies write runs, datasets and reports into --out; a user's folder gets none of them.
+    Refused before any data is read: the data path here does not exist."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    args = [command, "--class-set", "digits", "--data", f"mnist:train@{tmp_path / 'nowhere'}",
+            "--holdout", "0.1", "--out", folder]
+    assert_one_line_error(run_cli(*args), "is not empty and holds no earlier study to resume")
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    assert (folder / "notes.txt").read_text() == "keep me"
+    (folder / "notes.txt").unlink()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    args[args.index(folder)] = a_file
+    assert_one_line_error(run_cli(*args), "is a file")
+    assert a_file.read_text() == "x"
