@@ -264,6 +264,7 @@ def evaluate(generator_ref, validator_ref, samples, real_sources, real_holdout, 
     with --train-data whether its samples copy its training images."""
     from kepkreator.evaluate import evaluate_generator, format_table, record_in_card
     from kepkreator.models.bundle import load_bundle, resolve_bundle_path
+    _check_report_path(json_out)
     if generator_ref is None:
         _evaluate_validator_only(validator_ref, real_sources, real_holdout, split_seed, json_out)
         return
@@ -330,6 +331,20 @@ def _evaluate_validator_only(validator_ref, real_sources, real_holdout, split_se
                                                       validator.class_set))
     click.echo(format_validator_table(report))
     _write_report(json_out, report)
+
+
+def _check_report_path(json_out) -> None:
+    """Measuring takes minutes: a report that cannot be written is said before, not after."""
+    if not json_out:
+        return
+    folder = Path(json_out).absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise click.UsageError(f"--json-out {json_out}: {folder} is a file where a folder is "
+                               "needed")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise click.UsageError(f"--json-out {json_out}: cannot write in {folder}")
 
 
 def _write_report(json_out, report: dict) -> None:
@@ -614,6 +629,7 @@ def _renderer(digits_refs: str, letters_refs: str, case_ref: str):
 @_with(_models)
 def render(text, out, best_of, seed, scale, json_out, digits_refs, letters_refs, case_ref):
     """Write TEXT in generated handwriting, e.g. kepkreator render "Hello2024" -o hello.png."""
+    _check_report_path(json_out)
     renderer = _renderer(digits_refs, letters_refs, case_ref)
     rendered = renderer.render(text, best_of=best_of, seed=seed)
     # The labels first, the picture last: a failed write leaves no picture without its labels.

@@ -150,6 +150,17 @@ def test_copying_check_falls_back_on_the_cards_holdout(emnist_dir, tmp_path):
     assert report["real"]["holdout"] == {"holdout_fraction": 0.1, "split_seed": 0}
 
 
+def test_an_unwritable_report_path_is_refused_before_measuring(tmp_path):
+    """The --real path does not exist: the report's error must come first, not after minutes."""
+    (tmp_path / "file").write_text("")
+    for extra in ([], ["--generator", "default:digits"]):
+        result = run_cli("evaluate", *extra, "--validator", "default:digits", "--real",
+                         f"mnist:test@{tmp_path / 'nowhere'}", "--json-out",
+                         tmp_path / "file" / "deeper" / "r.json")
+        assert_one_line_error(result, "--json-out", "a file where a folder is needed")
+    assert (tmp_path / "file").read_text() == "" and sorted(tmp_path.iterdir()) == [tmp_path / "file"]
+
+
 def test_evaluate_without_a_generator_measures_the_validator(mnist_dir, tmp_path):
     """The validator alone on real data reproduces what training recorded in its card, and names
     what it confuses; generator-only options are one-line errors rather than ignored."""
