@@ -122,12 +122,13 @@ class TextRenderer:
         for model_index, positions in sorted(wanted.items()):
             generator = self.models[model_index][0]
             drawn = self._draw(model_index, text, positions, best_of, rng)
-            # A letter none of whose candidates is surely in the typed case gets more, best_of
+            # A letter whose pick is not surely in the typed case gets more candidates, best_of
             # at a time up to MAX_BEST_OF: some forms are rare (the letters generator seldom
-            # draws a capital E), and the first best_of may hold none, or only borderline ones.
+            # draws a capital E), and the first best_of may hold none, or only borderline ones,
+            # or a sure one the validator barely reads as the letter.
             while True:
                 short = [i for i, d in enumerate(drawn)
-                         if not np.isnan(d["case"]).all() and np.nanmax(d["case"]) < CASE_SURE
+                         if not np.isnan(d["case"][_pick(d)]) and d["case"][_pick(d)] < CASE_SURE
                          and len(d["case"]) + best_of <= MAX_BEST_OF]
                 if not short:
                     break
@@ -135,7 +136,7 @@ class TextRenderer:
                 for i, extra in zip(short, more):
                     drawn[i] = {k: np.concatenate([drawn[i][k], extra[k]]) for k in extra}
             for pos, d in zip(positions, drawn):
-                k = int((d["score"] * np.where(np.isnan(d["case"]), 1.0, d["case"])).argmax())
+                k = _pick(d)
                 glyphs[pos] = d["image"][k]
                 info[pos].update({
                     "class": generator.class_set.chars[self.char_map[text[pos]][1]],
@@ -178,6 +179,12 @@ class TextRenderer:
         return [{"image": images[sl], "score": score[sl], "predicted": probs[sl].argmax(1),
                  "case": case[sl]} for sl in (slice(i * n, (i + 1) * n)
                                                for i in range(len(positions)))]
+
+
+def _pick(candidates: dict) -> int:
+    """The candidate most surely both the asked-for letter and in the typed case."""
+    case = np.where(np.isnan(candidates["case"]), 1.0, candidates["case"])
+    return int((candidates["score"] * case).argmax())
 
 
 def describe_alphabet(alphabet: str) -> str:
