@@ -619,7 +619,7 @@ def _renderer(digits_refs: str, letters_refs: str, case_ref: str):
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
 @click.option("--best-of", type=click.IntRange(1, 64), default=8, show_default=True,
               help="Candidates per character; the validator's most confident one is kept "
-                   "(more, up to 64, for a letter none of whose candidates is surely, P >= 0.9, "
+                   "(more, up to 64, for a letter whose kept candidate is not surely, P >= 0.9, "
                    "in the typed case).")
 @click.option("--seed", type=int, default=None, help="Same seed, same picture.")
 @click.option("--scale", type=click.IntRange(1, 8), default=2, show_default=True)
