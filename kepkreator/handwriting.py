@@ -126,9 +126,8 @@ class TextRenderer:
             # at a time up to MAX_BEST_OF: some forms are rare (the letters generator seldom
             # draws a capital E), and the first best_of may hold none, or only borderline ones,
             # or a sure one the validator barely reads as the letter.
-            while True:
-                short = [i for i, d in enumerate(drawn)
-                         if not np.isnan(d["case"][_pick(d)]) and d["case"][_pick(d)] < CASE_SURE
+            while True:  # (a NaN case score, no say, is never < CASE_SURE)
+                short = [i for i, d in enumerate(drawn) if d["case"][_pick(d)] < CASE_SURE
                          and len(d["case"]) + best_of <= MAX_BEST_OF]
                 if not short:
                     break
