@@ -204,6 +204,22 @@ def test_import_model_rejects_a_mismatched_card(peers_dir, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["card.json", "list.json", "mine"]
 
 
+@pytest.mark.parametrize("name, content, message", [
+    ("broken.keras", b"PK\x03\x04 cut short", "not a .keras file (not a zip archive)"),
+    ("broken.h5", b"not hdf5", "not an HDF5 file"),
+    ("model.pt", b"torch", "unsupported format '.pt' (expected .keras, .h5, .hdf5)"),
+])
+def test_import_model_names_a_corrupt_or_foreign_file(tmp_path, name, content, message):
+    """Keras calls a corrupt .keras file 'not found'; the user must hear what is wrong, about
+    the file they passed, and find nothing half-imported."""
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(BundleError) as caught:
+        import_model(tmp_path / name, ROOT / "jobs/peers/kepkreator-num-model.card.json",
+                     tmp_path / "bundle")
+    assert str(caught.value) == f"cannot load model {tmp_path / name}: {message}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
 def _digit_bank(per_class=3):
     """Distinct synthetic images, one bright pixel each, so that a picked image names itself."""
     labels = np.repeat(np.arange(10), per_class)

@@ -60,8 +60,29 @@ def _keras_custom_objects():
     return {**CUSTOM_OBJECTS, "Conv2DTranspose": Conv2DTransposeCompat}
 
 
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def _check_model_format(path: Path) -> None:
+    """Name what is wrong with a model file before Keras does: for a corrupt file Keras says
+    'file not found', and for an unknown suffix it prints a paragraph."""
+    import zipfile
+    suffix = path.suffix.lower()
+    if suffix not in MODEL_SUFFIXES:
+        raise BundleError(f"cannot load model {path}: unsupported format '{suffix or path.name}'"
+                          f" (expected {', '.join(MODEL_SUFFIXES)})")
+    if suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise BundleError(f"cannot load model {path}: not a .keras file (not a zip archive)")
+    if suffix != ".keras":
+        with open(path, "rb") as fh:
+            if fh.read(len(_HDF5_MAGIC)) != _HDF5_MAGIC:
+                raise BundleError(f"cannot load model {path}: not an HDF5 file")
+
+
 def load_keras_model(path: Path):
     import keras
+    _check_model_format(path)
     try:
         return keras.models.load_model(path, compile=False, custom_objects=_keras_custom_objects())
     except Exception as exc:  # Keras raises many types for unreadable files; all are user errors
@@ -377,6 +398,7 @@ def import_model(model_file: str | Path, card_file: str | Path, out: str | Path)
             load_bundle(work)
         except BundleError as exc:  # name the user's card, not the scratch copy
             raise BundleError(str(exc).replace(str(work / CARD_NAME), str(card_file))
+                              .replace(str(work / model_file.name), str(model_file))
                               .replace(str(work), str(out))) from None
         if out.exists():
             out.rmdir()  # empty, checked above
