@@ -321,13 +321,19 @@ def _model_fingerprints(cfg: DownstreamConfig) -> dict:
     fingerprints = {}
     for kind, ref in (("generator", cfg.generator), ("validator", cfg.validator)):
         path = resolve_bundle_path(ref or f"default:{cfg.class_set}", kind)
-        fingerprints[kind] = sha256_file(path / read_card(path)["model_file"])
+        card = read_card(path)
+        if card["kind"] != kind or card["class_set"] != cfg.class_set:  # before --out is touched
+            raise DataError(f"{path} is a {card['class_set']} {card['kind']} bundle, the study "
+                            f"needs a {cfg.class_set} {kind}")
+        fingerprints[kind] = sha256_file(path / card["model_file"])
     return fingerprints
 
 
-def _check_same_study(cfg: DownstreamConfig, out: Path, resolved: dict | None = None) -> None:
+def _check_same_study(cfg: DownstreamConfig, out: Path, resolved: dict | None = None) -> dict:
     """Resuming reuses finished runs and datasets, so they must come from the same protocol, the
-    same b/d weights and the same resolved defaults; only settings and seeds may grow."""
+    same b/d weights and the same resolved defaults; only settings and seeds may grow. Returns
+    the protocol, for ``_record_study`` once the data has loaded: a typo in a data path must not
+    leave a record that refuses the corrected command."""
     protocol = json.loads(json.dumps({k: v for k, v in asdict(cfg).items()
                                       if k not in ("settings", "seeds", "out")}))
     # Options newer than the recorded studies are left out at their defaults, so those resume.
@@ -349,9 +355,13 @@ def _check_same_study(cfg: DownstreamConfig, out: Path, resolved: dict | None = 
         if changed:
             raise DataError(f"{out} holds a study with other {', '.join(changed)}; "
                             "use a new --out (finished runs are reused only for the same protocol)")
-    else:
+    return protocol
+
+
+def _record_study(out: Path, protocol: dict) -> None:
+    if not (out / "study.json").is_file():
         out.mkdir(parents=True, exist_ok=True)
-        recorded.write_text(json.dumps(protocol, indent=2) + "\n")
+        (out / "study.json").write_text(json.dumps(protocol, indent=2) + "\n")
 
 
 def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
@@ -364,11 +374,12 @@ def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
     class_set = get_class_set(cfg.class_set)
     out = Path(cfg.out)
     shipped_scale = cfg.latent_scale or _card_latent_scale(cfg.generator, class_set.name)
-    _check_same_study(cfg, out, {"b_d_latent_scale": shipped_scale})
+    protocol = _check_same_study(cfg, out, {"b_d_latent_scale": shipped_scale})
     train, test, data_info = split_data(list(cfg.data), class_set.name, cfg.holdout,
                                         list(cfg.eval_data), cfg.split_seed)
     if test is None:
         raise DataError("the study needs real test data: give --eval-data or --holdout")
+    _record_study(out, protocol)
     subset = per_class_subset(train, cfg.per_class, cfg.subset_seed)
     # An explicit --latent-scale applies to every set; otherwise the pipeline asks each card.
     explicit = {"latent_scale": cfg.latent_scale} if cfg.latent_scale else {}
@@ -478,8 +489,9 @@ def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generat
         raise DataError(f"thresholds must be numbers in [0, 1), got {list(thresholds)}")
     class_set = get_class_set(cfg.class_set)
     out = Path(cfg.out)
-    _check_same_study(cfg, out)
+    protocol = _check_same_study(cfg, out)
     train, validation, data_info = scan_split(cfg)
+    _record_study(out, protocol)
     counts = train.class_counts()
     grid = [(scale, threshold) for scale in scales
             for threshold in (thresholds or (cfg.min_confidence,))]

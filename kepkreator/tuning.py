@@ -142,7 +142,7 @@ def tune(cfg: TuneConfig, log=print) -> dict:
     """Run (or resume) the search; write results.csv/.md and the best trial's bundle."""
     import keras_tuner
 
-    from kepkreator.models.bundle import load_bundle
+    from kepkreator.models.bundle import load_validator_for
     from kepkreator.training.common import training_data, write_json
     if cfg.objective not in OBJECTIVES:
         raise KepKreatorError(f"unknown objective {cfg.objective!r} "
@@ -158,10 +158,7 @@ def tune(cfg: TuneConfig, log=print) -> dict:
         raise KepKreatorError(f"--out {out} is not empty and holds no earlier search to resume; "
                               "give a new or empty directory")
     class_set = get_class_set(cfg.class_set)
-    validator = load_bundle(cfg.validator or f"default:{class_set.name}", "validator")
-    if validator.class_set != class_set:
-        raise KepKreatorError(f"validator class set {validator.class_set.name!r} differs from "
-                              f"{class_set.name!r}")
+    validator = load_validator_for(cfg.validator or f"default:{class_set.name}", class_set)
     train, evaluation, data_info = training_data(cfg)
     if cfg.objective == "frechet" and evaluation is None:
         raise KepKreatorError("objective frechet needs real data: give --eval-data or --holdout")

@@ -10,7 +10,10 @@ DirectRunner otherwise tries to start the Prism runner, a binary it would downlo
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import logging
 import shutil
 import threading
 import time
@@ -95,8 +98,21 @@ def pipeline_options(pipeline_args) -> tuple[PipelineOptions, object]:
     """Beam options from the leftover arguments; a name Beam does not know is an error (Beam
     itself would only log that it discards it)."""
     options = PipelineOptions(pipeline_args)
-    retained = options.get_all_options(retain_unknown_options=True)
-    known = options.get_all_options()
+    # Beam's parser prints its whole usage and exits on a bad value: keep only its last line;
+    # and it logs a warning about an unknown name, which is an error here anyway.
+    usage = io.StringIO()
+    beam_log = logging.getLogger("apache_beam.options.pipeline_options")
+    level = beam_log.level
+    try:
+        beam_log.setLevel(logging.ERROR)
+        with contextlib.redirect_stderr(usage):
+            retained = options.get_all_options(retain_unknown_options=True)
+            known = options.get_all_options()
+    except SystemExit:
+        said = usage.getvalue().strip().splitlines() or ["invalid Beam pipeline option"]
+        raise KepKreatorError(said[-1].split("error: ", 1)[-1]) from None
+    finally:
+        beam_log.setLevel(level)
     unknown = sorted(set(retained) - set(known))
     if unknown:
         raise KepKreatorError(f"unknown option --{unknown[0]} (not a generate option and not a "
@@ -105,6 +121,18 @@ def pipeline_options(pipeline_args) -> tuple[PipelineOptions, object]:
     if runner in (None, "DirectRunner", "direct"):
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
         return options, FnApiRunner()
+    from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
+    from apache_beam.runners.runner import create_runner
+    # Both checks here, before the output directory is prepared; beam.Pipeline would raise them
+    # as tracebacks.
+    try:
+        runner = create_runner(runner)
+    except ValueError:
+        raise KepKreatorError(f"unknown --runner {runner!r}") from None
+    missing = [line.strip().rstrip(".") for line in
+               PipelineOptionsValidator(options, runner).validate()]
+    if missing:
+        raise KepKreatorError(f"{type(runner).__name__}: {'; '.join(missing)}")
     return options, runner
 
 

@@ -297,9 +297,9 @@ def test_scan_split_keeps_another_studys_test_holdout_out(mnist_dir):
 
 
 def test_studies_recorded_before_newer_options_still_resume(tmp_path):
-    from kepkreator.downstream import DownstreamConfig, _check_same_study
+    from kepkreator.downstream import DownstreamConfig, _check_same_study, _record_study
     cfg = DownstreamConfig(class_set="digits", data=["mnist:train@x"], out=str(tmp_path))
-    _check_same_study(cfg, tmp_path)
+    _record_study(tmp_path, _check_same_study(cfg, tmp_path))
     recorded = json.loads((tmp_path / "study.json").read_text())
     assert "reserve_holdout" not in recorded and "subset_modes_per_class" not in recorded
     _check_same_study(cfg, tmp_path)  # same protocol: resumes
@@ -309,6 +309,23 @@ def test_studies_recorded_before_newer_options_still_resume(tmp_path):
     cfg.reserve_holdout, cfg.subset_modes_per_class = 0.0, 2
     with pytest.raises(DataError, match="subset_modes_per_class"):
         _check_same_study(cfg, tmp_path)
+
+
+@pytest.mark.parametrize("command", ["downstream", "tune-sampling"])
+@pytest.mark.parametrize("bundle, message", [
+    (("--generator", "default:letters"), "is a letters generator bundle, the study needs a digits "
+                                         "generator"),
+    (("--validator", "default:digits"), ""),  # the right one: refused only for the data below
+    (("--validator", "default:letters"), "is a letters validator bundle, the study needs a "
+                                         "digits validator"),
+])
+def test_a_bundle_of_another_class_set_is_refused_before_out_exists(tmp_path, command, bundle,
+                                                                    message):
+    """It used to be found only when the pipeline ran, after --out held a study record."""
+    result = run_cli(command, "--class-set", "digits", "--data", f"mnist:train@{tmp_path}/none",
+                     "--holdout", "0.1", "--out", tmp_path / "study", *bundle)
+    assert_one_line_error(result, message or "data directory not found")
+    assert not (tmp_path / "study").exists()
 
 
 @pytest.mark.parametrize("command", ["downstream", "tune-sampling"])

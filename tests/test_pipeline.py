@@ -470,8 +470,16 @@ def test_balance_to_an_existing_dataset(dataset, tiny, tmp_path):
     assert result.manifest["counts"] == expected
 
 
-def test_unknown_option_is_an_error_not_a_warning(tiny, tmp_path):
+@pytest.mark.parametrize("option, message", [
+    ("--direct_num_worker=2", "unknown option --direct_num_worker"),
+    ("--direct_num_workers=two", "argument --direct_num_workers: invalid int value: 'two'"),
+    ("--runner=Nope", "unknown --runner 'Nope'"),
+    ("--runner=DataflowRunner", "DataflowRunner: Missing GCS path option: temp_location"),
+])
+def test_a_bad_pipeline_option_is_one_line_before_any_output(tiny, tmp_path, option, message):
+    """Beam would print its whole usage, or raise from beam.Pipeline after --out was made."""
     spec = tiny_spec(tmp_path / "spec.yaml", tiny)
-    result = run_cli("generate", "--spec", spec, "--out", tmp_path / "o", "--direct_num_worker=2")
-    assert_one_line_error(result, "unknown option --direct_num_worker")
+    result = run_cli("generate", "--spec", spec, "--out", tmp_path / "o", option)
+    assert_one_line_error(result, message)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "o").exists()

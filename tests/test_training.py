@@ -283,3 +283,14 @@ def test_warp_generator_redraws_its_own_images_of_the_asked_class(mnist_dir, tmp
         train_gan(GANHParams(class_set="digits", data=[f"mnist:train@{mnist_dir}"],
                              out=str(tmp_path / "big"), generator_preset="warp-tiny",
                              max_train_samples=MAX_EXEMPLARS + 10, epochs=1, verbose=0))
+
+
+def test_a_validator_of_another_class_set_is_refused_before_training(tmp_path):
+    """Measured only after training, the mismatch used to cost the whole run; the data path
+    here does not exist, so the refusal comes before anything is read."""
+    from kepkreator.errors import BundleError
+    hp = GANHParams(class_set="digits", data=[f"folder@{tmp_path / 'none'}"],
+                    out=str(tmp_path / "gan"), epochs=1, validator="default:letters")
+    with pytest.raises(BundleError, match="validator class set 'letters' differs from 'digits'"):
+        train_gan(hp)
+    assert list(tmp_path.iterdir()) == []

@@ -353,6 +353,16 @@ def load_bundle(ref: str | os.PathLike, kind: str | None = None) -> Generator | 
     return cls(path=path, card=card, model=model, class_set=class_set)
 
 
+def load_validator_for(ref: str | os.PathLike, class_set: ClassSet) -> Validator:
+    """The validator ``ref``, refused unless it scores ``class_set``: callers check this before
+    hours of training, not after."""
+    validator = load_bundle(ref, "validator")
+    if validator.class_set != class_set:
+        raise BundleError(f"validator class set {validator.class_set.name!r} differs from "
+                          f"{class_set.name!r}")
+    return validator
+
+
 def write_bundle(path: str | Path, model, card: dict) -> Path:
     """Save model + card; the card is written last, so a bundle with a card is complete."""
     path = Path(path)
