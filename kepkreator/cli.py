@@ -71,6 +71,20 @@ def _quiet_tensorflow_import() -> None:
         sys.meta_path.insert(0, _QuietTensorFlowImport())
 
 
+class FiniteRange(click.FloatRange):
+    """click.FloatRange lets NaN through (every comparison with it is false), and inf where a
+    side is open; no option here means either."""
+
+    name = "finite float range"
+
+    def convert(self, value, param, ctx):
+        import math
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 @click.group()
 @click.version_option(package_name="kepkreator")
 def cli():
@@ -112,7 +126,7 @@ _data_options = [
                       "generate wrote)."),
     click.option("--eval-data", multiple=True, callback=_sources,
                  help="Held-out (test) source(s); removed from training."),
-    click.option("--holdout", type=click.FloatRange(0, 0.9), default=0.0, show_default=True,
+    click.option("--holdout", type=FiniteRange(0, 0.9), default=0.0, show_default=True,
                  help="Without --eval-data: hash-split this fraction off as held-out data."),
 ]
 
@@ -180,15 +194,15 @@ def train_validator_cmd(class_set, data, eval_data, holdout, out, epochs, batch_
 @click.option("--latent-dim", type=click.IntRange(1), default=None)
 @click.option("--embed-dim", type=click.IntRange(1), default=None)
 @click.option("--channels", type=click.IntRange(4), default=None)
-@click.option("--g-lr", type=float, default=None)
-@click.option("--d-lr", type=float, default=None)
-@click.option("--aux-weight", type=float, default=None)
+@click.option("--g-lr", type=FiniteRange(0, min_open=True), default=None)
+@click.option("--d-lr", type=FiniteRange(0, min_open=True), default=None)
+@click.option("--aux-weight", type=FiniteRange(0), default=None)
 @click.option("--diff-augment", is_flag=True,
               help="DiffAugment (translation, cutout) for the discriminator: use on small data.")
 @click.option("--real-augment", is_flag=True,
               help="Classic shifts/rotations/zoom on the real images, which the generator then "
                    "learns too: widens a small set.")
-@click.option("--mode-seeking", type=click.FloatRange(0), default=None,
+@click.option("--mode-seeking", type=FiniteRange(0), default=None,
               help="Weight of the mode-seeking term (Mao et al. 2019) against dropped styles; "
                    "0.05 is a usable start.")
 @click.option("--init-from", default="",
@@ -236,7 +250,7 @@ def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, 
               help="Total generated samples, spread evenly over the classes.")
 @click.option("--real", "real_sources", multiple=True,
               help="Real data source(s) to compare with (BCIS of real data, Frechet distance).")
-@click.option("--real-holdout", type=click.FloatRange(0, 0.9, min_open=True), default=None,
+@click.option("--real-holdout", type=FiniteRange(0, 0.9, min_open=True), default=None,
               help="Keep only the hash holdout of --real that `train --holdout F` leaves out "
                    "(seed --split-seed): compare generators with the images one of them never "
                    "saw.")
@@ -245,7 +259,7 @@ def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, 
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json-out", type=click.Path(dir_okay=False), default=None,
               help="Where to write the JSON report (default: print only).")
-@click.option("--latent-scale", type=click.FloatRange(0, 10, min_open=True), default=None,
+@click.option("--latent-scale", type=FiniteRange(0, 10, min_open=True), default=None,
               help="z ~ N(0, scale^2); default: the generator card's sampling scale, as the "
                    "pipeline uses.")
 @click.option("--update-card", is_flag=True, help="Also record the report in the generator card.")
@@ -442,7 +456,7 @@ _study_options = [
               help="Real samples per class in the low-data settings (c, c_aug, d, d_aug, e).")
 @click.option("--synthetic-per-class", type=click.IntRange(1), default=2000, show_default=True,
               help="Synthetic samples per class added to the subset in d, d_aug and e.")
-@click.option("--latent-scale", type=click.FloatRange(0, 10, min_open=True), default=None,
+@click.option("--latent-scale", type=FiniteRange(0, 10, min_open=True), default=None,
               help="z ~ N(0, s^2) for every generated set (default: each generator at its own "
                    "card's choice, see tune-sampling; the subset-only one has none: 1).")
 @click.option("--subset-validator-epochs", type=click.IntRange(1), default=40, show_default=True)
@@ -450,12 +464,12 @@ _study_options = [
 @click.option("--subset-gan-batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--subset-presets", default="default,default,default", show_default=True,
               help="validator,generator,discriminator presets of the subset-only models.")
-@click.option("--subset-aux-weight", type=click.FloatRange(0), default=1.0, show_default=True,
+@click.option("--subset-aux-weight", type=FiniteRange(0), default=1.0, show_default=True,
               help="Auxiliary-classifier weight of the subset-only GAN.")
 @click.option("--subset-modes-per-class", type=click.IntRange(1, 16), default=1,
               show_default=True, help="Class splitting for the subset-only GAN "
                                       "(see train gan --modes-per-class).")
-@click.option("--subset-mode-seeking", type=click.FloatRange(0), default=0.0, show_default=True,
+@click.option("--subset-mode-seeking", type=FiniteRange(0), default=0.0, show_default=True,
               help="Mode-seeking weight of the subset-only GAN (see train gan --mode-seeking).")
 @click.option("--update-card", is_flag=True,
               help="Also record the summary in the card of the generator used for b and d.")
@@ -510,7 +524,7 @@ def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_cl
 @_with(_study_options)
 @click.option("--scales", default="1,1.5,2,2.5,3", show_default=True,
               help="Latent scales to try, comma-separated.")
-@click.option("--reserve-holdout", type=click.FloatRange(0, 0.9), default=0.0,
+@click.option("--reserve-holdout", type=FiniteRange(0, 0.9), default=0.0,
               help="Leave out this hash holdout of --data first (another study's test set, e.g. "
                    "the letters study's 0.1) and draw --holdout from the rest.")
 @click.option("--thresholds", default="",
@@ -681,7 +695,7 @@ def import_model_cmd(model_file, card_file, out):
 @click.option("--spec", required=True, help="Spec file (YAML/JSON) or a quoted glob of them.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing KepKreator output directory.")
-@click.option("--shortfall-tolerance", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+@click.option("--shortfall-tolerance", type=FiniteRange(0, 1), default=0.0, show_default=True,
               help="Largest shortfall per class, as a fraction of its request, that still counts "
                    "as complete.")
 @click.option("--accelerator", default=None, help="Resource hint for Generate/Score on Dataflow.")

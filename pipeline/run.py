@@ -47,20 +47,43 @@ class JobResult:
     pipeline: object = None  # the beam.Pipeline, for --dry_run inspection
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse prints its usage and exits; here a bad value is one line, like every error."""
+
+    def error(self, message):
+        raise KepKreatorError(message)
+
+
+def _number(kind, low, high=None):
+    """An argparse type: a finite ``kind`` in [low, high] (NaN passes a plain ``float``)."""
+    def parse(text):
+        import math
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not in [{low}, {'inf' if high is None else high}]")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="kepkreator generate", allow_abbrev=False)
+    parser = _ArgumentParser(prog="kepkreator generate", allow_abbrev=False)
     parser.add_argument("--spec", required=True, help="spec file (YAML/JSON) or a glob of them")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing KepKreator output directory")
-    parser.add_argument("--shortfall_tolerance", type=float, default=0.0,
+    parser.add_argument("--shortfall_tolerance", type=_number(float, 0, 1), default=0.0,
                         help="largest tolerated shortfall per class, as a fraction of its request")
     parser.add_argument("--accelerator", default=None,
                         help="resource hint for Generate/Score, e.g. "
                              "'type:nvidia-l4;count:1;install-nvidia-driver'")
-    parser.add_argument("--max_units_per_batch", type=int, default=4,
+    parser.add_argument("--max_units_per_batch", type=_number(int, 1), default=4,
                         help="work units RunInference batches into one inference call")
-    parser.add_argument("--intra_op_threads", type=int, default=0,
+    parser.add_argument("--intra_op_threads", type=_number(int, 0), default=0,
                         help="TensorFlow threads per worker process (0: TensorFlow decides)")
     return parser.parse_known_args(argv)
 
@@ -332,7 +355,10 @@ def _remove_tmp(out: str) -> None:
 
 
 def main(argv=None):
-    result = run(argv)
+    try:
+        result = run(argv)
+    except KepKreatorError as exc:
+        raise SystemExit(f"kepkreator: error: {exc}") from None
     if result.failed:
         raise SystemExit(f"kepkreator: error: {result.failed}")
     print(f"{result.manifest['records']} samples in {result.out}")

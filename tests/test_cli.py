@@ -49,6 +49,36 @@ def test_scan_grid_is_checked_before_any_data_is_read(tmp_path):
         assert_one_line_error(result, message)
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["train", "gan", "--g-lr", "nan"], "Invalid value for '--g-lr': 'nan' is not a finite number"),
+    (["train", "gan", "--d-lr", "-0.001"], "Invalid value for '--d-lr': -0.001 is not in the "
+                                           "range x>0"),
+    (["train", "gan", "--aux-weight", "inf"], "'inf' is not a finite number"),
+    (["train", "gan", "--mode-seeking", "nan"], "'nan' is not a finite number"),
+    (["train", "validator", "--holdout", "nan"], "'nan' is not a finite number"),
+    (["generate", "--spec", "s.yaml", "--shortfall-tolerance", "nan"], "not a finite number"),
+    (["generate", "--spec", "s.yaml", "--max_units_per_batch=0"],
+     "argument --max_units_per_batch: '0' is not in [1, inf]"),
+    (["generate", "--spec", "s.yaml", "--intra_op_threads=many"],
+     "argument --intra_op_threads: 'many' is not a number"),
+])
+def test_a_number_option_refuses_nan_and_out_of_range_values(tmp_path, capsys, argv, message):
+    """click's FloatRange lets NaN through and plain float takes any sign: a NaN learning rate
+    trained a bundle of NaN weights without a word."""
+    from kepkreator.cli import main
+    if argv[0] == "train":
+        argv = argv + ["--class-set", "digits", "--data", f"mnist:train@{tmp_path}", "--out",
+                       str(tmp_path / "model")]
+    else:
+        (tmp_path / "s.yaml").write_text("class_set: digits\ncounts: {per_class: 1}\n")
+        argv = [a.replace("s.yaml", str(tmp_path / "s.yaml")) for a in argv]
+        argv += ["--out", str(tmp_path / "data")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("kepkreator: error: ") and message in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["s.yaml"])
+
+
 def test_missing_init_from_bundle(tmp_path):
     result = run_cli("train", "gan", "--class-set", "digits", "--data", f"mnist:train@{tmp_path}",
                      "--init-from", tmp_path / "nowhere", "--out", tmp_path / "g")

@@ -294,3 +294,19 @@ def test_a_validator_of_another_class_set_is_refused_before_training(tmp_path):
     with pytest.raises(BundleError, match="validator class set 'letters' differs from 'digits'"):
         train_gan(hp)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_diverged_gan_writes_no_bundle(mnist_dir, tmp_path):
+    """A NaN learning rate stands in for any divergence: the run must end in an error, not in a
+    bundle of NaN weights that generates black squares."""
+    from kepkreator.errors import KepKreatorError
+    hp = GANHParams(class_set="digits", data=[f"mnist:train@{mnist_dir}"], out=str(tmp_path / "g"),
+                    generator_preset="tiny", discriminator_preset="tiny", epochs=2, batch_size=64,
+                    max_train_samples=128, verbose=0, jit_compile=False,
+                    d_learning_rate=float("nan"))
+    with pytest.raises(KepKreatorError, match=r"training diverged: d_loss, .* in epoch 1; no "
+                                              r"bundle written"):
+        train_gan(hp)
+    assert not (tmp_path / "g").exists()
+    assert not (tmp_path / "g.work" / "backup").exists() or not any(
+        (tmp_path / "g.work" / "backup").iterdir())

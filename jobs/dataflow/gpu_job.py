@@ -35,6 +35,10 @@ def run(argv=None):
 
 
 if __name__ == "__main__":
-    result = run()
+    from kepkreator.errors import KepKreatorError
+    try:
+        result = run()
+    except KepKreatorError as exc:
+        raise SystemExit(f"kepkreator: error: {exc}") from None
     if result.failed:
         raise SystemExit(f"kepkreator: error: {result.failed}")

@@ -102,6 +102,28 @@ def keras_verbosity(verbose) -> int:
     return int(verbose)
 
 
+def stop_on_divergence(workdir: Path):
+    """A Keras callback, to go first in the list: a loss that is no longer finite ends training
+    with an error before the epoch's checkpoint is written, so no bundle of NaN weights is saved
+    and a re-run resumes from the last finite epoch. Checked once per epoch (the epoch mean is
+    NaN if any step was), which keeps the training loop free of per-step host syncs."""
+    import keras
+
+    from kepkreator.errors import KepKreatorError
+
+    class StopOnDivergence(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            bad = sorted(name for name, value in (logs or {}).items()
+                         if not np.isfinite(float(value)))
+            if bad:
+                raise KepKreatorError(
+                    f"training diverged: {', '.join(bad)} not finite in epoch {epoch + 1}; no "
+                    f"bundle written ({workdir} holds the last finite epoch and a re-run resumes "
+                    "from it; to retry with lower learning rates, remove it first)")
+
+    return StopOnDivergence()
+
+
 def command_line(command: str | None) -> str:
     return command or " ".join(shlex.quote(a) for a in ["kepkreator", *sys.argv[1:]])
 

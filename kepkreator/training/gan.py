@@ -16,8 +16,8 @@ import numpy as np
 from kepkreator.classsets import get_class_set
 from kepkreator.training.modes import PCA_DIMS, split_into_modes
 from kepkreator.training.common import (command_line, environment, keras_verbosity, save_grid,
-                                        to_model_input, training_data, with_classic_augmentation,
-                                        write_json)
+                                        stop_on_divergence, to_model_input, training_data,
+                                        with_classic_augmentation, write_json)
 
 
 @dataclass
@@ -356,6 +356,7 @@ def train_gan(hp: GANHParams, callbacks=()) -> Path:
     # The dataset shuffles itself (seeded); shuffle=False only stops Keras warning that it cannot.
     history = gan.fit(gan_dataset(train, hp, mode_labels), epochs=hp.epochs, shuffle=False,
                       verbose=keras_verbosity(hp.verbose), callbacks=[
+        stop_on_divergence(workdir),
         keras.callbacks.BackupAndRestore(str(workdir / "backup"), delete_checkpoint=False),
         keras.callbacks.TensorBoard(str(workdir / "tensorboard")),
         _grid_callback(gan, gan.num_classes, gan.latent_dim, workdir), *callbacks])

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from kepkreator.classsets import get_class_set
-from kepkreator.training.common import (command_line, environment, keras_verbosity, to_model_input,
-                                        training_data, with_classic_augmentation, write_json)
+from kepkreator.training.common import (command_line, environment, keras_verbosity,
+                                        stop_on_divergence, to_model_input, training_data,
+                                        with_classic_augmentation, write_json)
 
 
 @dataclass
@@ -66,7 +67,8 @@ def train_validator(hp: ValidatorHParams) -> Path:
     started = time.time()
     model.fit(dataset, epochs=hp.epochs, validation_data=validation, shuffle=False,
               verbose=keras_verbosity(hp.verbose),
-              callbacks=[keras.callbacks.BackupAndRestore(str(workdir / "backup"),
+              callbacks=[stop_on_divergence(workdir),
+                         keras.callbacks.BackupAndRestore(str(workdir / "backup"),
                                                           delete_checkpoint=False),
                          keras.callbacks.TensorBoard(str(workdir / "tensorboard"))])
     seconds = time.time() - started
