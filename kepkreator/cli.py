@@ -85,6 +85,10 @@ class FiniteRange(click.FloatRange):
         return number
 
 
+# Seeds reach numpy's legacy seeding (Keras' set_random_seed), which takes [0, 2**32).
+SEED = click.IntRange(0, 2**32 - 1)
+
+
 @click.group()
 @click.version_option(package_name="kepkreator")
 def cli():
@@ -135,10 +139,10 @@ _common_data = _data_options + [
                  help="Bundle directory to write."),
     click.option("--epochs", type=click.IntRange(1), default=None),
     click.option("--batch-size", type=click.IntRange(1), default=None),
-    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--seed", type=SEED, default=0, show_default=True),
     click.option("--per-class", type=click.IntRange(0), default=0,
                  help="Train on only this many real samples of each class (0 = all).",),
-    click.option("--subset-seed", type=int, default=0, show_default=True,
+    click.option("--subset-seed", type=SEED, default=0, show_default=True,
                  help="Which --per-class subset: the same seed picks the same images."),
     click.option("--max-train-samples", type=click.IntRange(0), default=0,
                  help="Use only this many training samples (0 = all)."),
@@ -254,9 +258,9 @@ def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, 
               help="Keep only the hash holdout of --real that `train --holdout F` leaves out "
                    "(seed --split-seed): compare generators with the images one of them never "
                    "saw.")
-@click.option("--split-seed", type=int, default=0, show_default=True,
+@click.option("--split-seed", type=SEED, default=0, show_default=True,
               help="Seed of the --real-holdout split, as given to train.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--json-out", type=click.Path(dir_okay=False), default=None,
               help="Where to write the JSON report (default: print only).")
 @click.option("--latent-scale", type=FiniteRange(0, 10, min_open=True), default=None,
@@ -269,7 +273,7 @@ def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, 
 @click.option("--train-per-class", type=click.IntRange(0), default=None,
               help="Keep the per-class subset the generator was trained on (0: all); default: "
                    "the card's, as `train gan --per-class` recorded it.")
-@click.option("--train-subset-seed", type=int, default=None,
+@click.option("--train-subset-seed", type=SEED, default=None,
               help="Seed of that subset; default: the card's.")
 def evaluate(generator_ref, validator_ref, samples, real_sources, real_holdout, split_seed, seed,
              json_out, latent_scale, update_card, train_sources, train_per_class,
@@ -409,12 +413,15 @@ def _confidence(ctx, param, value):
     return out["default"] if list(out) == ["default"] else out
 
 
-def _int_list(ctx, param, value):
+def _seed_list(ctx, param, value):
     try:
-        return tuple(int(v) for v in value.split(","))
+        seeds = tuple(int(v) for v in value.split(","))
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers",
-                                 ctx, param) from None
+        seeds = ()
+    if not seeds or not all(0 <= seed < 2**32 for seed in seeds):
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of seeds (integers "
+                                 f"in [0, 2**32))", ctx, param) from None
+    return seeds
 
 
 def _generate_with_pipeline(spec: dict, directory: Path) -> Path:
@@ -431,7 +438,7 @@ def _generate_with_pipeline(spec: dict, directory: Path) -> Path:
 
 
 _study_options = [
-    click.option("--seeds", default="0,1,2", show_default=True, callback=_int_list),
+    click.option("--seeds", default="0,1,2", show_default=True, callback=_seed_list),
     click.option("--generator", default="",
                  help="Generator for b and d (default: the shipped one)."),
     click.option("--validator", default="",
@@ -586,7 +593,7 @@ def tune_sampling(class_set, data, eval_data, holdout, out, seeds, generator, va
               help="Train on only this many real samples of each class (0 = all).")
 @click.option("--eval-per-class", type=click.IntRange(1), default=200, show_default=True,
               help="Generated samples per class that score a trial.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--search-space", type=click.Choice(["default", "tiny"]), default="default",
               show_default=True, help="tiny: the same knobs at toy sizes (tests).")
 @click.option("--presets", default="default,default", show_default=True,
@@ -635,7 +642,7 @@ def _renderer(digits_refs: str, letters_refs: str, case_ref: str):
               help="Candidates per character; the validator's most confident one is kept "
                    "(more, up to 64, for a letter whose kept candidate is not surely, P >= 0.9, "
                    "in the typed case).")
-@click.option("--seed", type=int, default=None, help="Same seed, same picture.")
+@click.option("--seed", type=SEED, default=None, help="Same seed, same picture.")
 @click.option("--scale", type=click.IntRange(1, 8), default=2, show_default=True)
 @click.option("--json-out", type=click.Path(dir_okay=False), default=None,
               help="Also write each character's class, confidences and box [x, y, width, "

@@ -74,7 +74,8 @@ def create_app(renderer: TextRenderer):
     @app.get("/generate/{text}", responses={200: {"content": {"image/png": {}}},
                                             422: {"description": "text the models cannot write"}})
     def generate(text: str, best_of: int = Query(8, ge=1, le=MAX_BEST_OF),
-                 seed: int | None = Query(None, description="same seed, same picture"),
+                 seed: int | None = Query(None, ge=0, le=2**32 - 1,
+                                          description="same seed, same picture"),
                  scale: int = Query(2, ge=1, le=8),
                  format: str = Query("png", pattern="^(png|json)$")):
         try:

@@ -57,6 +57,14 @@ def test_scan_grid_is_checked_before_any_data_is_read(tmp_path):
     (["train", "gan", "--mode-seeking", "nan"], "'nan' is not a finite number"),
     (["train", "validator", "--holdout", "nan"], "'nan' is not a finite number"),
     (["generate", "--spec", "s.yaml", "--shortfall-tolerance", "nan"], "not a finite number"),
+    (["train", "gan", "--seed", "-1"], "Invalid value for '--seed': -1 is not in the range "
+                                       "0<=x<=4294967295"),
+    (["train", "validator", "--subset-seed", str(2**32)], "is not in the range 0<=x<=4294967295"),
+    (["render", "hi", "-o", "h.png", "--seed", "-1"], "'--seed': -1 is not in the range"),
+    (["evaluate", "--generator", "default:digits", "--validator", "default:digits", "--seed",
+      "-5"], "'--seed': -5 is not in the range"),
+    (["downstream", "--class-set", "digits", "--data", "mnist:train@nowhere", "--out", "o",
+      "--seeds", "0,-1"], "'0,-1' is not a comma-separated list of seeds"),
     (["generate", "--spec", "s.yaml", "--max_units_per_batch=0"],
      "argument --max_units_per_batch: '0' is not in [1, inf]"),
     (["generate", "--spec", "s.yaml", "--intra_op_threads=many"],
@@ -64,11 +72,13 @@ def test_scan_grid_is_checked_before_any_data_is_read(tmp_path):
 ])
 def test_a_number_option_refuses_nan_and_out_of_range_values(tmp_path, capsys, argv, message):
     """click's FloatRange lets NaN through and plain float takes any sign: a NaN learning rate
-    trained a bundle of NaN weights without a word."""
+    trained a bundle of NaN weights without a word; a negative seed was a numpy traceback."""
     from kepkreator.cli import main
     if argv[0] == "train":
         argv = argv + ["--class-set", "digits", "--data", f"mnist:train@{tmp_path}", "--out",
                        str(tmp_path / "model")]
+    elif argv[0] != "generate":
+        argv = [str(tmp_path / a) if a in ("h.png", "o") else a for a in argv]
     else:
         (tmp_path / "s.yaml").write_text("class_set: digits\ncounts: {per_class: 1}\n")
         argv = [a.replace("s.yaml", str(tmp_path / "s.yaml")) for a in argv]

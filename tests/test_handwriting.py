@@ -202,6 +202,9 @@ def test_http_png_json_and_422s(server):
     long = httpx.get(server + "/generate/" + "a" * (MAX_TEXT_LENGTH + 1), timeout=60)
     assert long.status_code == 422 and "more than the maximum" in long.json()["detail"]
     assert httpx.get(server + "/generate/abc", params={"best_of": 0}, timeout=60).status_code == 422
+    # numpy refuses a negative seed: a 422 naming the parameter, not a 500
+    negative = httpx.get(server + "/generate/abc", params={"seed": -1}, timeout=60)
+    assert negative.status_code == 422 and negative.json()["detail"][0]["loc"] == ["query", "seed"]
 
 
 def test_concurrent_requests_all_answer_and_agree(server):
