@@ -120,7 +120,7 @@ def test_photo_becomes_white_ink_on_black_centred():
     assert rows[-1] - rows[0] > 2 * (cols[-1] - cols[0])  # aspect kept
 
 
-def test_degenerate_and_unknown_folders(tmp_path):
+def test_degenerate_and_unknown_folders(tmp_path, capsys):
     (tmp_path / "A").mkdir()
     (tmp_path / "b").mkdir()
     _photo((5, 30, 3, 20)).save(tmp_path / "A" / "ok.png")
@@ -133,6 +133,13 @@ def test_degenerate_and_unknown_folders(tmp_path):
     assert any("no ink" in r for r in report.skipped.values())
     with pytest.raises(Exception, match="not in class set 'digits'"):
         load_class_folders(tmp_path, get_class_set("digits"))
+    # Training and studies load through load_sources, which says what it skipped, not only in
+    # the card: one line, with the counts and the first file.
+    capsys.readouterr()
+    assert len(load_sources([f"folder@{tmp_path}"], "letters", dedupe=False)) == 2
+    note = capsys.readouterr().err.strip().splitlines()
+    assert len(note) == 1 and note[0].startswith(f"note: folder@{tmp_path}: skipped 3 of 5 "
+                                                 "images (1 unreadable, 2 without usable ink)")
 
 
 def test_real_handwritten_folders(handwritten_dir):

@@ -10,6 +10,7 @@ A *source* is a string, so the CLI, cards and tests all name data the same way:
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,6 +79,13 @@ def load_sources(sources: list[str], class_set: str | ClassSet, dedupe: bool = T
             imgs, labs, report = load_class_folders(directory, class_set)
             provenance.append({"source": source, "loaded": len(labs),
                                "skipped": len(report.skipped)})
+            if report.skipped:  # counted in the card too, but a user should hear it now
+                path, reason = next(iter(report.skipped.items()))
+                unreadable = sum(r.startswith("unreadable") for r in report.skipped.values())
+                print(f"note: {source}: skipped {len(report.skipped)} of "
+                      f"{len(report.skipped) + len(labs)} images ({unreadable} unreadable, "
+                      f"{len(report.skipped) - unreadable} without usable ink), e.g. {path}: "
+                      f"{reason}", file=sys.stderr)
         else:
             imgs, labs, native = (load_generated(directory, split) if family == "dataset"
                                   else load_idx_split(directory, family, split))
