@@ -117,6 +117,16 @@ def prepare_output(out: str, overwrite: bool) -> None:
         fileio.delete([p for p in existing if not p.rstrip("/").endswith(MANIFEST)])
 
 
+class _CtrlCIsNotAnError(logging.Filter):
+    """Beam logs a Ctrl-C that lands inside a DoFn as an error with the step's traceback."""
+
+    def filter(self, record):
+        return not record.getMessage().startswith("KeyboardInterrupt")
+
+
+logging.getLogger("apache_beam.runners.common").addFilter(_CtrlCIsNotAnError())
+
+
 def pipeline_options(pipeline_args) -> tuple[PipelineOptions, object]:
     """Beam options from the leftover arguments; a name Beam does not know is an error (Beam
     itself would only log that it discards it)."""
@@ -286,7 +296,12 @@ def run(argv=None, show_progress=None) -> JobResult:
         with Progress(progress, job, show_progress if progress else None):
             p = beam.Pipeline(runner=runner, options=options)
             build_pipeline(p, job, bundles, out, known)
-            p.run().wait_until_finish()
+            try:
+                p.run().wait_until_finish()
+            except RuntimeError as exc:  # the runner wraps Ctrl-C as "KeyboardInterrupt [while
+                if str(exc).startswith("KeyboardInterrupt"):  # running 'STEP']": a bug's look
+                    raise KeyboardInterrupt from None
+                raise
         result = json.loads(fileio.read_bytes(fileio.join(tmp, "result.json")))
     finally:
         _remove_tmp(out)

@@ -483,3 +483,26 @@ def test_a_bad_pipeline_option_is_one_line_before_any_output(tiny, tmp_path, opt
     assert_one_line_error(result, message)
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_ctrl_c_aborts_in_one_line_and_leaves_no_dataset(tiny, tmp_path):
+    """Beam wraps a Ctrl-C inside a step as RuntimeError("KeyboardInterrupt [while running
+    ...]") and logs the step's traceback: to a user that looked like a crash."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from tests.conftest import ROOT
+    spec = tiny_spec(tmp_path / "spec.yaml", tiny, counts={"per_class": 200_000}, unit_size=256)
+    job = subprocess.Popen([sys.executable, "-m", "kepkreator.cli", "generate", "--spec", spec,
+                            "--out", tmp_path / "out"], cwd=ROOT, text=True,
+                           env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    for line in job.stderr:  # the first progress line: the pipeline is running
+        if line.startswith("accepted"):
+            break
+    job.send_signal(signal.SIGINT)
+    _, err = job.communicate(timeout=300)
+    assert job.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "kepkreator: aborted" and "Traceback" not in err, err
+    assert list((tmp_path / "out").iterdir()) == []
