@@ -296,10 +296,12 @@ def run(argv=None, show_progress=None) -> JobResult:
         with Progress(progress, job, show_progress if progress else None):
             p = beam.Pipeline(runner=runner, options=options)
             build_pipeline(p, job, bundles, out, known)
+            # The runner wraps a Ctrl-C as RuntimeError("KeyboardInterrupt [while running
+            # 'STEP']"), which would read as a crash.
             try:
                 p.run().wait_until_finish()
-            except RuntimeError as exc:  # the runner wraps Ctrl-C as "KeyboardInterrupt [while
-                if str(exc).startswith("KeyboardInterrupt"):  # running 'STEP']": a bug's look
+            except RuntimeError as exc:
+                if str(exc).startswith("KeyboardInterrupt"):
                     raise KeyboardInterrupt from None
                 raise
         result = json.loads(fileio.read_bytes(fileio.join(tmp, "result.json")))
