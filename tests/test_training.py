@@ -310,3 +310,22 @@ def test_a_diverged_gan_writes_no_bundle(mnist_dir, tmp_path):
     assert not (tmp_path / "g").exists()
     assert not (tmp_path / "g.work" / "backup").exists() or not any(
         (tmp_path / "g.work" / "backup").iterdir())
+
+
+def test_a_workdir_resumes_only_under_its_own_settings(mnist_dir, tmp_path):
+    """The checkpoint restores the optimizer's learning rate too: a resume with another one
+    trained on with the old rate while the card recorded the new; another width was a
+    traceback from the checkpoint loader."""
+    from kepkreator.errors import KepKreatorError
+    hp = ValidatorHParams(class_set="digits", data=[f"mnist:test@{mnist_dir}"],
+                          out=str(tmp_path / "v"), preset="tiny", epochs=1, batch_size=64,
+                          max_train_samples=256, verbose=0)
+    train_validator(hp)
+    hp.learning_rate = 0.5
+    with pytest.raises(KepKreatorError, match=r"v.work holds a run with other settings "
+                                              r"\(learning_rate 0.002 -> 0.5\)"):
+        train_validator(hp)
+    hp.learning_rate, hp.epochs, hp.out = 2e-3, 2, str(tmp_path / "v2")  # what may change
+    hp.workdir = str(tmp_path / "v.work")
+    card = load_bundle(train_validator(hp)).card
+    assert card["training"]["hparams"]["epochs"] == 2

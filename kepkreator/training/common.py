@@ -102,6 +102,35 @@ def keras_verbosity(verbose) -> int:
     return int(verbose)
 
 
+# What a resumed run may change: how long it trains, where the bundle goes, how it is measured
+# and logged. Everything else is in the checkpoint (architecture, optimizer state with its
+# learning rate, data order) or decides what the checkpoint means.
+RESUMABLE_CHANGES = {"epochs", "out", "workdir", "validator", "eval_per_class", "verbose",
+                     "command", "jit_compile"}
+
+
+def check_resume(hp, workdir: Path) -> None:
+    """A workdir restores weights and optimizer state, so resuming it under other settings
+    either fails to load (another width) or trains on with the old ones while the card records
+    the new (another learning rate). The first run records its settings; later ones must match."""
+    from dataclasses import asdict
+
+    from kepkreator.errors import KepKreatorError
+    record = workdir / "run.json"
+    settings = json.loads(json.dumps({k: v for k, v in asdict(hp).items()
+                                      if k not in RESUMABLE_CHANGES}))
+    if not record.is_file():
+        write_json(record, settings)
+        return
+    before = json.loads(record.read_text())
+    changed = sorted(k for k in settings.keys() | before.keys()
+                     if settings.get(k) != before.get(k))
+    if changed:
+        listing = ", ".join(f"{k} {before.get(k)!r} -> {settings.get(k)!r}" for k in changed[:4])
+        raise KepKreatorError(f"{workdir} holds a run with other settings ({listing}); resume it "
+                              "with the same ones, or give another --workdir")
+
+
 def stop_on_divergence(workdir: Path):
     """A Keras callback, to go first in the list: a loss that is no longer finite ends training
     with an error before the epoch's checkpoint is written, so no bundle of NaN weights is saved

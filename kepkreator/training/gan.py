@@ -15,9 +15,9 @@ import numpy as np
 
 from kepkreator.classsets import get_class_set
 from kepkreator.training.modes import PCA_DIMS, split_into_modes
-from kepkreator.training.common import (command_line, environment, keras_verbosity, save_grid,
-                                        stop_on_divergence, to_model_input, training_data,
-                                        with_classic_augmentation, write_json)
+from kepkreator.training.common import (check_resume, command_line, environment, keras_verbosity,
+                                        save_grid, stop_on_divergence, to_model_input,
+                                        training_data, with_classic_augmentation, write_json)
 
 
 @dataclass
@@ -352,6 +352,7 @@ def train_gan(hp: GANHParams, callbacks=()) -> Path:
     gan = build_gan(hp, (train.images, train.labels if mode_labels is None else mode_labels))
     workdir = Path(hp.workdir or f"{hp.out}.work")
     workdir.mkdir(parents=True, exist_ok=True)
+    check_resume(hp, workdir)
     started = time.time()
     # The dataset shuffles itself (seeded); shuffle=False only stops Keras warning that it cannot.
     history = gan.fit(gan_dataset(train, hp, mode_labels), epochs=hp.epochs, shuffle=False,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from kepkreator.classsets import get_class_set
-from kepkreator.training.common import (command_line, environment, keras_verbosity,
+from kepkreator.training.common import (check_resume, command_line, environment, keras_verbosity,
                                         stop_on_divergence, to_model_input, training_data,
                                         with_classic_augmentation, write_json)
 
@@ -48,6 +48,7 @@ def train_validator(hp: ValidatorHParams) -> Path:
     train, evaluation, data_info = training_data(hp)
     workdir = Path(hp.workdir or f"{hp.out}.work")
     workdir.mkdir(parents=True, exist_ok=True)
+    check_resume(hp, workdir)
 
     x, y = to_model_input(train.images), train.labels
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(y), seed=hp.seed)
