@@ -75,7 +75,7 @@ class FiniteRange(click.FloatRange):
     """click.FloatRange lets NaN through (every comparison with it is false), and inf where a
     side is open; no option here means either."""
 
-    name = "finite float range"
+    name = "float range"
 
     def convert(self, value, param, ctx):
         import math

@@ -143,7 +143,7 @@ def tune(cfg: TuneConfig, log=print) -> dict:
     import keras_tuner
 
     from kepkreator.models.bundle import load_validator_for
-    from kepkreator.training.common import training_data, write_json
+    from kepkreator.training.common import check_resume, training_data, write_json
     if cfg.objective not in OBJECTIVES:
         raise KepKreatorError(f"unknown objective {cfg.objective!r} "
                               f"(known: {', '.join(OBJECTIVES)})")
@@ -162,6 +162,10 @@ def tune(cfg: TuneConfig, log=print) -> dict:
     train, evaluation, data_info = training_data(cfg)
     if cfg.objective == "frechet" and evaluation is None:
         raise KepKreatorError("objective frechet needs real data: give --eval-data or --holdout")
+    # Keras Tuner reloads its trials whatever the new settings: another objective would rank
+    # the old trials' agreement as Frechet distances. Only --trials may grow.
+    (out / "search").mkdir(parents=True, exist_ok=True)
+    check_resume(cfg, out / "search", free={"trials", "out", "verbose"}, what="search")
 
     objective = keras_tuner.Objective(cfg.objective, direction=OBJECTIVES[cfg.objective])
     space = keras_tuner.HyperParameters()  # declared up front, so every trial is drawn from it

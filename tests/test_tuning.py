@@ -42,6 +42,13 @@ def test_two_trial_random_search_minimises_wcis_and_exports_the_best(tmp_path, m
     assert "| trial_id |" in (out / "results.md").read_text() and "wcis ↓" in result.stdout
     # Keras Tuner's progress goes to stderr; stdout is the results table and the best bundle.
     assert "Running Trial" in result.stderr and "Running Trial" not in result.stdout
+    # Resuming under another objective would rank the old trials' WCIS as agreement; refused.
+    again = run_cli("tune", "--class-set", "digits", "--data", f"mnist:train@{mnist_dir}",
+                    "--eval-data", f"mnist:test@{mnist_dir}", "--out", out, "--objective",
+                    "agreement", "--trials", 3, "--epochs", 1, "--validator", validator, *TINY)
+    assert_one_line_error(again, "holds a search with other settings (objective 'wcis' -> "
+                                 "'agreement')", "give another --out")
+    assert len(_read_rows(out)) == 2
 
 
 def test_hyperband_continues_promoted_trials(tmp_path, mnist_dir):

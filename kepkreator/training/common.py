@@ -109,16 +109,16 @@ RESUMABLE_CHANGES = {"epochs", "out", "workdir", "validator", "eval_per_class", 
                      "command", "jit_compile"}
 
 
-def check_resume(hp, workdir: Path) -> None:
+def check_resume(hp, workdir: Path, free=RESUMABLE_CHANGES, what: str = "run") -> None:
     """A workdir restores weights and optimizer state, so resuming it under other settings
     either fails to load (another width) or trains on with the old ones while the card records
-    the new (another learning rate). The first run records its settings; later ones must match."""
+    the new (another learning rate). The first run records its settings; later ones must match
+    but for the ``free`` ones."""
     from dataclasses import asdict
 
     from kepkreator.errors import KepKreatorError
-    record = workdir / "run.json"
-    settings = json.loads(json.dumps({k: v for k, v in asdict(hp).items()
-                                      if k not in RESUMABLE_CHANGES}))
+    record = workdir / f"{what}.json"
+    settings = json.loads(json.dumps({k: v for k, v in asdict(hp).items() if k not in free}))
     if not record.is_file():
         write_json(record, settings)
         return
@@ -127,8 +127,9 @@ def check_resume(hp, workdir: Path) -> None:
                      if settings.get(k) != before.get(k))
     if changed:
         listing = ", ".join(f"{k} {before.get(k)!r} -> {settings.get(k)!r}" for k in changed[:4])
-        raise KepKreatorError(f"{workdir} holds a run with other settings ({listing}); resume it "
-                              "with the same ones, or give another --workdir")
+        raise KepKreatorError(f"{workdir} holds a {what} with other settings ({listing}); resume "
+                              f"it with the same ones, or give another "
+                              f"{'--workdir' if what == 'run' else '--out'}")
 
 
 def stop_on_divergence(workdir: Path):
