@@ -676,12 +676,26 @@ def render(text, out, best_of, seed, scale, json_out, digits_refs, letters_refs,
 @_with(_models)
 def serve(host, port, digits_refs, letters_refs, case_ref):
     """HTTP API (GET /generate/{text}, PNG or ?format=json) and a page at / to try it."""
+    import socket
+
     import uvicorn
 
+    from kepkreator.errors import KepKreatorError
     from kepkreator.server import create_app
     app = create_app(_renderer(digits_refs, letters_refs, case_ref))  # models load once, here
-    click.echo(f"serving on http://{host}:{port}/", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # Bound here and handed to uvicorn: a taken port or an unknown host is one line before any
+    # "serving on", which then names the real port (also for --port 0).
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        raise KepKreatorError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+    bound = sock.getsockname()[1]
+    click.echo(f"serving on http://{host}:{bound}/", err=True)
+    uvicorn.Server(uvicorn.Config(app, host=host, port=bound, log_level="warning")).run(
+        sockets=[sock])
 
 
 @cli.command("import-model")

@@ -248,3 +248,15 @@ def test_quiet_tensorflow_import_still_passes_on_what_is_not_noise():
     assert "oneDNN" not in result.stderr, result.stderr
     assert "a real warning\nfrom python\n" in result.stderr, result.stderr
     assert "ImportError: broken install" in result.stderr, result.stderr
+
+
+def test_serve_on_a_taken_port_is_one_line_without_serving_on(tmp_path):
+    """uvicorn printed our "serving on" and then its own bind error, rc 3."""
+    import socket
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--port", port, timeout=120)
+    assert_one_line_error(result, f"cannot serve on 127.0.0.1:{port}: Address already in use")
+    assert "serving on" not in result.stderr
