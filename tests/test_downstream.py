@@ -311,6 +311,20 @@ def test_studies_recorded_before_newer_options_still_resume(tmp_path):
         _check_same_study(cfg, tmp_path)
 
 
+@pytest.mark.parametrize("option, message", [
+    (("--settings", "e", "--subset-presets", "default,nope,default"), "unknown preset 'nope'"),
+    (("--settings", "a,,b"), "unknown setting(s) '' (known: a, b,"),
+])
+def test_a_bad_study_option_is_refused_before_data_and_out(tmp_path, option, message):
+    """An unknown subset preset surfaced only when the subset models were trained, after the
+    study had recorded itself."""
+    result = run_cli("downstream", "--class-set", "digits", "--data",
+                     f"mnist:train@{tmp_path}/none", "--holdout", "0.1", "--out",
+                     tmp_path / "study", *option)
+    assert_one_line_error(result, message)
+    assert not (tmp_path / "study").exists()
+
+
 @pytest.mark.parametrize("command", ["downstream", "tune-sampling"])
 @pytest.mark.parametrize("bundle, message", [
     (("--generator", "default:letters"), "is a letters generator bundle, the study needs a digits "

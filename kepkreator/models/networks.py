@@ -41,7 +41,7 @@ VALIDATOR_PRESETS = {
 }
 
 
-def _preset(table, name, overrides):
+def preset_params(table, name, overrides=None):
     if name not in table:
         from kepkreator.errors import KepKreatorError
         raise KepKreatorError(f"unknown preset {name!r} (known: {', '.join(table)})")
@@ -57,7 +57,7 @@ def build_generator(num_classes: int, preset: str = "default", exemplars=None,
     ``exemplars`` (images (n, 28, 28) uint8, labels (n,)): the training images a "warp" generator
     redraws; required by that style only.
     """
-    p = _preset(GENERATOR_PRESETS, preset, overrides)
+    p = preset_params(GENERATOR_PRESETS, preset, overrides)
     z = keras.Input((p["latent_dim"],), name="z")
     label = keras.Input((1,), name="label", dtype="int32")
     embedded = layers.Embedding(num_classes, p["embed_dim"], name="label_embedding")(label)
@@ -134,7 +134,7 @@ class ProjectionScore(layers.Layer):
 
 def build_discriminator(num_classes: int, preset: str = "default", **overrides) -> keras.Model:
     """(image, label) -> (real/fake logit (n, 1), class logits (n, C))."""
-    p = _preset(DISCRIMINATOR_PRESETS, preset, overrides)
+    p = preset_params(DISCRIMINATOR_PRESETS, preset, overrides)
     image = keras.Input(IMAGE_SHAPE, name="image")
     label = keras.Input((1,), name="label", dtype="int32")
     ch = p["channels"]
@@ -153,7 +153,7 @@ def build_discriminator(num_classes: int, preset: str = "default", **overrides) 
 
 def build_validator(num_classes: int, preset: str = "default", **overrides) -> keras.Model:
     """(n, 28, 28, 1) in [-1, 1] -> class probabilities; the penultimate layer is 'features'."""
-    p = _preset(VALIDATOR_PRESETS, preset, overrides)
+    p = preset_params(VALIDATOR_PRESETS, preset, overrides)
     image = keras.Input(IMAGE_SHAPE, name="image")
     h = image
     widths = p["widths"]
