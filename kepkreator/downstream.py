@@ -372,12 +372,9 @@ def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
         raise DataError(f"unknown setting(s) {', '.join(n or repr(n) for n in sorted(unknown))} "
                         f"(known: {', '.join(SETTINGS)})")
     if {"e", "e_aug"} & set(cfg.settings):  # not only after the study recorded itself
-        from kepkreator.models.networks import (DISCRIMINATOR_PRESETS, GENERATOR_PRESETS,
-                                                VALIDATOR_PRESETS, preset_params)
-        for table, name in ((VALIDATOR_PRESETS, cfg.subset_validator_preset),
-                            (GENERATOR_PRESETS, cfg.subset_generator_preset),
-                            (DISCRIMINATOR_PRESETS, cfg.subset_discriminator_preset)):
-            preset_params(table, name)
+        from kepkreator.models.networks import check_presets
+        check_presets(cfg.subset_validator_preset, cfg.subset_generator_preset,
+                      cfg.subset_discriminator_preset)
     class_set = get_class_set(cfg.class_set)
     out = Path(cfg.out)
     shipped_scale = cfg.latent_scale or _card_latent_scale(cfg.generator, class_set.name)

@@ -152,6 +152,8 @@ def tune(cfg: TuneConfig, log=print) -> dict:
                               f"(known: {', '.join(ALGORITHMS)})")
     if cfg.search_space not in SEARCH_SPACES:
         raise KepKreatorError(f"unknown search space {cfg.search_space!r}")
+    from kepkreator.models.networks import check_presets
+    check_presets(generator=cfg.generator_preset, discriminator=cfg.discriminator_preset)
     out = Path(cfg.out)
     # the search resumes from out/search and replaces out/best: never in someone else's folder
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "search").is_dir())):

@@ -312,7 +312,8 @@ def test_studies_recorded_before_newer_options_still_resume(tmp_path):
 
 
 @pytest.mark.parametrize("option, message", [
-    (("--settings", "e", "--subset-presets", "default,nope,default"), "unknown preset 'nope'"),
+    (("--settings", "e", "--subset-presets", "default,nope,default"),
+     "unknown generator preset 'nope'"),
     (("--settings", "a,,b"), "unknown setting(s) '' (known: a, b,"),
 ])
 def test_a_bad_study_option_is_refused_before_data_and_out(tmp_path, option, message):

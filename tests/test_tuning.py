@@ -94,3 +94,12 @@ def test_a_folder_without_an_earlier_search_is_refused_and_left_alone(tmp_path):
                      "--out", mine, *TINY)
     assert_one_line_error(result, "is not empty and holds no earlier search to resume")
     assert (mine / "best" / "notes.txt").read_text() == "keep me"
+
+
+def test_an_unknown_preset_is_refused_before_any_trial(tmp_path):
+    """It used to fail every trial, each with Keras Tuner's traceback, then 'no trial
+    completed'; the data path here does not exist, so the refusal comes first."""
+    result = run_cli("tune", "--class-set", "digits", "--data", f"mnist:train@{tmp_path}/none",
+                     "--holdout", "0.1", "--out", tmp_path / "search", "--presets", "tiny,nope")
+    assert_one_line_error(result, "unknown discriminator preset 'nope'")
+    assert not (tmp_path / "search").exists()

@@ -41,10 +41,22 @@ VALIDATOR_PRESETS = {
 }
 
 
+def check_presets(validator: str | None = None, generator: str | None = None,
+                  discriminator: str | None = None) -> None:
+    """Unknown preset names fail before data is read or a work directory is made."""
+    for table, name in ((VALIDATOR_PRESETS, validator), (GENERATOR_PRESETS, generator),
+                        (DISCRIMINATOR_PRESETS, discriminator)):
+        if name is not None:
+            preset_params(table, name)
+
+
 def preset_params(table, name, overrides=None):
     if name not in table:
         from kepkreator.errors import KepKreatorError
-        raise KepKreatorError(f"unknown preset {name!r} (known: {', '.join(table)})")
+        kind = next(k for k, t in (("generator", GENERATOR_PRESETS),
+                                   ("validator", VALIDATOR_PRESETS),
+                                   ("discriminator", DISCRIMINATOR_PRESETS)) if t is table)
+        raise KepKreatorError(f"unknown {kind} preset {name!r} (known: {', '.join(table)})")
     params = dict(table[name])
     params.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return params

@@ -337,10 +337,11 @@ def train_gan(hp: GANHParams, callbacks=()) -> Path:
     import keras
 
     from kepkreator.models.bundle import load_validator_for, write_bundle
-    from kepkreator.models.networks import with_mode_choice
+    from kepkreator.models.networks import check_presets, with_mode_choice
 
     keras.utils.set_random_seed(hp.seed)
     class_set = get_class_set(hp.class_set)
+    check_presets(generator=hp.generator_preset, discriminator=hp.discriminator_preset)
     if hp.validator:  # one that cannot score this class set fails now, not after the training
         load_validator_for(hp.validator, class_set)
     train, evaluation, data_info = training_data(hp)

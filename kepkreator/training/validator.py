@@ -41,10 +41,11 @@ def train_validator(hp: ValidatorHParams) -> Path:
     import tensorflow as tf
 
     from kepkreator.models.bundle import write_bundle
-    from kepkreator.models.networks import build_validator
+    from kepkreator.models.networks import build_validator, check_presets
 
     keras.utils.set_random_seed(hp.seed)
     class_set = get_class_set(hp.class_set)
+    check_presets(validator=hp.preset)
     train, evaluation, data_info = training_data(hp)
     workdir = Path(hp.workdir or f"{hp.out}.work")
     workdir.mkdir(parents=True, exist_ok=True)
