@@ -10,6 +10,8 @@ import struct
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from kepkreator.errors import KepKreatorError
+
 
 def join(base: str, *parts: str) -> str:
     return FileSystems.join(str(base), *parts)
@@ -17,6 +19,24 @@ def join(base: str, *parts: str) -> str:
 
 def is_local(path: str) -> bool:
     return "://" not in str(path)
+
+
+def check_credentials(path: str) -> None:
+    """Writing to gs:// needs credentials. Without them Beam retries for half a minute, logs
+    tracebacks, connects anonymously and fails minutes later with a network or 401 error; the
+    lookup it would make takes a fraction of a second here."""
+    if not str(path).startswith("gs://"):
+        return
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+    try:
+        google.auth.default()
+    except DefaultCredentialsError as exc:
+        reason = str(exc).split(". ")[0].rstrip(".")
+        raise KepKreatorError(
+            f"cannot write to {path}: no Google Cloud credentials ({reason}); set "
+            "GOOGLE_APPLICATION_CREDENTIALS or run 'gcloud auth application-default login'"
+        ) from None
 
 
 def write_bytes(path: str, data: bytes) -> None:

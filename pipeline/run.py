@@ -96,6 +96,7 @@ def prepare_output(out: str, overwrite: bool) -> None:
             raise KepKreatorError(f"output {out} exists and is not a directory")
         existing = [str(p) for p in path.iterdir()] if path.is_dir() else []
     else:
+        fileio.check_credentials(out)
         existing = fileio.list_files(fileio.join(out, "**"))
     if not existing:
         if fileio.is_local(out):

@@ -41,10 +41,12 @@ CXX_LOG_LINE = re.compile(r"^(WARNING: All log messages before absl|[IWEF]\d{4} 
                           re.MULTILINE)
 
 
-def run_cli(*args, cwd=None, timeout=600):
-    """The installed entry point, as a user runs it; returns CompletedProcess."""
+def run_cli(*args, cwd=None, timeout=600, env=None):
+    """The installed entry point, as a user runs it; returns CompletedProcess. ``env``: variables
+    set on top of this process's environment."""
     return subprocess.run([sys.executable, "-m", "kepkreator.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd or ROOT, timeout=timeout)
+                          capture_output=True, text=True, cwd=cwd or ROOT, timeout=timeout,
+                          env={**os.environ, **env} if env else None)
 
 
 def assert_one_line_error(result, *fragments):

@@ -2,6 +2,7 @@
 import io
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -483,6 +484,20 @@ def test_a_bad_pipeline_option_is_one_line_before_any_output(tiny, tmp_path, opt
     assert_one_line_error(result, message)
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_gs_output_without_credentials_is_one_line_at_once(tiny, tmp_path):
+    """Beam would retry the credential lookup for half a minute, log its tracebacks, connect
+    anonymously and fail minutes later on the network or a 401."""
+    spec = tiny_spec(tmp_path / "spec.yaml", tiny)
+    started = time.monotonic()
+    result = run_cli("generate", "--spec", spec, "--out", "gs://kepkreator-test/out",
+                     env={"GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "missing-key.json")},
+                     timeout=120)
+    assert_one_line_error(result, "cannot write to gs://kepkreator-test/out: no Google Cloud "
+                                  "credentials", "missing-key.json")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert time.monotonic() - started < 60
 
 
 def test_ctrl_c_aborts_in_one_line_and_leaves_no_dataset(tiny, tmp_path):
