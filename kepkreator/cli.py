@@ -5,71 +5,14 @@ commands so ``--help`` and argument errors are instant.
 """
 from __future__ import annotations
 
-import contextlib
-import importlib.abc
-import importlib.util
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-# TensorFlow's C++ libraries log "oneDNN custom operations are on" through absl before absl is
-# initialised, so TF_CPP_MIN_LOG_LEVEL cannot silence it (abseil-cpp#1957): two pairs of lines
-# ahead of every command's output, and ahead of what should be a one-line error.
-_ABSL_PREINIT_NOISE = ("WARNING: All log messages before absl::InitializeLog() is called",
-                       "oneDNN custom operations are on")
-
-
-@contextlib.contextmanager
-def _stderr_without(noise: tuple[str, ...]):
-    """Capture file descriptor 2 (C++ writes bypass sys.stderr) and replay every line but the
-    noise, so a real warning or an import error still reaches the user."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            kept = [line for line in sink.read().splitlines(keepends=True)
-                    if not any(text.encode() in line for text in noise)]
-            if kept:
-                os.write(2, b"".join(kept))
-
-
-class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
-    """Runs the first ``import tensorflow`` under ``_stderr_without``; commands import it lazily,
-    so ``--help`` stays instant."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != "tensorflow":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
-        if spec is not None and spec.loader is not None:
-            exec_module = spec.loader.exec_module
-
-            def exec_quietly(module):
-                with _stderr_without(_ABSL_PREINIT_NOISE):
-                    exec_module(module)
-            spec.loader.exec_module = exec_quietly
-        return spec
-
-
-def _quiet_tensorflow_import() -> None:
-    if "tensorflow" not in sys.modules and not any(
-            isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _QuietTensorFlowImport())
-
+from kepkreator.quiet import quiet_tensorflow_import
 
 class FiniteRange(click.FloatRange):
     """click.FloatRange lets NaN through (every comparison with it is false), and inf where a
@@ -817,7 +760,7 @@ def main(argv=None, command: click.Command | None = None) -> int:
     """Entry point: one-line errors, no tracebacks for anything the user can fix. ``command``:
     another click command (a job script) run under the same rules."""
     from kepkreator.errors import KepKreatorError
-    _quiet_tensorflow_import()
+    quiet_tensorflow_import()
     try:
         (command or cli).main(args=argv, prog_name="kepkreator", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -9,12 +9,17 @@ DirectRunner otherwise tries to start the Prism runner, a binary it would downlo
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # before the imports below load TensorFlow
+    from kepkreator.quiet import quiet_tensorflow_import
+    quiet_tensorflow_import()
+
 import argparse
 import contextlib
 import io
 import json
 import logging
 import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -372,13 +377,20 @@ def _remove_tmp(out: str) -> None:
         fileio.delete(fileio.list_files(fileio.join(out, TMP, "**")))
 
 
-def main(argv=None):
+def main(argv=None) -> None:
+    """``python -m pipeline.run`` and the Dataflow job: the CLI's rules, one line and status 2
+    for anything the user can fix."""
     try:
         result = run(argv)
+        failed = result.failed
     except KepKreatorError as exc:
-        raise SystemExit(f"kepkreator: error: {exc}") from None
-    if result.failed:
-        raise SystemExit(f"kepkreator: error: {result.failed}")
+        failed = str(exc)
+    except KeyboardInterrupt:
+        print("kepkreator: aborted", file=sys.stderr)
+        raise SystemExit(130) from None
+    if failed:
+        print(f"kepkreator: error: {failed}", file=sys.stderr)
+        raise SystemExit(2)
     print(f"{result.manifest['records']} samples in {result.out}")
 
 

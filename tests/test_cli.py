@@ -236,8 +236,8 @@ def test_quiet_tensorflow_import_still_passes_on_what_is_not_noise():
     """The capture around the TensorFlow import must drop only the absl notice: a real warning
     or a failing import has to reach the user."""
     script = ("import os, sys\n"
-              "from kepkreator.cli import _stderr_without\n"
-              "with _stderr_without(('oneDNN custom operations',)):\n"
+              "from kepkreator.quiet import stderr_without\n"
+              "with stderr_without(('oneDNN custom operations',)):\n"
               "    os.write(2, b'I0000 port.cc:153] oneDNN custom operations are on\\n')\n"
               "    os.write(2, b'a real warning\\n')\n"
               "    print('from python', file=sys.stderr)\n"

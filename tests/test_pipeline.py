@@ -500,6 +500,26 @@ def test_gs_output_without_credentials_is_one_line_at_once(tiny, tmp_path):
     assert time.monotonic() - started < 60
 
 
+@pytest.mark.parametrize("module", ["pipeline.run", "jobs.dataflow.gpu_job"])
+def test_module_entry_points_follow_the_cli_rules(tiny, tmp_path, module):
+    """``python -m pipeline.run`` and the Dataflow job: one line, status 2, and no absl notice
+    ahead of it (TF_CPP_MIN_LOG_LEVEL cannot silence that; here it is not even set)."""
+    import os
+    import subprocess
+    import sys
+    from tests.conftest import ROOT
+    spec = tiny_spec(tmp_path / "spec.yaml", tiny)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-m", module, "--spec", spec, "--out",
+                             tmp_path / "o", "--bogus"], capture_output=True, text=True,
+                            cwd=ROOT, env=env, timeout=300)
+    assert_one_line_error(result, "unknown option --bogus")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "kepkreator: error: unknown option --bogus (not a generate option and not a Beam "
+        "pipeline option)"], result.stderr
+
+
 def test_ctrl_c_aborts_in_one_line_and_leaves_no_dataset(tiny, tmp_path):
     """Beam wraps a Ctrl-C inside a step as RuntimeError("KeyboardInterrupt [while running
     ...]") and logs the step's traceback: to a user that looked like a crash."""

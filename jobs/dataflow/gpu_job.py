@@ -35,10 +35,7 @@ def run(argv=None):
 
 
 if __name__ == "__main__":
-    from kepkreator.errors import KepKreatorError
-    try:
-        result = run()
-    except KepKreatorError as exc:
-        raise SystemExit(f"kepkreator: error: {exc}") from None
-    if result.failed:
-        raise SystemExit(f"kepkreator: error: {result.failed}")
+    from kepkreator.quiet import quiet_tensorflow_import
+    quiet_tensorflow_import()
+    from pipeline.run import main
+    main(job_args(sys.argv[1:]))
