@@ -1,5 +1,6 @@
 """Setting e on validation data: how a subset-side generator and filter would change e_aug,
-measured without touching the test set (the README's "Why (e) is missed" probes).
+measured without touching the test set (the "Why (e) is missed" probes in
+docs/downstream-study.md).
 
 The reference classifier (seed 0, the study's schedule) trains on the 200-per-class MNIST subset
 plus N accepted samples per class and is tested on 10,000 MNIST-train images outside the subset.
