@@ -12,7 +12,17 @@ from pathlib import Path
 
 import click
 
+from kepkreator.paths import not_local
 from kepkreator.quiet import quiet_tensorflow_import
+
+class LocalPath(click.Path):
+    """click.Path that refuses a URL (see kepkreator.paths)."""
+
+    def convert(self, value, param, ctx):
+        if not_local(value):
+            self.fail(not_local(value), param, ctx)
+        return super().convert(value, param, ctx)
+
 
 class FiniteRange(click.FloatRange):
     """click.FloatRange lets NaN through (every comparison with it is false), and inf where a
@@ -78,7 +88,7 @@ _data_options = [
 ]
 
 _common_data = _data_options + [
-    click.option("--out", required=True, type=click.Path(file_okay=False),
+    click.option("--out", required=True, type=LocalPath(file_okay=False),
                  help="Bundle directory to write."),
     click.option("--epochs", type=click.IntRange(1), default=None),
     click.option("--batch-size", type=click.IntRange(1), default=None),
@@ -89,8 +99,9 @@ _common_data = _data_options + [
                  help="Which --per-class subset: the same seed picks the same images."),
     click.option("--max-train-samples", type=click.IntRange(0), default=0,
                  help="Use only this many training samples (0 = all)."),
-    click.option("--workdir", default="", help="Checkpoints, TensorBoard logs, sample grids "
-                                                "(default OUT.work). Re-running resumes."),
+    click.option("--workdir", type=LocalPath(file_okay=False), default="",
+                 help="Checkpoints, TensorBoard logs, sample grids (default OUT.work). "
+                      "Re-running resumes."),
 ]
 
 
@@ -204,7 +215,7 @@ def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, 
 @click.option("--split-seed", type=SEED, default=0, show_default=True,
               help="Seed of the --real-holdout split, as given to train.")
 @click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option("--json-out", type=click.Path(dir_okay=False), default=None,
+@click.option("--json-out", type=LocalPath(dir_okay=False), default=None,
               help="Where to write the JSON report (default: print only).")
 @click.option("--latent-scale", type=FiniteRange(0, 10, min_open=True), default=None,
               help="z ~ N(0, scale^2); default: the generator card's sampling scale, as the "
@@ -395,7 +406,7 @@ _study_options = [
 
 @cli.command()
 @_with(_data_options)
-@click.option("--out", required=True, type=click.Path(file_okay=False),
+@click.option("--out", required=True, type=LocalPath(file_okay=False),
               help="Study directory: reports, generated datasets, subset models, per-run "
                    "results. Re-running resumes.")
 @click.option("--settings", default="a,b,c,c_aug,d,d_aug,e,e_aug",
@@ -468,7 +479,7 @@ def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_cl
 
 @cli.command("tune-sampling")
 @_with(_data_options)
-@click.option("--out", required=True, type=click.Path(file_okay=False),
+@click.option("--out", required=True, type=LocalPath(file_okay=False),
               help="Scan directory: sampling.json/.md, one generated set per scale, per-run "
                    "results. Re-running resumes.")
 @_with(_study_options)
@@ -517,7 +528,7 @@ def tune_sampling(class_set, data, eval_data, holdout, out, seeds, generator, va
 
 @cli.command()
 @_with(_data_options)
-@click.option("--out", required=True, type=click.Path(file_okay=False),
+@click.option("--out", required=True, type=LocalPath(file_okay=False),
               help="Search directory: trials, results.csv/.md/.json, best/ bundle. "
                    "Re-running resumes the search.")
 @click.option("--objective", type=click.Choice(["agreement", "bcis", "wcis", "frechet"]),
@@ -580,14 +591,14 @@ def _renderer(digits_refs: str, letters_refs: str, case_ref: str):
 
 @cli.command()
 @click.argument("text")
-@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
+@click.option("-o", "--out", required=True, type=LocalPath(dir_okay=False), help="PNG to write.")
 @click.option("--best-of", type=click.IntRange(1, 64), default=8, show_default=True,
               help="Candidates per character; the validator's most confident one is kept "
                    "(more, up to 64, for a letter whose kept candidate is not surely, P >= 0.9, "
                    "in the typed case).")
 @click.option("--seed", type=SEED, default=None, help="Same seed, same picture.")
 @click.option("--scale", type=click.IntRange(1, 8), default=2, show_default=True)
-@click.option("--json-out", type=click.Path(dir_okay=False), default=None,
+@click.option("--json-out", type=LocalPath(dir_okay=False), default=None,
               help="Also write each character's class, confidences and box [x, y, width, "
                    "height] in the PNG's pixels: the line as labelled data.")
 @_with(_models)
@@ -642,10 +653,10 @@ def serve(host, port, digits_refs, letters_refs, case_ref):
 
 
 @cli.command("import-model")
-@click.argument("model_file", type=click.Path(dir_okay=False))
-@click.option("--card", "card_file", required=True, type=click.Path(dir_okay=False),
+@click.argument("model_file", type=LocalPath(dir_okay=False))
+@click.option("--card", "card_file", required=True, type=LocalPath(dir_okay=False),
               help="Hand-written card.json describing the model's signature (see jobs/peers/).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle to create.")
+@click.option("--out", required=True, type=LocalPath(file_okay=False), help="Bundle to create.")
 def import_model_cmd(model_file, card_file, out):
     """Wrap a foreign Keras file (.keras/.h5) into a bundle, checking the card against it."""
     from kepkreator.models.bundle import import_model, load_bundle
@@ -732,7 +743,7 @@ def _summary_table(metrics: dict) -> str:
 
 
 @cli.command()
-@click.argument("directory", type=click.Path())
+@click.argument("directory", type=LocalPath())
 def inspect(directory):
     """Show a dataset's counts and metrics, and re-verify every shard against its manifest."""
     from kepkreator.errors import KepKreatorError

@@ -260,3 +260,21 @@ def test_serve_on_a_taken_port_is_one_line_without_serving_on(tmp_path):
         result = run_cli("serve", "--port", port, timeout=120)
     assert_one_line_error(result, f"cannot serve on 127.0.0.1:{port}: Address already in use")
     assert "serving on" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["render", "ab", "-o", "gs://bucket/ab.png"],
+    ["render", "ab", "-o", "ab.png", "--json-out", "gs://bucket/ab.json"],
+    ["inspect", "gs://bucket/dataset"],
+    ["evaluate", "--generator", "gs://bucket/gen", "--validator", "default:digits", "-n", "10"],
+    ["evaluate", "--validator", "default:digits", "--real", "dataset@gs://bucket/dataset"],
+    ["train", "gan", "--class-set", "digits", "--data", "mnist:train@/nowhere", "--out", "g",
+     "--workdir", "gs://bucket/work"],
+])
+def test_a_url_where_a_local_path_is_needed_is_refused(tmp_path, args):
+    """Path folds 'gs://b/x' into 'gs:/b/x': a render wrote a local folder named 'gs:' and
+    reported success; reads named a path the user never typed."""
+    result = run_cli(*args, cwd=tmp_path)
+    url = next(a for a in args if "gs://" in a).split("@")[-1]
+    assert_one_line_error(result, f"{url}: gs:// paths are not read or written here")
+    assert list(tmp_path.iterdir()) == []

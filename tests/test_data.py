@@ -63,6 +63,9 @@ def test_source_strings():
     for bad in ("mnist", "mnist@/d", "kmnist:train@/d"):
         with pytest.raises(DataError):
             parse_source(bad)
+    # Path would fold 'gs://b/x' into 'gs:/b/x' and call that missing.
+    with pytest.raises(DataError, match=r"'dataset@gs://b/x': gs://b/x: gs:// paths are not read or written here"):
+        parse_source("dataset@gs://b/x")
 
 
 def test_real_mnist(mnist_dir):

@@ -21,6 +21,7 @@ from kepkreator.data.generated import load_generated
 from kepkreator.data.idx import FAMILY_CLASS_SETS, load_idx_split, read_idx, write_idx
 from kepkreator.data.splits import deduplicate, hash_split, per_class_subset
 from kepkreator.errors import DataError
+from kepkreator.paths import not_local
 
 __all__ = ["Dataset", "load_sources", "parse_source", "hash_split", "per_class_subset", "deduplicate", "read_idx",
            "write_idx", "load_idx_split", "load_class_folders", "load_generated"]
@@ -51,6 +52,8 @@ def parse_source(source: str) -> tuple[str, str | None, str]:
     if not sep or not directory:
         raise DataError(f"data source {source!r} should look like mnist:train@DIR, folder@DIR "
                         f"or dataset@DIR")
+    if not_local(directory):
+        raise DataError(f"data source {source!r}: {not_local(directory)}")
     if head in ("folder", "dataset"):
         return head, None, directory
     family, sep, split = head.partition(":")

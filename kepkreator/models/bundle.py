@@ -19,6 +19,7 @@ import numpy as np
 
 from kepkreator.classsets import ClassSet, get_class_set
 from kepkreator.errors import BundleError, KepKreatorError
+from kepkreator.paths import not_local
 
 CARD_NAME = "card.json"
 CARD_FORMAT = "kepkreator-bundle/1"
@@ -111,6 +112,8 @@ def resolve_bundle_path(ref: str | os.PathLike, kind: str | None = None) -> Path
                        for p in ASSETS.glob(f"*/*/{CARD_NAME}"))
         raise BundleError(f"no shipped bundle {ref!r}" + (f" of kind {kind}" if kind else "")
                           + f" (shipped: {', '.join(known) or 'none'})")
+    if not_local(ref):
+        raise BundleError(f"bundle {not_local(ref)}")
     path = Path(ref)
     if not path.exists():
         raise BundleError(f"bundle not found: {path}")
