@@ -104,6 +104,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
+    from kepkreator.quiet import quiet_tensorflow_import
+    quiet_tensorflow_import()
     scale = 10 if args.quick else 1
     one_thread = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
     result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
