@@ -668,7 +668,8 @@ def import_model_cmd(model_file, card_file, out):
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--spec", required=True, help="Spec file (YAML/JSON) or a quoted glob of them.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output directory: local, or gs://BUCKET/… (needs Google Cloud credentials).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing KepKreator output directory.")
 @click.option("--shortfall-tolerance", type=FiniteRange(0, 1), default=0.0, show_default=True,
               help="Largest shortfall per class, as a fraction of its request, that still counts "
