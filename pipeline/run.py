@@ -76,6 +76,10 @@ def _number(kind, low, high=None):
 
 
 def parse_args(argv):
+    return argument_parser().parse_known_args(argv)
+
+
+def argument_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(prog="kepkreator generate", allow_abbrev=False)
     parser.add_argument("--spec", required=True, help="spec file (YAML/JSON) or a glob of them")
     parser.add_argument("--out", required=True, help="output directory")
@@ -90,7 +94,7 @@ def parse_args(argv):
                         help="work units RunInference batches into one inference call")
     parser.add_argument("--intra_op_threads", type=_number(int, 0), default=0,
                         help="TensorFlow threads per worker process (0: TensorFlow decides)")
-    return parser.parse_known_args(argv)
+    return parser
 
 
 def prepare_output(out: str, overwrite: bool) -> None:
