@@ -384,6 +384,9 @@ def _generate_with_pipeline(spec: dict, directory: Path) -> Path:
     from pipeline.run import run
     spec_file = directory.parent / f"{directory.name}.spec.json"
     spec_file.parent.mkdir(parents=True, exist_ok=True)
+    # A spec reads relative bundle paths from its own folder; these were typed relative to here.
+    spec = spec | {key: str(Path(spec[key]).resolve()) for key in ("generator", "validator")
+                   if not spec[key].startswith("default:") and not Path(spec[key]).is_absolute()}
     spec_file.write_text(json.dumps(spec, indent=2) + "\n")
     result = run(["--spec", str(spec_file), "--out", str(directory), "--overwrite"])
     if result.failed:

@@ -348,6 +348,15 @@ def _splits(where: str, value) -> tuple[tuple[str, float], ...]:
     return tuple(splits)
 
 
+def _bundle_ref(raw, base_dir: Path) -> str:
+    """A relative bundle path is read from the spec file's folder, like counts.balance_to's
+    labels: a spec means the same from any working directory."""
+    ref = str(raw)
+    if ref.startswith("default:") or "://" in ref or Path(ref).is_absolute():
+        return ref
+    return str(base_dir / ref)
+
+
 def parse_spec(data: dict, where: str = "spec", base_dir: Path = Path(".")) -> JobSpec:
     unknown = sorted(set(data) - KEYS)
     if unknown:
@@ -359,8 +368,9 @@ def parse_spec(data: dict, where: str = "spec", base_dir: Path = Path(".")) -> J
         class_set = get_class_set(str(data["class_set"]))
     except KepKreatorError as exc:
         _fail(where, str(exc))
-    spec = JobSpec(class_set=class_set.name, generator=str(data["generator"]),
-                   validator=str(data["validator"]),
+    spec = JobSpec(class_set=class_set.name,
+                   generator=_bundle_ref(data["generator"], base_dir),
+                   validator=_bundle_ref(data["validator"], base_dir),
                    counts=_counts(where, data["counts"], class_set, base_dir))
     if "seed" in data:
         spec.seed = _int(where, "seed", data["seed"], 0, 2**63 - 1)

@@ -185,11 +185,15 @@ def test_d_aug_alone_generates_from_the_shipped_generator_and_no_subset_models(t
     small = _small_mnist(tmp_path / "mnist", mnist_dir)
     gen, val = make_tiny_bundles(tmp_path)
     study = tmp_path / "study"
+    # Paths relative to the working directory, as a user types them: the pipeline's spec file
+    # lands inside the study, and reads relative bundle paths from there.
     result = run_cli("downstream", "--class-set", "digits", "--data", f"mnist:train@{small}",
-                     "--eval-data", f"mnist:test@{small}", "--out", study, "--seeds", "0",
+                     "--eval-data", f"mnist:test@{small}", "--out", "study", "--seeds", "0",
                      "--per-class", 10, "--synthetic-per-class", 15, "--steps", 8,
-                     "--generator", gen, "--validator", val, "--min-confidence", 0,
-                     "--settings", "d_aug", "--update-card", "--card-key", "downstream_stacked")
+                     "--generator", gen.relative_to(tmp_path), "--validator",
+                     val.relative_to(tmp_path), "--min-confidence", 0,
+                     "--settings", "d_aug", "--update-card", "--card-key", "downstream_stacked",
+                     cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads((study / "downstream.json").read_text())
     row = report["settings"]["d_aug"]

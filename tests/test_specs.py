@@ -1,5 +1,6 @@
 """Spec parsing and work-unit planning: pure Python, no runner."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,6 +109,23 @@ def test_the_shipped_example_specs_parse():
     assert specs
     for path in specs:
         assert expand(load_specs(str(path))), path
+
+
+def test_relative_paths_are_read_from_the_spec_files_folder(tmp_path, monkeypatch):
+    """Bundles and balance_to labels alike: the spec means the same from any working directory
+    (bundles used to be looked up from the working directory, labels from the spec's folder)."""
+    job_dir = tmp_path / "jobs" / "mine"
+    job_dir.mkdir(parents=True)
+    (job_dir / "counts.json").write_text(json.dumps({"0": 1}))
+    (job_dir / "spec.yaml").write_text(json.dumps({
+        **BASE, "generator": "bundles/gen", "validator": "default:digits",
+        "counts": {"balance_to": {"labels": "counts.json", "target": 2}}}))
+    monkeypatch.chdir(tmp_path)
+    job = load_specs("jobs/mine/spec.yaml")
+    assert job.generator == str(Path("jobs/mine/bundles/gen")) and job.validator == "default:digits"
+    assert job.counts[0] == 1 and job.counts[5] == 2
+    job = load_specs(str(job_dir / "spec.yaml"))
+    assert job.generator == str(job_dir / "bundles" / "gen")
 
 
 def test_glob_of_specs_adds_counts_and_rejects_disagreement(tmp_path):
