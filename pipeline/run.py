@@ -30,6 +30,7 @@ import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
 from kepkreator.errors import KepKreatorError
+from kepkreator.paths import remote_scheme
 from pipeline import fileio, sinks
 from pipeline.datacard import dataset_card
 from pipeline.handlers import GeneratorHandler, ValidatorHandler
@@ -289,8 +290,12 @@ class Progress:
 
 def run(argv=None, show_progress=None) -> JobResult:
     known, pipeline_args = parse_args(argv)
-    job = load_specs(known.spec)
     out = known.out.rstrip("/")
+    scheme = remote_scheme(out)
+    if scheme not in (None, "gs"):  # Beam knows more schemes, but only gs:// is installed
+        raise KepKreatorError(f"--out {out}: {scheme}:// is not supported (a local directory, "
+                              "or gs://BUCKET/… on Google Cloud)")
+    job = load_specs(known.spec)
     bundles, generator_card = check_bundles(job)
     options, runner = pipeline_options(pipeline_args)
     if options.view_as(TestOptions).dry_run:  # build and hand to the runner; touch no output

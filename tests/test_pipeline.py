@@ -520,6 +520,15 @@ def test_module_entry_points_follow_the_cli_rules(tiny, tmp_path, module):
         "pipeline option)"], result.stderr
 
 
+@pytest.mark.parametrize("url", ["file:///tmp/kepkreator-out", "s3://bucket/out"])
+def test_an_output_url_other_than_gs_is_one_line(tiny, tmp_path, url):
+    """file:// was a Beam traceback, s3:// a 'Must provide one of client or options'."""
+    spec = tiny_spec(tmp_path / "spec.yaml", tiny)
+    result = run_cli("generate", "--spec", spec, "--out", url, cwd=tmp_path)
+    assert_one_line_error(result, f"--out {url}: {url.split(':')[0]}:// is not supported")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]
+
+
 def test_ctrl_c_aborts_in_one_line_and_leaves_no_dataset(tiny, tmp_path):
     """Beam wraps a Ctrl-C inside a step as RuntimeError("KeyboardInterrupt [while running
     ...]") and logs the step's traceback: to a user that looked like a crash."""
