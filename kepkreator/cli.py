@@ -16,11 +16,18 @@ from kepkreator.paths import not_local
 from kepkreator.quiet import quiet_tensorflow_import
 
 class LocalPath(click.Path):
-    """click.Path that refuses a URL (see kepkreator.paths)."""
+    """click.Path that refuses a URL (see kepkreator.paths) and, unless ``allow_empty``, an
+    empty string, which Path reads as the working directory."""
+
+    def __init__(self, *args, allow_empty: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.allow_empty = allow_empty
 
     def convert(self, value, param, ctx):
         if not_local(value):
             self.fail(not_local(value), param, ctx)
+        if not str(value).strip() and not self.allow_empty:
+            self.fail("an empty path", param, ctx)
         return super().convert(value, param, ctx)
 
 
@@ -99,7 +106,7 @@ _common_data = _data_options + [
                  help="Which --per-class subset: the same seed picks the same images."),
     click.option("--max-train-samples", type=click.IntRange(0), default=0,
                  help="Use only this many training samples (0 = all)."),
-    click.option("--workdir", type=LocalPath(file_okay=False), default="",
+    click.option("--workdir", type=LocalPath(file_okay=False, allow_empty=True), default="",
                  help="Checkpoints, TensorBoard logs, sample grids (default OUT.work). "
                       "Re-running resumes."),
 ]

@@ -290,7 +290,9 @@ class Progress:
 
 def run(argv=None, show_progress=None) -> JobResult:
     known, pipeline_args = parse_args(argv)
-    out = known.out.rstrip("/")
+    if not known.out.strip():
+        raise KepKreatorError("--out is empty")
+    out = known.out.rstrip("/") or "/"
     scheme = remote_scheme(out)
     if scheme not in (None, "gs"):  # Beam knows more schemes, but only gs:// is installed
         raise KepKreatorError(f"--out {out}: {scheme}:// is not supported (a local directory, "

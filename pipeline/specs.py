@@ -18,6 +18,7 @@ import yaml
 
 from kepkreator.classsets import ClassSet, get_class_set
 from kepkreator.errors import KepKreatorError
+from kepkreator.paths import not_local
 
 MAX_PER_CLASS = 10_000_000
 MAX_TOTAL = 100_000_000
@@ -429,6 +430,8 @@ def parse_spec(data: dict, where: str = "spec", base_dir: Path = Path(".")) -> J
 
 def load_specs(pattern: str) -> JobSpec:
     """One job from one spec file or a glob of them; their counts add up, the rest must agree."""
+    if not_local(pattern):
+        raise SpecError(f"--spec {not_local(pattern)}")
     paths = sorted(Path(p) for p in glob.glob(pattern)) if any(ch in pattern for ch in "*?[") \
         else [Path(pattern)]
     if not paths:

@@ -278,3 +278,18 @@ def test_a_url_where_a_local_path_is_needed_is_refused(tmp_path, args):
     url = next(a for a in args if "gs://" in a).split("@")[-1]
     assert_one_line_error(result, f"{url}: gs:// paths are not read or written here")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "validator", "--class-set", "digits", "--data", "mnist:train@/nowhere",
+      "--out", ""], "Invalid value for '--out': an empty path"),
+    (["render", "ab", "-o", ""], "Invalid value for '-o' / '--out': an empty path"),
+    (["generate", "--spec", ROOT / "jobs/demo/digits.yaml", "--out", ""], "--out is empty"),
+    (["generate", "--spec", "gs://bucket/spec.yaml", "--out", "o"],
+     "--spec gs://bucket/spec.yaml: gs:// paths are not read or written here"),
+])
+def test_an_empty_output_path_or_a_remote_spec_is_refused(tmp_path, args, message):
+    """Path("") is the working directory: train validator --out "" wrote its bundle there."""
+    result = run_cli(*args, cwd=tmp_path)
+    assert_one_line_error(result, message)
+    assert list(tmp_path.iterdir()) == []
