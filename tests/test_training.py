@@ -329,3 +329,14 @@ def test_a_workdir_resumes_only_under_its_own_settings(mnist_dir, tmp_path):
     hp.workdir = str(tmp_path / "v.work")
     card = load_bundle(train_validator(hp)).card
     assert card["training"]["hparams"]["epochs"] == 2
+
+
+@pytest.mark.parametrize("kind", ["validator", "gan"])
+def test_training_refuses_an_out_folder_of_other_files(tmp_path, kind):
+    """--out . wrote card.json and model.keras among whatever the working directory held."""
+    from tests.conftest import assert_one_line_error, run_cli
+    (tmp_path / "notes.txt").write_text("mine")
+    result = run_cli("train", kind, "--class-set", "digits", "--data", "mnist:train@/nowhere",
+                     "--out", ".", cwd=tmp_path)
+    assert_one_line_error(result, "--out . holds files but no model bundle (no card.json)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

@@ -109,6 +109,19 @@ RESUMABLE_CHANGES = {"epochs", "out", "workdir", "validator", "eval_per_class", 
                      "command", "jit_compile"}
 
 
+def check_bundle_out(out) -> None:
+    """Training writes its bundle into --out and replaces an earlier bundle there; a folder of
+    other files (the working directory, a dataset) is refused before any training."""
+    from kepkreator.errors import KepKreatorError
+    from kepkreator.models.bundle import CARD_NAME
+    out = Path(out)
+    names = {p.name for p in out.iterdir()} if out.is_dir() else set()
+    # A model file without its card is a save that was cut short: the re-run replaces it.
+    if names - {CARD_NAME, "model.keras"} and CARD_NAME not in names:
+        raise KepKreatorError(f"--out {out} holds files but no model bundle (no {CARD_NAME}); "
+                              "give a new or empty folder, or an earlier bundle to replace")
+
+
 def check_resume(hp, workdir: Path, free=RESUMABLE_CHANGES, what: str = "run") -> None:
     """A workdir restores weights and optimizer state, so resuming it under other settings
     either fails to load (another width) or trains on with the old ones while the card records

@@ -15,9 +15,10 @@ import numpy as np
 
 from kepkreator.classsets import get_class_set
 from kepkreator.training.modes import PCA_DIMS, split_into_modes
-from kepkreator.training.common import (check_resume, command_line, environment, keras_verbosity,
-                                        save_grid, stop_on_divergence, to_model_input,
-                                        training_data, with_classic_augmentation, write_json)
+from kepkreator.training.common import (check_bundle_out, check_resume, command_line,
+                                        environment, keras_verbosity, save_grid,
+                                        stop_on_divergence, to_model_input, training_data,
+                                        with_classic_augmentation, write_json)
 
 
 @dataclass
@@ -342,6 +343,7 @@ def train_gan(hp: GANHParams, callbacks=()) -> Path:
     keras.utils.set_random_seed(hp.seed)
     class_set = get_class_set(hp.class_set)
     check_presets(generator=hp.generator_preset, discriminator=hp.discriminator_preset)
+    check_bundle_out(hp.out)
     if hp.validator:  # one that cannot score this class set fails now, not after the training
         load_validator_for(hp.validator, class_set)
     train, evaluation, data_info = training_data(hp)

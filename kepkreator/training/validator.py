@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from kepkreator.classsets import get_class_set
-from kepkreator.training.common import (check_resume, command_line, environment, keras_verbosity,
-                                        stop_on_divergence, to_model_input, training_data,
+from kepkreator.training.common import (check_bundle_out, check_resume, command_line,
+                                        environment, keras_verbosity, stop_on_divergence,
+                                        to_model_input, training_data,
                                         with_classic_augmentation, write_json)
 
 
@@ -46,6 +47,7 @@ def train_validator(hp: ValidatorHParams) -> Path:
     keras.utils.set_random_seed(hp.seed)
     class_set = get_class_set(hp.class_set)
     check_presets(validator=hp.preset)
+    check_bundle_out(hp.out)
     train, evaluation, data_info = training_data(hp)
     workdir = Path(hp.workdir or f"{hp.out}.work")
     workdir.mkdir(parents=True, exist_ok=True)
