@@ -179,7 +179,7 @@ def train_validator_cmd(class_set, data, eval_data, holdout, out, epochs, batch_
                    "them, so no way of writing a class is dropped (3 for letters: capital and "
                    "small forms).")
 @click.option("--validator", default="", help="Validator bundle to measure the result with.")
-@click.option("--eval-per-class", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--eval-per-class", type=click.IntRange(1, 100_000), default=1000, show_default=True)
 def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, seed,
                   per_class, subset_seed, max_train_samples, workdir, generator_preset,
                   discriminator_preset, latent_dim, embed_dim, channels, g_lr, d_lr, aux_weight,
@@ -211,8 +211,10 @@ def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, 
               help="Bundle dir or default:NAME; without it, the validator alone is measured on "
                    "--real (accuracy per class, most confused pairs).")
 @click.option("--validator", "validator_ref", required=True, help="Bundle dir or default:NAME.")
-@click.option("-n", "--samples", type=click.IntRange(1), default=10000, show_default=True,
-              help="Total generated samples, spread evenly over the classes.")
+@click.option("-n", "--samples", type=click.IntRange(1, 1_000_000), default=10000,
+              show_default=True,
+              help="Total generated samples, spread evenly over the classes, held in memory "
+                   "(for more, generate writes the same scores to metrics.json).")
 @click.option("--real", "real_sources", multiple=True,
               help="Real data source(s) to compare with (BCIS of real data, Frechet distance).")
 @click.option("--real-holdout", type=FiniteRange(0, 0.9, min_open=True), default=None,
@@ -425,7 +427,8 @@ _study_options = [
 @_with(_study_options)
 @click.option("--per-class", type=click.IntRange(1), default=200, show_default=True,
               help="Real samples per class in the low-data settings (c, c_aug, d, d_aug, e).")
-@click.option("--synthetic-per-class", type=click.IntRange(1), default=2000, show_default=True,
+@click.option("--synthetic-per-class", type=click.IntRange(1, 100_000), default=2000,
+              show_default=True,
               help="Synthetic samples per class added to the subset in d, d_aug and e.")
 @click.option("--latent-scale", type=FiniteRange(0, 10, min_open=True), default=None,
               help="z ~ N(0, s^2) for every generated set (default: each generator at its own "
@@ -555,7 +558,7 @@ def tune_sampling(class_set, data, eval_data, holdout, out, seeds, generator, va
               help="Train each trial on this many samples (0 = all).")
 @click.option("--per-class", type=click.IntRange(0), default=0,
               help="Train on only this many real samples of each class (0 = all).")
-@click.option("--eval-per-class", type=click.IntRange(1), default=200, show_default=True,
+@click.option("--eval-per-class", type=click.IntRange(1, 100_000), default=200, show_default=True,
               help="Generated samples per class that score a trial.")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--search-space", type=click.Choice(["default", "tiny"]), default="default",

@@ -293,3 +293,15 @@ def test_an_empty_output_path_or_a_remote_spec_is_refused(tmp_path, args, messag
     result = run_cli(*args, cwd=tmp_path)
     assert_one_line_error(result, message)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [
+    ["evaluate", "--validator", "default:digits", "-n", "1000001"],
+    ["train", "gan", "--class-set", "digits", "--data", "mnist:train@/nowhere", "--out", "g",
+     "--eval-per-class", "100001"],
+])
+def test_in_memory_sample_counts_are_bounded(tmp_path, args):
+    """Held in memory at once: -n 100000000 would need 78 GB of images alone."""
+    result = run_cli(*args, cwd=tmp_path)
+    assert_one_line_error(result, "is not in the range 1<=x<=")
+    assert list(tmp_path.iterdir()) == []

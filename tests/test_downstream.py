@@ -319,6 +319,8 @@ def test_studies_recorded_before_newer_options_still_resume(tmp_path):
     (("--settings", "e", "--subset-presets", "default,nope,default"),
      "unknown generator preset 'nope'"),
     (("--settings", "a,,b"), "unknown setting(s) '' (known: a, b,"),
+    # Read back into memory: an unbounded count would end in an out-of-memory kill.
+    (("--synthetic-per-class", "100001"), "100001 is not in the range 1<=x<=100000"),
 ])
 def test_a_bad_study_option_is_refused_before_data_and_out(tmp_path, option, message):
     """An unknown subset preset surfaced only when the subset models were trained, after the
