@@ -78,3 +78,33 @@ def test_documented_commands_use_existing_options(document):
     lines = command_lines(document.read_text(), shell=document.suffix == ".sh")
     problems = [problem for line in lines for problem in unknown_options(line)]
     assert not problems, problems
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    """GitHub's anchors: lower case, punctuation dropped, spaces to hyphens."""
+    return {re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+            for title in re.findall(r"^#+ (.*)$", markdown, re.M)}
+
+
+@pytest.mark.parametrize("document", [d for d in DOCUMENTS if d.suffix == ".md"],
+                         ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_relative_links_lead_somewhere(document):
+    """The README points into docs/ for the full records; a moved section must not strand a
+    link."""
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", document.read_text()):
+        if "://" in target:
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (document.parent / path).resolve() if path else document
+        if not linked.is_file():
+            broken.append(target)
+        elif anchor and anchor not in heading_anchors(linked.read_text()):
+            broken.append(target)
+    assert not broken, broken
+
+
+def test_anchors_follow_github():
+    assert heading_anchors("## Why (e) is missed\n### Do GAN data and classic augmentation "
+                           "add up?\n") == {"why-e-is-missed",
+                                             "do-gan-data-and-classic-augmentation-add-up"}
