@@ -26,7 +26,7 @@ class LocalPath(click.Path):
     def convert(self, value, param, ctx):
         if not_local(value):
             self.fail(not_local(value), param, ctx)
-        if not str(value).strip() and not self.allow_empty:
+        if not str(value).strip() and not (self.allow_empty and value == ""):
             self.fail("an empty path", param, ctx)
         return super().convert(value, param, ctx)
 

@@ -284,6 +284,8 @@ def test_a_url_where_a_local_path_is_needed_is_refused(tmp_path, args):
     (["train", "validator", "--class-set", "digits", "--data", "mnist:train@/nowhere",
       "--out", ""], "Invalid value for '--out': an empty path"),
     (["render", "ab", "-o", ""], "Invalid value for '-o' / '--out': an empty path"),
+    (["train", "gan", "--class-set", "digits", "--data", "mnist:train@/nowhere", "--out", "g",
+      "--workdir", " "], "Invalid value for '--workdir': an empty path"),
     (["generate", "--spec", ROOT / "jobs/demo/digits.yaml", "--out", ""], "--out is empty"),
     (["generate", "--spec", "gs://bucket/spec.yaml", "--out", "o"],
      "--spec gs://bucket/spec.yaml: gs:// paths are not read or written here"),
