@@ -11,6 +11,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from kepkreator.errors import KepKreatorError
+from kepkreator.paths import remote_scheme
 
 
 def join(base: str, *parts: str) -> str:
@@ -18,14 +19,14 @@ def join(base: str, *parts: str) -> str:
 
 
 def is_local(path: str) -> bool:
-    return "://" not in str(path)
+    return remote_scheme(path) is None
 
 
 def check_credentials(path: str) -> None:
     """Writing to gs:// needs credentials. Without them Beam retries for half a minute, logs
     tracebacks, connects anonymously and fails minutes later with a network or 401 error; the
     lookup it would make takes a fraction of a second here."""
-    if not str(path).startswith("gs://"):
+    if remote_scheme(path) != "gs":
         return
     import google.auth
     from google.auth.exceptions import DefaultCredentialsError
