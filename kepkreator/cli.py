@@ -384,6 +384,9 @@ def _seed_list(ctx, param, value):
     if not seeds or not all(0 <= seed < 2**32 for seed in seeds):
         raise click.BadParameter(f"{value!r} is not a comma-separated list of seeds (integers "
                                  f"in [0, 2**32))", ctx, param) from None
+    if len(set(seeds)) < len(seeds):  # a seed fixes a run bit for bit: a repeat is a copy
+        raise click.BadParameter(f"{value!r} lists a seed twice; a repeated seed repeats the "
+                                 "same run, and its spread would read as zero", ctx, param)
     return seeds
 
 

@@ -491,6 +491,9 @@ def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generat
         raise DataError(f"latent scales must be numbers in (0, 10], got {list(scales)}")
     if not all(0 <= t < 1 for t in thresholds):
         raise DataError(f"thresholds must be numbers in [0, 1), got {list(thresholds)}")
+    for name, values in (("latent scale", scales), ("threshold", thresholds)):
+        if len(set(values)) < len(values):  # the same run twice: a duplicate row, hours wasted
+            raise DataError(f"a {name} is listed twice: {list(values)}")
     class_set = get_class_set(cfg.class_set)
     out = Path(cfg.out)
     protocol = _check_same_study(cfg, out)

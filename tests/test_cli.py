@@ -42,7 +42,10 @@ def test_scan_grid_is_checked_before_any_data_is_read(tmp_path):
     for option, value, message in (("--scales", "nan", "latent scales must be numbers in (0, 10]"),
                                     ("--scales", "1,20", "latent scales must be numbers in (0, 10]"),
                                     ("--thresholds", "0.5,1.5", "thresholds must be numbers in [0, 1)"),
-                                    ("--thresholds", "nan", "thresholds must be numbers in [0, 1)")):
+                                    ("--thresholds", "nan", "thresholds must be numbers in [0, 1)"),
+                                    ("--scales", "1,2,1.0", "a latent scale is listed twice"),
+                                    ("--thresholds", "0.5,0.5", "a threshold is listed twice"),
+                                    ("--seeds", "0,1,0", "'0,1,0' lists a seed twice")):
         result = run_cli("tune-sampling", "--class-set", "digits", "--data",
                          f"mnist:train@{tmp_path / 'nowhere'}", "--holdout", "0.1",
                          "--out", tmp_path / "s", option, value)
