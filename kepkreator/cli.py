@@ -15,6 +15,7 @@ import click
 from kepkreator.paths import not_local
 from kepkreator.quiet import quiet_tensorflow_import
 
+
 class LocalPath(click.Path):
     """click.Path that refuses a URL (see kepkreator.paths) and, unless ``allow_empty``, an
     empty string, which Path reads as the working directory."""

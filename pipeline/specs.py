@@ -18,7 +18,7 @@ import yaml
 
 from kepkreator.classsets import ClassSet, get_class_set
 from kepkreator.errors import KepKreatorError
-from kepkreator.paths import not_local
+from kepkreator.paths import not_local, remote_scheme
 
 MAX_PER_CLASS = 10_000_000
 MAX_TOTAL = 100_000_000
@@ -272,9 +272,8 @@ def _counts(where: str, raw, class_set: ClassSet, base_dir: Path) -> dict[int, i
         if not isinstance(bal, dict) or set(bal) != {"labels", "target"}:
             _fail(where, "counts.balance_to needs exactly the keys labels and target")
         target = _int(where, "counts.balance_to.target", bal["target"], 1, MAX_PER_CLASS)
-        labels = Path(str(bal["labels"]))
-        labels = labels if labels.is_absolute() else base_dir / labels
-        hist = read_label_histogram(str(labels), class_set, where)
+        labels = _from_spec_dir(bal["labels"], base_dir)
+        hist = read_label_histogram(labels, class_set, where)
         return {c: int(target - h) for c, h in enumerate(hist) if h < target}
     counts = {}
     for char, n in raw.items():
@@ -349,11 +348,11 @@ def _splits(where: str, value) -> tuple[tuple[str, float], ...]:
     return tuple(splits)
 
 
-def _bundle_ref(raw, base_dir: Path) -> str:
-    """A relative bundle path is read from the spec file's folder, like counts.balance_to's
-    labels: a spec means the same from any working directory."""
+def _from_spec_dir(raw, base_dir: Path) -> str:
+    """A relative path in a spec (a bundle, balance_to's labels) is read from the spec file's
+    folder, so a spec means the same from any working directory."""
     ref = str(raw)
-    if ref.startswith("default:") or "://" in ref or Path(ref).is_absolute():
+    if ref.startswith("default:") or remote_scheme(ref) or Path(ref).is_absolute():
         return ref
     return str(base_dir / ref)
 
@@ -370,8 +369,8 @@ def parse_spec(data: dict, where: str = "spec", base_dir: Path = Path(".")) -> J
     except KepKreatorError as exc:
         _fail(where, str(exc))
     spec = JobSpec(class_set=class_set.name,
-                   generator=_bundle_ref(data["generator"], base_dir),
-                   validator=_bundle_ref(data["validator"], base_dir),
+                   generator=_from_spec_dir(data["generator"], base_dir),
+                   validator=_from_spec_dir(data["validator"], base_dir),
                    counts=_counts(where, data["counts"], class_set, base_dir))
     if "seed" in data:
         spec.seed = _int(where, "seed", data["seed"], 0, 2**63 - 1)

@@ -22,6 +22,7 @@ from kepkreator.errors import BundleError, KepKreatorError
 from kepkreator.paths import not_local
 
 CARD_NAME = "card.json"
+MODEL_FILE = "model.keras"  # what write_bundle saves; imported bundles may name another
 CARD_FORMAT = "kepkreator-bundle/1"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 RANGES = ("tanh", "sigmoid", "uint8")  # [-1, 1], [0, 1], [0, 255]
@@ -373,7 +374,7 @@ def write_bundle(path: str | Path, model, card: dict) -> Path:
     # Over an older bundle, its card goes first: a run stopped mid-save then leaves no bundle,
     # never the old card beside a half-written model.
     (path / CARD_NAME).unlink(missing_ok=True)
-    card = {"format": CARD_FORMAT, "model_file": "model.keras", **card}
+    card = {"format": CARD_FORMAT, "model_file": MODEL_FILE, **card}
     model.save(path / card["model_file"])
     card["model_sha256"] = sha256_file(path / card["model_file"])
     (path / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")

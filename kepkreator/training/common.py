@@ -113,11 +113,11 @@ def check_bundle_out(out) -> None:
     """Training writes its bundle into --out and replaces an earlier bundle there; a folder of
     other files (the working directory, a dataset) is refused before any training."""
     from kepkreator.errors import KepKreatorError
-    from kepkreator.models.bundle import CARD_NAME
+    from kepkreator.models.bundle import CARD_NAME, MODEL_FILE
     out = Path(out)
     names = {p.name for p in out.iterdir()} if out.is_dir() else set()
     # A model file without its card is a save that was cut short: the re-run replaces it.
-    if names - {CARD_NAME, "model.keras"} and CARD_NAME not in names:
+    if names - {CARD_NAME, MODEL_FILE} and CARD_NAME not in names:
         raise KepKreatorError(f"--out {out} holds files but no model bundle (no {CARD_NAME}); "
                               "give a new or empty folder, or an earlier bundle to replace")
 
