@@ -223,6 +223,9 @@ def per_class_markdown(summary: dict) -> str:
 # The whole study, from real data to the table. Generation is injected (``generate``) because it
 # runs the Beam pipeline, which lives outside this package: the CLI passes pipeline.run in.
 
+# Every synthetic set is read back and trained on in memory (float32: 3.1 KB an image).
+MAX_SYNTHETIC = 1_000_000
+
 GenerateFn = Callable[[dict, Path], Path]  # (spec dict, output dir) -> dataset dir
 
 
@@ -376,6 +379,11 @@ def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
         check_presets(cfg.subset_validator_preset, cfg.subset_generator_preset,
                       cfg.subset_discriminator_preset)
     class_set = get_class_set(cfg.class_set)
+    total = cfg.synthetic_per_class * class_set.num_classes
+    if total > MAX_SYNTHETIC and set(cfg.settings) & {"d", "d_aug", "e", "e_aug"}:
+        raise DataError(f"--synthetic-per-class {cfg.synthetic_per_class} x "
+                        f"{class_set.num_classes} classes is {total:,} images, more than the "
+                        f"{MAX_SYNTHETIC:,} a study holds in memory")
     out = Path(cfg.out)
     shipped_scale = cfg.latent_scale or _card_latent_scale(cfg.generator, class_set.name)
     protocol = _check_same_study(cfg, out, {"b_d_latent_scale": shipped_scale})

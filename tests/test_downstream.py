@@ -321,6 +321,9 @@ def test_studies_recorded_before_newer_options_still_resume(tmp_path):
     (("--settings", "a,,b"), "unknown setting(s) '' (known: a, b,"),
     # Read back into memory: an unbounded count would end in an out-of-memory kill.
     (("--synthetic-per-class", "100001"), "100001 is not in the range 1<=x<=100000"),
+    # The cap per class is not enough with 62 classes: 6.2M images, 19 GB as float32.
+    (("--class-set", "byclass", "--synthetic-per-class", "20000"),
+     "--synthetic-per-class 20000 x 62 classes is 1,240,000 images, more than the 1,000,000"),
 ])
 def test_a_bad_study_option_is_refused_before_data_and_out(tmp_path, option, message):
     """An unknown subset preset surfaced only when the subset models were trained, after the
