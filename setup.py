@@ -1,12 +1,16 @@
 """Installable with ``pip install -e .``; Dataflow ships it to workers with ``--setup_file``."""
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 setup(
     name="kepkreator",
     version="0.1.0",
     description="Synthetic, labelled EMNIST-style handwriting from conditional GANs, at dataset scale",
     python_requires=">=3.10",
-    packages=find_packages(include=["kepkreator", "kepkreator.*", "pipeline", "pipeline.*"]),
+    # Namespace discovery lists the asset folders (data only) too: with find_packages, newer
+    # setuptools warns that they "would be ignored", though package_data ships their files.
+    packages=find_namespace_packages(
+        include=["kepkreator", "kepkreator.*", "pipeline", "pipeline.*"],
+        exclude=["*.__pycache__"]),
     package_data={"kepkreator": ["assets/*/*/*.json", "assets/*/*/*.keras"]},
     include_package_data=True,
     install_requires=[

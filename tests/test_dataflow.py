@@ -1,4 +1,12 @@
-"""The Dataflow GPU job, built offline with --dry_run=True (nothing is staged or submitted)."""
+"""The Dataflow GPU job, built offline with --dry_run=True (nothing is staged or submitted),
+and the package its workers install."""
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
 from jobs.dataflow.gpu_job import ACCELERATOR, run
 from tests.pipeline_fixtures import make_tiny_bundles, write_spec
 
@@ -30,3 +38,33 @@ def test_accelerator_hint_sits_on_generate_and_score_only(tmp_path):
     from apache_beam.options.pipeline_options import GoogleCloudOptions
     service = result.pipeline.options.view_as(GoogleCloudOptions).dataflow_service_options
     assert f"worker_accelerator={ACCELERATOR}" in service
+
+
+def test_the_package_staged_for_workers_holds_every_module_and_shipped_model(tmp_path):
+    """Workers install what Beam's stager builds from setup.py (--setup_file): a module or a
+    shipped model missing from it would fail only on Dataflow, after the job was submitted."""
+    from apache_beam.runners.portability.stager import Stager
+    root = Path(__file__).resolve().parents[1]
+    source = tmp_path / "source"  # a build writes build/ and *.egg-info beside setup.py
+    source.mkdir()
+    shutil.copy(root / "setup.py", source)
+    for package in ("kepkreator", "pipeline"):
+        shutil.copytree(root / package, source / package,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    wanted = {path.relative_to(source).as_posix()
+              for package in ("kepkreator", "pipeline") for path in (source / package).rglob("*")
+              if path.suffix in (".py", ".keras", ".json")}
+    assert {"kepkreator/assets/digits/generator/model.keras", "pipeline/run.py"} <= wanted
+
+    sdist = Stager._build_setup_package(str(source / "setup.py"), str(tmp_path / "sdist"))
+    with tarfile.open(sdist) as archive:
+        in_sdist = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    assert not wanted - in_sdist, sorted(wanted - in_sdist)
+
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                            "--no-build-isolation", "-q", "-w", str(tmp_path / "wheel"), sdist],
+                           capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "wheel").glob("kepkreator-*.whl")
+    in_wheel = set(zipfile.ZipFile(wheel).namelist())
+    assert not wanted - in_wheel, sorted(wanted - in_wheel)
