@@ -89,6 +89,29 @@ def test_malformed_files(tmp_path):
         load_specs(str(tmp_path / "none-*.yaml"))
 
 
+def test_a_key_given_twice_is_refused(tmp_path):
+    """YAML and JSON both keep the last of a repeated key without a word: a spec with `counts`
+    twice quietly ran the second one."""
+    head = "class_set: digits\ngenerator: default:digits\nvalidator: default:digits\n"
+    (tmp_path / "a.yaml").write_text(head + "counts: {per_class: 5}\ncounts: {per_class: 7}\n")
+    with pytest.raises(SpecError, match=r"a.yaml: key 'counts' is given twice \(line 5\)$"):
+        load_specs(str(tmp_path / "a.yaml"))
+    (tmp_path / "b.yaml").write_text(head + "counts: {'1': 5, '1': 9}\n")
+    with pytest.raises(SpecError, match=r"key '1' is given twice \(line 4\)"):
+        load_specs(str(tmp_path / "b.yaml"))
+    (tmp_path / "c.json").write_text('{"class_set": "digits", "counts": {"1": 5, "1": 9}}')
+    with pytest.raises(SpecError, match="c.json: key '1' is given twice$"):
+        load_specs(str(tmp_path / "c.json"))
+    (tmp_path / "counts.json").write_text('{"0": 5, "0": 1}')
+    with pytest.raises(SpecError, match="unreadable: key '0' is given twice"):
+        spec(counts={"balance_to": {"labels": str(tmp_path / "counts.json"), "target": 4}})
+    # A YAML merge ('<<') may be overridden on purpose; that is not a repeated key.
+    (tmp_path / "d.yaml").write_text(head + "base: &base {per_class: 5}\n"
+                                            "counts: {<<: *base, per_class: 3}\n")
+    with pytest.raises(SpecError, match="unknown key 'base'"):  # got past the YAML reader
+        load_specs(str(tmp_path / "d.yaml"))
+
+
 def test_balance_to_from_idx_json_and_unreadable(tmp_path):
     write_idx(tmp_path / "labels.gz", np.array([1, 1, 1, 2, 26], np.uint8))  # EMNIST letters ids
     job = spec(class_set="letters", counts={"balance_to": {"labels": str(tmp_path / "labels.gz"),
