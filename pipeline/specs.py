@@ -18,6 +18,7 @@ import yaml
 
 from kepkreator.classsets import ClassSet, get_class_set
 from kepkreator.errors import KepKreatorError
+from kepkreator.handwritten import RepeatedKeyError, parse_json, parse_yaml
 from kepkreator.paths import not_local, remote_scheme
 
 MAX_PER_CLASS = 10_000_000
@@ -200,41 +201,6 @@ def _int(where, key, value, low=None, high=None) -> int:
     return value
 
 
-class _RepeatedKey(Exception):
-    pass
-
-
-class _SpecLoader(yaml.SafeLoader):
-    """YAML keeps the last of a repeated key without a word; in a spec that is a typo or an
-    edit left half-done (`counts` twice), so it is refused instead."""
-
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            seen = set()
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":  # '<<' overrides are deliberate
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                if key in seen:
-                    raise _RepeatedKey(f"key {key!r} is given twice (line "
-                                       f"{key_node.start_mark.line + 1})")
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _unique_json_object(pairs):
-    keys = [key for key, _ in pairs]
-    repeated = next((key for i, key in enumerate(keys) if key in keys[:i]), None)
-    if repeated is not None:
-        raise _RepeatedKey(f"key {repeated!r} is given twice")
-    return dict(pairs)
-
-
-def parse_json(text: str):
-    """``json.loads`` that refuses an object with a repeated key (JSON keeps the last one)."""
-    return json.loads(text, object_pairs_hook=_unique_json_object)
-
-
 def read_spec_file(path: Path) -> dict:
     try:
         text = path.read_text()
@@ -243,8 +209,8 @@ def read_spec_file(path: Path) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read spec {path}: {exc}") from None
     try:
-        data = parse_json(text) if path.suffix == ".json" else yaml.load(text, _SpecLoader)
-    except _RepeatedKey as exc:
+        data = parse_json(text) if path.suffix == ".json" else parse_yaml(text)
+    except RepeatedKeyError as exc:
         raise SpecError(f"{path}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise SpecError(f"{path}: malformed JSON: {exc}") from None
@@ -289,7 +255,7 @@ def read_label_histogram(path: str, class_set: ClassSet, where: str) -> np.ndarr
         raise
     except KepKreatorError as exc:
         _fail(where, f"balance_to labels {path}: {exc}")
-    except (OSError, ValueError, _RepeatedKey) as exc:
+    except (OSError, ValueError) as exc:
         _fail(where, f"balance_to labels {path} unreadable: {exc}")
 
 

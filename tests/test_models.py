@@ -187,6 +187,13 @@ def test_import_model_rejects_a_mismatched_card(peers_dir, tmp_path):
     with pytest.raises(BundleError, match="list.json: a card must be a JSON object, got list"):
         import_model(peers_dir / "KepKreator/num-model/generator.h5", tmp_path / "list.json",
                      tmp_path / "bundle")
+    # A signature written twice, the second left half-edited, is not silently the second.
+    text = json.dumps(card)
+    (tmp_path / "twice.json").write_text(text[:-1] + ', "signature": {}}')
+    with pytest.raises(BundleError, match="malformed card .*twice.json: key 'signature' is given "
+                                          "twice"):
+        import_model(peers_dir / "KepKreator/num-model/generator.h5", tmp_path / "twice.json",
+                     tmp_path / "bundle")
     del card["kind"]
     (tmp_path / "card.json").write_text(json.dumps(card))
     with pytest.raises(BundleError, match=re.escape(f"{tmp_path / 'card.json'} lacks the key 'kind'")):
@@ -201,7 +208,8 @@ def test_import_model_rejects_a_mismatched_card(peers_dir, tmp_path):
     with pytest.raises(BundleError, match="already exists and is not an empty directory"):
         import_model(peers_dir / "KepKreator/num-model/generator.h5", tmp_path / "card.json", mine)
     assert (mine / "notes.txt").read_text() == "keep me"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["card.json", "list.json", "mine"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["card.json", "list.json", "mine",
+                                                          "twice.json"]
 
 
 @pytest.mark.parametrize("name, content, message", [

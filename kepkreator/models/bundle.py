@@ -19,6 +19,7 @@ import numpy as np
 
 from kepkreator.classsets import ClassSet, get_class_set
 from kepkreator.errors import BundleError, KepKreatorError
+from kepkreator.handwritten import parse_json
 from kepkreator.paths import not_local
 
 CARD_NAME = "card.json"
@@ -393,10 +394,10 @@ def import_model(model_file: str | Path, card_file: str | Path, out: str | Path)
     if not model_file.is_file():
         raise BundleError(f"model file not found: {model_file}")
     try:
-        card = json.loads(Path(card_file).read_text())
+        card = parse_json(Path(card_file).read_text())
     except FileNotFoundError:
         raise BundleError(f"card not found: {card_file}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError, JSONDecodeError, a repeated key
         raise BundleError(f"malformed card {card_file}: {exc}") from None
     check_card(card, card_file, keys=("kind", "class_set", "signature"))
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
