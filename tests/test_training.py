@@ -1,5 +1,6 @@
 """Tiny real training runs: the same train_* functions the CLI calls, a few steps each."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,13 +49,45 @@ def test_gan_trains_resumes_and_measures(mnist_dir, tiny_validator, tmp_path, re
     assert grid.height > 10 * 28  # one row per class
     assert list((tmp_path / "gan.work" / "tensorboard").rglob("events.out.*"))
 
+    # Keras's default optimizer trained nothing, yet its learning rate was logged as the GAN's.
+    assert "epoch_learning_rate" not in _scalar_tags(tmp_path / "gan.work" / "tensorboard")
+
     hp.epochs = 2  # same workdir: resumes after epoch 1 and runs only the second
     card = json.loads((train_gan(hp) / "card.json").read_text())
     assert card["training"]["epochs_this_run"] == 1 and card["training"]["epochs"] == 2
+    assert not [w for w in recwarn if "Skipping variable loading" in str(w.message)]
     assert (tmp_path / "gan.work" / "samples" / "epoch_002.png").exists()
     gen = load_bundle(path)
     images = gen.generate(gen.sample_latent(np.random.default_rng(0), 3), np.array([0, 1, 2]))
     assert images.shape == (3, 28, 28)
+
+
+def _scalar_tags(logdir) -> set:
+    import tensorflow as tf
+    return {value.tag for events in Path(logdir).rglob("events.out.*")
+            for event in tf.compat.v1.train.summary_iterator(str(events))
+            for value in event.summary.value}
+
+
+def test_a_run_says_what_it_trains_and_whether_it_resumes(tmp_path, capsys):
+    """In a log Keras prints nothing until the first epoch ends, which takes minutes."""
+    from kepkreator.training.common import announce_start
+    hp = ValidatorHParams(class_set="digits", data=["mnist:train@x"], out="v", epochs=3,
+                          verbose=2)
+    announce_start(hp, tmp_path, 60000)
+    assert capsys.readouterr().err == (f"training 3 epochs on 60,000 images; checkpoints and "
+                                       f"TensorBoard logs in {tmp_path} (the same command "
+                                       f"resumes)\n")
+    (tmp_path / "backup").mkdir()
+    (tmp_path / "backup" / "training_metadata.json").write_text('{"epoch": 2, "batch": 0}')
+    announce_start(hp, tmp_path, 60000)
+    assert capsys.readouterr().err.startswith("resuming after epoch 2 of 3 on 60,000 images")
+    hp.epochs = 2
+    announce_start(hp, tmp_path, 60000)
+    assert capsys.readouterr().err.startswith("all 2 epochs are already trained")
+    hp.verbose = 0  # tests and library callers that asked for silence get it
+    announce_start(hp, tmp_path, 60000)
+    assert capsys.readouterr().err == ""
 
 
 def test_training_is_deterministic(mnist_dir, tmp_path, recwarn):

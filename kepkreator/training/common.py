@@ -102,6 +102,27 @@ def keras_verbosity(verbose) -> int:
     return int(verbose)
 
 
+def announce_start(hp, workdir: Path, images: int) -> None:
+    """In a log, Keras prints nothing until the first epoch ends (minutes on a CPU): say what
+    trains, where the checkpoints go, and whether this run picks up an earlier one."""
+    if keras_verbosity(hp.verbose) == 0:
+        return
+    metadata = workdir / "backup" / "training_metadata.json"  # BackupAndRestore's own record
+    try:
+        done = int(json.loads(metadata.read_text())["epoch"]) if metadata.is_file() else 0
+    except (OSError, ValueError, KeyError, TypeError):
+        done = 0  # unreadable: Keras decides for itself, and says so if it cannot restore
+    where = f"checkpoints and TensorBoard logs in {workdir}"
+    if done >= hp.epochs:
+        line = f"all {hp.epochs} epochs are already trained ({where}); writing the bundle"
+    elif done:
+        line = (f"resuming after epoch {done} of {hp.epochs} on {images:,} images; {where}")
+    else:
+        line = (f"training {hp.epochs} epoch{'s' * (hp.epochs > 1)} on {images:,} images; "
+                f"{where} (the same command resumes)")
+    print(line, file=sys.stderr, flush=True)
+
+
 # What a resumed run may change: how long it trains, where the bundle goes, how it is measured
 # and logged. Everything else is in the checkpoint (architecture, optimizer state with its
 # learning rate, data order) or decides what the checkpoint means.

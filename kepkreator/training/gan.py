@@ -15,8 +15,8 @@ import numpy as np
 
 from kepkreator.classsets import get_class_set
 from kepkreator.training.modes import PCA_DIMS, split_into_modes
-from kepkreator.training.common import (check_bundle_out, check_resume, command_line,
-                                        environment, keras_verbosity, save_grid,
+from kepkreator.training.common import (announce_start, check_bundle_out, check_resume,
+                                        command_line, environment, keras_verbosity, save_grid,
                                         stop_on_divergence, to_model_input, training_data,
                                         with_classic_augmentation, write_json)
 
@@ -122,7 +122,9 @@ def _make_gan_class():
                              ("d_loss", "g_loss", "d_real_acc", "g_label_acc")}
 
         def compile(self, g_optimizer, d_optimizer, **kwargs):
-            super().compile(**kwargs)
+            # No optimizer of Keras's own: its default (RMSprop) trained nothing, yet TensorBoard
+            # logged its learning rate as the GAN's, and a resume warned about its state.
+            super().compile(optimizer=None, **kwargs)
             self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
             # Built now so that BackupAndRestore can restore their state on resume.
             g_optimizer.build(self.generator.trainable_variables)
@@ -356,6 +358,7 @@ def train_gan(hp: GANHParams, callbacks=()) -> Path:
     workdir = Path(hp.workdir or f"{hp.out}.work")
     workdir.mkdir(parents=True, exist_ok=True)
     check_resume(hp, workdir)
+    announce_start(hp, workdir, len(train))
     started = time.time()
     # The dataset shuffles itself (seeded); shuffle=False only stops Keras warning that it cannot.
     history = gan.fit(gan_dataset(train, hp, mode_labels), epochs=hp.epochs, shuffle=False,

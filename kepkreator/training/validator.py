@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from kepkreator.classsets import get_class_set
-from kepkreator.training.common import (check_bundle_out, check_resume, command_line,
-                                        environment, keras_verbosity, stop_on_divergence,
-                                        to_model_input, training_data,
+from kepkreator.training.common import (announce_start, check_bundle_out, check_resume,
+                                        command_line, environment, keras_verbosity,
+                                        stop_on_divergence, to_model_input, training_data,
                                         with_classic_augmentation, write_json)
 
 
@@ -52,6 +52,7 @@ def train_validator(hp: ValidatorHParams) -> Path:
     workdir = Path(hp.workdir or f"{hp.out}.work")
     workdir.mkdir(parents=True, exist_ok=True)
     check_resume(hp, workdir)
+    announce_start(hp, workdir, len(train))
 
     x, y = to_model_input(train.images), train.labels
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(y), seed=hp.seed)
