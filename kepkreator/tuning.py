@@ -100,8 +100,9 @@ def _make_tuner_class():
 
             from kepkreator.evaluate import evaluate_generator, record_in_card
             from kepkreator.models.bundle import write_bundle
+            from kepkreator.training.common import reseed_each_epoch
             from kepkreator.training.gan import (GANHParams, build_gan, gan_dataset,
-                                                 generator_card)
+                                                 gan_steps_per_epoch, generator_card)
             values = trial.hyperparameters
             cfg = self.cfg
             trial_dir = Path(self.get_trial_dir(trial.trial_id))
@@ -122,8 +123,10 @@ def _make_tuner_class():
             else:
                 initial_epoch = 0
             started = time.time()
-            gan.fit(gan_dataset(self.train, hp), epochs=epochs, initial_epoch=initial_epoch,
-                    shuffle=False, verbose=cfg.verbose)
+            gan.fit(gan_dataset(self.train, hp, first_epoch=initial_epoch), epochs=epochs,
+                    initial_epoch=initial_epoch, shuffle=False, verbose=cfg.verbose,
+                    steps_per_epoch=gan_steps_per_epoch(self.train, hp),
+                    callbacks=[reseed_each_epoch()])
             gan.save_weights(str(trial_dir / "gan.weights.h5"))
             card = generator_card(hp, gan, self.data_info)
             card["training"]["tuning"] = {"trial_id": trial.trial_id, "parent_trial": parent,

@@ -90,6 +90,63 @@ def test_a_run_says_what_it_trains_and_whether_it_resumes(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
+def _stop_after_first_epoch():
+    """Ends a run after its first epoch's checkpoint, as a killed run would."""
+    import keras
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True
+    return Stop()
+
+
+def _max_weight_difference(a, b) -> float:
+    return max(float(np.abs(x - y).max())
+               for x, y in zip(load_bundle(a).model.get_weights(),
+                               load_bundle(b).model.get_weights()))
+
+
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(mnist_dir, tmp_path):
+    """Data order, classic augmentation, the GAN's noise and DiffAugment, and dropout used to
+    restart from the seed on resume, replaying epoch 1's draws; now each epoch's draws depend
+    on (seed, epoch) alone. Every random path is on: real_augment, diff_augment, the default
+    validator's dropout and augmentation."""
+    common = dict(class_set="digits", data=[f"mnist:train@{mnist_dir}"], epochs=3,
+                  batch_size=64, max_train_samples=256, verbose=0)
+
+    def gan(name):
+        return GANHParams(**common, out=str(tmp_path / name), generator_preset="tiny",
+                          discriminator_preset="tiny", diff_augment=True, real_augment=True,
+                          jit_compile=False, command="pytest")
+    straight = train_gan(gan("straight"))
+    train_gan(gan("resumed"), callbacks=[_stop_after_first_epoch()])
+    assert json.loads((tmp_path / "resumed" / "card.json").read_text())[
+        "training"]["epochs_this_run"] == 1
+    resumed = train_gan(gan("resumed"))
+    assert _max_weight_difference(straight, resumed) == 0.0
+
+    def validator(name):
+        return ValidatorHParams(**common, out=str(tmp_path / name), preset="default",
+                                augment=True)
+    straight = train_validator(validator("v-straight"))
+    train_validator(validator("v-resumed"), callbacks=[_stop_after_first_epoch()])
+    resumed = train_validator(validator("v-resumed"))
+    assert _max_weight_difference(straight, resumed) == 0.0
+
+
+def test_a_batch_larger_than_the_training_set_is_refused(mnist_dir, tmp_path):
+    """It trained for no steps (Keras: 'Your input ran out of data') and saved the untrained
+    generator as a bundle."""
+    from kepkreator.errors import KepKreatorError
+    hp = GANHParams(class_set="digits", data=[f"mnist:train@{mnist_dir}"], per_class=2,
+                    out=str(tmp_path / "gan"), generator_preset="tiny",
+                    discriminator_preset="tiny", batch_size=64, verbose=0)
+    with pytest.raises(KepKreatorError, match="--batch-size 64 is more than the 20 training "
+                                              "images: no full batch to train on"):
+        train_gan(hp)
+    assert not (tmp_path / "gan").exists() and not (tmp_path / "gan.work").exists()
+
+
 def test_training_is_deterministic(mnist_dir, tmp_path, recwarn):
     def once(name):
         return train_validator(ValidatorHParams(
@@ -125,12 +182,15 @@ def test_real_augment_changes_what_the_gan_sees_and_only_then(mnist_dir, tmp_pat
     data = load_sources([f"mnist:test@{mnist_dir}"], "digits").subset(np.arange(64))
     hp = GANHParams(class_set="digits", data=[], out=str(tmp_path), batch_size=64)
     plain = next(iter(gan_dataset(data, hp)))[0].numpy()
-    hp.real_augment = True
-    widened = [next(iter(gan_dataset(data, hp)))[0].numpy() for _ in range(2)]
-    # Same images in the same order (the shuffle is seeded), moved: each draw differently.
-    assert widened[0].shape == plain.shape and widened[0].min() >= -1.0001
-    assert np.abs(widened[0] - plain).mean() > 0.01 and np.abs(widened[0] - widened[1]).mean() > 0.01
+    hp.real_augment, hp.epochs = True, 2
+    widened = [np.concatenate([x.numpy() for x, _ in gan_dataset(data, hp)]) for _ in range(2)]
+    # Same images in the same order (the order is seeded), moved.
+    assert widened[0].shape == (128, 28, 28, 1) and widened[0].min() >= -1.0001
+    assert np.abs(widened[0][:64] - plain).mean() > 0.01
     assert np.abs(widened[0].mean() - plain.mean()) < 0.05  # ink moved, not invented
+    # Each epoch differently, but an epoch the same in every run: a resumed run repeats it.
+    assert np.abs(widened[0][:64] - widened[0][64:]).mean() > 0.01
+    np.testing.assert_array_equal(widened[0], widened[1])
 
 
 def test_mode_seeking_spread_sees_a_dropped_mode():

@@ -95,6 +95,66 @@ def with_classic_augmentation(batches):
     return batches.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=None)
 
 
+def completed_epochs(workdir: Path) -> int:
+    """Epochs a workdir's checkpoint holds (BackupAndRestore's own record; 0 for none)."""
+    metadata = Path(workdir) / "backup" / "training_metadata.json"
+    try:
+        return int(json.loads(metadata.read_text())["epoch"]) if metadata.is_file() else 0
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0  # unreadable: Keras decides for itself, and says so if it cannot restore
+
+
+def epoch_batches(images, labels, batch_size: int, seed: int, first_epoch: int, epochs: int,
+                  drop_remainder: bool = False, augment: bool = False):
+    """Batches for epochs ``first_epoch`` .. ``epochs - 1``; fit with ``steps_per_epoch``.
+
+    Each epoch's order, and with ``augment`` each batch's classic augmentation, is drawn from
+    (seed, epoch, batch) alone, so a run resumed after epoch k sees the data an uninterrupted
+    run sees, where a seeded shuffle and augmentation layers would replay epoch 1's draws.
+    """
+    import tensorflow as tf
+    images, labels = tf.convert_to_tensor(images), tf.convert_to_tensor(labels)
+    count = int(labels.shape[0])
+
+    def epoch_order(epoch):  # a stateless draw: the same for an epoch in any run
+        keys = tf.random.stateless_uniform([count], seed=tf.stack([tf.constant(seed, tf.int64),
+                                                                   epoch]))
+        batches = tf.data.Dataset.from_tensor_slices(tf.argsort(keys)).batch(
+            batch_size, drop_remainder=drop_remainder)
+        return batches.enumerate().map(lambda number, index: (epoch, number, index))
+
+    data = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_order)
+    if not augment:
+        return data.map(lambda epoch, number, index: (tf.gather(images, index),
+                                                      tf.gather(labels, index)))
+    augmenter = classic_augmentation()
+    states = [v for v in augmenter.variables if v.path.endswith("seed_generator_state")]
+
+    def augmented(epoch, number, index):
+        for layer, state in enumerate(states):  # each layer's stream, at this batch's own point
+            state.assign(tf.cast(tf.stack([seed * 16 + layer, epoch * 2**20 + number]),
+                                 state.dtype))
+        return augmenter(tf.gather(images, index), training=True), tf.gather(labels, index)
+
+    return data.map(augmented, num_parallel_calls=None)  # in order: the states are shared
+
+
+def reseed_each_epoch():
+    """A Keras callback: every random stream of the model (the GAN's noise, dropout) restarts at
+    a point fixed by the epoch. Their states are not in the checkpoint, so without it a resumed
+    run would draw epoch 1's noise again."""
+    import keras
+
+    class ReseedEachEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            for state in self.model.variables:
+                if state.path.endswith("seed_generator_state"):
+                    seed = int(keras.ops.convert_to_numpy(state.value)[0])
+                    state.assign(np.array([seed, (epoch << 20) % 2**32], state.dtype))
+
+    return ReseedEachEpoch()
+
+
 def keras_verbosity(verbose) -> int:
     """Keras fit verbosity: a live progress bar on a terminal, one line per epoch otherwise."""
     if verbose == "auto":
@@ -107,11 +167,7 @@ def announce_start(hp, workdir: Path, images: int) -> None:
     trains, where the checkpoints go, and whether this run picks up an earlier one."""
     if keras_verbosity(hp.verbose) == 0:
         return
-    metadata = workdir / "backup" / "training_metadata.json"  # BackupAndRestore's own record
-    try:
-        done = int(json.loads(metadata.read_text())["epoch"]) if metadata.is_file() else 0
-    except (OSError, ValueError, KeyError, TypeError):
-        done = 0  # unreadable: Keras decides for itself, and says so if it cannot restore
+    done = completed_epochs(workdir)
     where = f"checkpoints and TensorBoard logs in {workdir}"
     if done >= hp.epochs:
         line = f"all {hp.epochs} epochs are already trained ({where}); writing the bundle"

@@ -16,9 +16,10 @@ import numpy as np
 from kepkreator.classsets import get_class_set
 from kepkreator.training.modes import PCA_DIMS, split_into_modes
 from kepkreator.training.common import (announce_start, check_bundle_out, check_resume,
-                                        command_line, environment, keras_verbosity, save_grid,
-                                        stop_on_divergence, to_model_input, training_data,
-                                        with_classic_augmentation, write_json)
+                                        command_line, completed_epochs, environment,
+                                        epoch_batches, keras_verbosity, reseed_each_epoch,
+                                        save_grid, stop_on_divergence, to_model_input,
+                                        training_data, write_json)
 
 
 @dataclass
@@ -285,15 +286,24 @@ def generator_overrides(hp: GANHParams) -> dict:
                 batch_norm=hp.batch_norm)
 
 
-def gan_dataset(train, hp: GANHParams, labels=None):
-    """Batches of (image, label); ``labels`` replaces the class labels (mode labels)."""
+def gan_dataset(train, hp: GANHParams, labels=None, first_epoch: int = 0):
+    """Batches of (image, label) for epochs ``first_epoch`` .. ``hp.epochs - 1`` (see
+    ``epoch_batches``; fit with ``steps_per_epoch=gan_steps_per_epoch``); ``labels`` replaces
+    the class labels (mode labels)."""
     import tensorflow as tf
     labels = train.labels if labels is None else labels
-    data = (tf.data.Dataset.from_tensor_slices((to_model_input(train.images), labels))
-            .shuffle(len(train), seed=hp.seed).batch(hp.batch_size, drop_remainder=True))
-    if hp.real_augment:
-        data = with_classic_augmentation(data)
-    return data.prefetch(tf.data.AUTOTUNE)
+    return epoch_batches(to_model_input(train.images), labels, hp.batch_size, hp.seed,
+                         first_epoch, hp.epochs, drop_remainder=True,
+                         augment=hp.real_augment).prefetch(tf.data.AUTOTUNE)
+
+
+def gan_steps_per_epoch(train, hp: GANHParams) -> int:
+    """Full batches only; a set smaller than one batch is refused, not trained for no steps."""
+    from kepkreator.errors import KepKreatorError
+    if len(train) < hp.batch_size:
+        raise KepKreatorError(f"--batch-size {hp.batch_size} is more than the {len(train):,} "
+                              "training images: no full batch to train on")
+    return len(train) // hp.batch_size
 
 
 def generator_card(hp: GANHParams, gan, data_info: dict, mode_shares=None) -> dict:
@@ -349,6 +359,7 @@ def train_gan(hp: GANHParams, callbacks=()) -> Path:
     if hp.validator:  # one that cannot score this class set fails now, not after the training
         load_validator_for(hp.validator, class_set)
     train, evaluation, data_info = training_data(hp)
+    steps_per_epoch = gan_steps_per_epoch(train, hp)
     mode_labels = mode_shares = None
     if hp.modes_per_class > 1:
         mode_labels, mode_shares = split_into_modes(
@@ -361,10 +372,12 @@ def train_gan(hp: GANHParams, callbacks=()) -> Path:
     announce_start(hp, workdir, len(train))
     started = time.time()
     # The dataset shuffles itself (seeded); shuffle=False only stops Keras warning that it cannot.
-    history = gan.fit(gan_dataset(train, hp, mode_labels), epochs=hp.epochs, shuffle=False,
+    history = gan.fit(gan_dataset(train, hp, mode_labels, completed_epochs(workdir)),
+                      epochs=hp.epochs, steps_per_epoch=steps_per_epoch, shuffle=False,
                       verbose=keras_verbosity(hp.verbose), callbacks=[
         stop_on_divergence(workdir),
         keras.callbacks.BackupAndRestore(str(workdir / "backup"), delete_checkpoint=False),
+        reseed_each_epoch(),
         keras.callbacks.TensorBoard(str(workdir / "tensorboard")),
         _grid_callback(gan, gan.num_classes, gan.latent_dim, workdir), *callbacks])
     seconds = time.time() - started

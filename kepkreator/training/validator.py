@@ -9,9 +9,10 @@ import numpy as np
 
 from kepkreator.classsets import get_class_set
 from kepkreator.training.common import (announce_start, check_bundle_out, check_resume,
-                                        command_line, environment, keras_verbosity,
+                                        command_line, completed_epochs, environment,
+                                        epoch_batches, keras_verbosity, reseed_each_epoch,
                                         stop_on_divergence, to_model_input, training_data,
-                                        with_classic_augmentation, write_json)
+                                        write_json)
 
 
 @dataclass
@@ -36,8 +37,11 @@ class ValidatorHParams:
     command: str = ""
 
 
-def train_validator(hp: ValidatorHParams) -> Path:
-    """Train, measure on held-out real data, and write a validator bundle to ``hp.out``."""
+def train_validator(hp: ValidatorHParams, callbacks=()) -> Path:
+    """Train, measure on held-out real data, and write a validator bundle to ``hp.out``.
+
+    ``callbacks`` are extra Keras callbacks (timers, early stopping) added to the built-in ones.
+    """
     import keras
     import tensorflow as tf
 
@@ -54,28 +58,28 @@ def train_validator(hp: ValidatorHParams) -> Path:
     check_resume(hp, workdir)
     announce_start(hp, workdir, len(train))
 
-    x, y = to_model_input(train.images), train.labels
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(y), seed=hp.seed)
-    dataset = dataset.batch(hp.batch_size)
-    if hp.augment:
-        dataset = with_classic_augmentation(dataset)
-    dataset = dataset.prefetch(tf.data.AUTOTUNE)
+    dataset = epoch_batches(to_model_input(train.images), train.labels, hp.batch_size, hp.seed,
+                            completed_epochs(workdir), hp.epochs,
+                            augment=hp.augment).prefetch(tf.data.AUTOTUNE)
     validation = None
     if evaluation is not None:
         validation = (to_model_input(evaluation.images), evaluation.labels)
 
     model = build_validator(class_set.num_classes, hp.preset)
-    steps = hp.epochs * int(np.ceil(len(y) / hp.batch_size))
+    steps_per_epoch = int(np.ceil(len(train) / hp.batch_size))
+    steps = hp.epochs * steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(hp.learning_rate, max(steps, 1))
     model.compile(keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     started = time.time()
-    model.fit(dataset, epochs=hp.epochs, validation_data=validation, shuffle=False,
-              verbose=keras_verbosity(hp.verbose),
+    model.fit(dataset, epochs=hp.epochs, steps_per_epoch=steps_per_epoch,
+              validation_data=validation, shuffle=False, verbose=keras_verbosity(hp.verbose),
               callbacks=[stop_on_divergence(workdir),
                          keras.callbacks.BackupAndRestore(str(workdir / "backup"),
                                                           delete_checkpoint=False),
-                         keras.callbacks.TensorBoard(str(workdir / "tensorboard"))])
+                         reseed_each_epoch(),
+                         keras.callbacks.TensorBoard(str(workdir / "tensorboard")),
+                         *callbacks])
     seconds = time.time() - started
 
     metrics = {"train_seconds": round(seconds, 1)}
