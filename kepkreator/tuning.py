@@ -167,6 +167,10 @@ def tune(cfg: TuneConfig, log=print) -> dict:
     train, evaluation, data_info = training_data(cfg)
     if cfg.objective == "frechet" and evaluation is None:
         raise KepKreatorError("objective frechet needs real data: give --eval-data or --holdout")
+    largest_batch = max(SEARCH_SPACES[cfg.search_space]["batch_size"])
+    if len(train) < largest_batch:  # else trials fail one by one, each with Keras Tuner's trace
+        raise KepKreatorError(f"{len(train):,} training images are fewer than the search space's "
+                              f"largest batch size, {largest_batch}")
     # Keras Tuner reloads its trials whatever the new settings: another objective would rank
     # the old trials' agreement as Frechet distances. Only --trials may grow.
     (out / "search").mkdir(parents=True, exist_ok=True)

@@ -84,6 +84,16 @@ def test_frechet_without_real_data_is_a_one_line_error(tmp_path, mnist_dir):
     assert_one_line_error(result, "--objective")
 
 
+def test_fewer_images_than_the_largest_batch_are_refused_before_any_trial(tmp_path, mnist_dir):
+    """Each trial used to fail on its own, with Keras Tuner's traceback, then 'no trial
+    completed'."""
+    result = run_cli("tune", "--class-set", "digits", "--data", f"mnist:train@{mnist_dir}",
+                     "--per-class", "2", "--out", tmp_path / "s", "--trials", "1")
+    assert_one_line_error(result, "20 training images are fewer than the search space's "
+                                  "largest batch size, 256")
+    assert not (tmp_path / "s").exists()
+
+
 def test_a_folder_without_an_earlier_search_is_refused_and_left_alone(tmp_path):
     """The search writes out/search and replaces out/best, so --out must be new, empty or an
     earlier search; checked before any data is read (the data path here does not exist)."""
