@@ -384,6 +384,11 @@ def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
         raise DataError(f"--synthetic-per-class {cfg.synthetic_per_class} x "
                         f"{class_set.num_classes} classes is {total:,} images, more than the "
                         f"{MAX_SYNTHETIC:,} a study holds in memory")
+    subset_size = cfg.per_class * class_set.num_classes
+    if {"e", "e_aug"} & set(cfg.settings) and subset_size < cfg.subset_gan_batch_size:
+        raise DataError(f"--per-class {cfg.per_class} gives at most {subset_size:,} subset "
+                        f"images, fewer than --subset-gan-batch-size {cfg.subset_gan_batch_size}"
+                        ": the subset GAN would have no full batch")
     out = Path(cfg.out)
     shipped_scale = cfg.latent_scale or _card_latent_scale(cfg.generator, class_set.name)
     protocol = _check_same_study(cfg, out, {"b_d_latent_scale": shipped_scale})

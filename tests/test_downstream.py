@@ -322,6 +322,8 @@ def test_studies_recorded_before_newer_options_still_resume(tmp_path):
     # Read back into memory: an unbounded count would end in an out-of-memory kill.
     (("--synthetic-per-class", "100001"), "100001 is not in the range 1<=x<=100000"),
     # The cap per class is not enough with 62 classes: 6.2M images, 19 GB as float32.
+    (("--per-class", "5", "--settings", "c,e"),
+     "--per-class 5 gives at most 50 subset images, fewer than --subset-gan-batch-size 64"),
     (("--class-set", "byclass", "--synthetic-per-class", "20000"),
      "--synthetic-per-class 20000 x 62 classes is 1,240,000 images, more than the 1,000,000"),
 ])
