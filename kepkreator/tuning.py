@@ -146,7 +146,8 @@ def tune(cfg: TuneConfig, log=print) -> dict:
     import keras_tuner
 
     from kepkreator.models.bundle import load_validator_for
-    from kepkreator.training.common import check_resume, training_data, write_json
+    from kepkreator.training.common import (check_resume, require_every_class, training_data,
+                                            write_json)
     if cfg.objective not in OBJECTIVES:
         raise KepKreatorError(f"unknown objective {cfg.objective!r} "
                               f"(known: {', '.join(OBJECTIVES)})")
@@ -165,6 +166,7 @@ def tune(cfg: TuneConfig, log=print) -> dict:
     class_set = get_class_set(cfg.class_set)
     validator = load_validator_for(cfg.validator or f"default:{class_set.name}", class_set)
     train, evaluation, data_info = training_data(cfg)
+    require_every_class(train)
     if cfg.objective == "frechet" and evaluation is None:
         raise KepKreatorError("objective frechet needs real data: give --eval-data or --holdout")
     largest_batch = max(SEARCH_SPACES[cfg.search_space]["batch_size"])

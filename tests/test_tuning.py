@@ -113,3 +113,12 @@ def test_an_unknown_preset_is_refused_before_any_trial(tmp_path):
                      "--holdout", "0.1", "--out", tmp_path / "search", "--presets", "tiny,nope")
     assert_one_line_error(result, "unknown discriminator preset 'nope'")
     assert not (tmp_path / "search").exists()
+
+
+def test_a_class_without_training_images_is_refused_before_any_trial(tmp_path):
+    from tests.test_training import _strokes
+    data = _strokes(tmp_path / "data", "01", 40)
+    result = run_cli("tune", "--class-set", "digits", "--data", data, "--out", tmp_path / "search",
+                     "--trials", 1, "--epochs", 1, *TINY)
+    assert_one_line_error(result, "8 of the 10 classes of 'digits' have no training images")
+    assert not (tmp_path / "search").exists()

@@ -59,6 +59,29 @@ def training_data(hp) -> tuple[Dataset, Dataset | None, dict]:
     return train, evaluation, info
 
 
+def require_every_class(train: Dataset, min_images: int = 1, reason: str = "",
+                        remedy: str = "give data for every class, or a class set that fits "
+                                      "the data") -> None:
+    """Refuse a training set that leaves a class out (or, with ``min_images``, leaves it thin).
+
+    A model trained without a class still answers for it: a generator draws noise under its
+    label, a validator never predicts it; either would ship looking complete.
+    """
+    from kepkreator.errors import DataError
+    counts = train.class_counts()
+    short = [c for c, n in enumerate(counts) if n < min_images]
+    if not short:
+        return
+    chars = train.class_set.chars
+    listed = ", ".join(chars[c] if min_images == 1 else f"{chars[c]} ({counts[c]})"
+                       for c in short[:12]) + (f" and {len(short) - 12} more"
+                                               if len(short) > 12 else "")
+    need = "no training images" if min_images == 1 else f"fewer than {min_images} training images"
+    verb = "has" if len(short) == 1 else "have"
+    raise DataError(f"{len(short)} of the {len(chars)} classes of {train.class_set.name!r} "
+                    f"{verb} {need}{reason}: {listed}; {remedy}")
+
+
 def save_grid(path: Path, images: np.ndarray, rows: int, scale: int = 2) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(grid_png(images, rows, scale))

@@ -17,9 +17,9 @@ from kepkreator.classsets import get_class_set
 from kepkreator.training.modes import PCA_DIMS, split_into_modes
 from kepkreator.training.common import (announce_start, check_bundle_out, check_resume,
                                         command_line, completed_epochs, environment,
-                                        epoch_batches, keras_verbosity, reseed_each_epoch,
-                                        save_grid, stop_on_divergence, to_model_input,
-                                        training_data, write_json)
+                                        epoch_batches, keras_verbosity, require_every_class,
+                                        reseed_each_epoch, save_grid, stop_on_divergence,
+                                        to_model_input, training_data, write_json)
 
 
 @dataclass
@@ -359,6 +359,11 @@ def train_gan(hp: GANHParams, callbacks=()) -> Path:
     if hp.validator:  # one that cannot score this class set fails now, not after the training
         load_validator_for(hp.validator, class_set)
     train, evaluation, data_info = training_data(hp)
+    require_every_class(train)
+    if hp.modes_per_class > 1:  # a mode of one image, or none, is a copy or a dead label
+        require_every_class(train, 2 * hp.modes_per_class,
+                            f" to split into --modes-per-class {hp.modes_per_class}",
+                            "give more data or fewer modes")
     steps_per_epoch = gan_steps_per_epoch(train, hp)
     mode_labels = mode_shares = None
     if hp.modes_per_class > 1:

@@ -10,9 +10,9 @@ import numpy as np
 from kepkreator.classsets import get_class_set
 from kepkreator.training.common import (announce_start, check_bundle_out, check_resume,
                                         command_line, completed_epochs, environment,
-                                        epoch_batches, keras_verbosity, reseed_each_epoch,
-                                        stop_on_divergence, to_model_input, training_data,
-                                        write_json)
+                                        epoch_batches, keras_verbosity, require_every_class,
+                                        reseed_each_epoch, stop_on_divergence, to_model_input,
+                                        training_data, write_json)
 
 
 @dataclass
@@ -53,6 +53,7 @@ def train_validator(hp: ValidatorHParams, callbacks=()) -> Path:
     check_presets(validator=hp.preset)
     check_bundle_out(hp.out)
     train, evaluation, data_info = training_data(hp)
+    require_every_class(train)
     workdir = Path(hp.workdir or f"{hp.out}.work")
     workdir.mkdir(parents=True, exist_ok=True)
     check_resume(hp, workdir)
