@@ -598,12 +598,22 @@ _models = [
 
 
 def _renderer(digits_refs: str, letters_refs: str, case_ref: str):
+    from kepkreator.errors import KepKreatorError
     from kepkreator.handwriting import TextRenderer
-    pairs = [refs.split(",") for refs in (digits_refs, letters_refs) if refs]
-    if not pairs or any(len(p) != 2 for p in pairs):
+    roles = [(option, refs.split(","), kind) for option, refs, kind in (
+        ("--digits", digits_refs, str.isdigit), ("--letters", letters_refs, str.isalpha)) if refs]
+    if not roles or any(len(pair) != 2 for _, pair, _ in roles):
         raise click.BadParameter("give generator,validator bundle pairs",
                                  param_hint="--digits/--letters")
-    return TextRenderer([p[0] for p in pairs], [p[1] for p in pairs], case_ref or None)
+    renderer = TextRenderer([pair[0] for _, pair, _ in roles], [pair[1] for _, pair, _ in roles],
+                            case_ref or None)
+    # Each pair writes what its option names: a letters pair given as --digits used to be taken,
+    # and the digits were then "not in the loaded class sets".
+    for (option, pair, kind), (generator, _) in zip(roles, renderer.models):
+        if not any(kind(ch) for ch in generator.class_set.chars):
+            raise KepKreatorError(f"{option} {pair[0]} is a {generator.class_set.name!r} "
+                                  f"generator: it writes no {option[2:]}")
+    return renderer
 
 
 @cli.command()

@@ -148,6 +148,11 @@ def test_render_command_writes_the_png(tmp_path):
                                   "default:digits"), "does not tell upper from lower case")
     either = run_cli("render", "Ok", "-o", tmp_path / "either.png", "--case-validator", "")
     assert either.returncode == 0 and (tmp_path / "either.png").is_file(), either.stderr
+    # Each pair must write what its option names (a letters pair passed as --digits was taken).
+    assert_one_line_error(run_cli("render", "ok", "-o", tmp_path / "x.png", "--digits",
+                                  "default:letters,default:letters"),
+                          "--digits default:letters is a 'letters' generator: it writes no digits")
+    assert not (tmp_path / "x.png").exists()
 
 
 def _free_port():
