@@ -311,3 +311,19 @@ def test_frechet_distance_compares_all_classes_whatever_the_sizes(mnist_dir):
     report = evaluate_generator("default:digits", "default:digits", per_class=300, seed=0,
                                 real=sorted_real, latent_scale=1.0)
     assert report["frechet_distance"] < 3  # 56.5 when the first 1,000 samples (0s–3s) were used
+
+
+def test_real_data_of_some_classes_is_compared_with_samples_of_those(mnist_dir):
+    """Real 0s and 1s against samples of all ten digits: the Frechet distance measured the eight
+    missing classes (101.0, now 2.3), the BCIS ratio set ten classes' spread against two's (4.87)."""
+    from kepkreator.data import load_sources
+    from kepkreator.evaluate import evaluate_generator, format_table
+    test = load_sources([f"mnist:test@{mnist_dir}"], "digits")
+    zeros_and_ones = test.subset(np.flatnonzero(test.labels < 2)[:600])
+    report = evaluate_generator("default:digits", "default:digits", per_class=300, seed=0,
+                                real=zeros_and_ones, latent_scale=1.0)
+    assert report["real_classes"] == "01"
+    assert report["frechet_distance"] < 3
+    assert report["generated_in_real_classes"]["bcis"] < 2.01 < report["generated"]["bcis"]
+    assert 0.9 < report["bcis_ratio_generated_to_real"] < 1.1
+    assert "real data has only the classes 01" in format_table(report)
