@@ -396,8 +396,8 @@ def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
                                         list(cfg.eval_data), cfg.split_seed)
     if test is None:
         raise DataError("the study needs real test data: give --eval-data or --holdout")
-    _record_study(out, protocol)
     subset = per_class_subset(train, cfg.per_class, cfg.subset_seed)
+    _record_study(out, protocol)  # after the checks: a refused study leaves no folder behind
     # An explicit --latent-scale applies to every set; otherwise the pipeline asks each card.
     explicit = {"latent_scale": cfg.latent_scale} if cfg.latent_scale else {}
     latent_scales = {}

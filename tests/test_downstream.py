@@ -372,3 +372,17 @@ def test_a_folder_without_an_earlier_study_is_refused_and_left_alone(tmp_path, c
     args[args.index(folder)] = a_file
     assert_one_line_error(run_cli(*args), "is a file")
     assert a_file.read_text() == "x"
+
+
+def test_data_a_study_cannot_use_is_refused_before_out_exists(tmp_path):
+    """A subset larger than the data, or eval data that is the training data, was refused only
+    after the study had recorded itself in --out; the second said 'class 0 has 0 samples'."""
+    from tests.test_training import _strokes
+    data = _strokes(tmp_path / "data", "0123456789", 12)
+    common = ["downstream", "--class-set", "digits", "--data", data, "--out", tmp_path / "study",
+              "--settings", "a"]
+    assert_one_line_error(run_cli(*common, "--eval-data", data),
+                          f"every image of {data} is also in {data}: nothing is left to train on")
+    assert_one_line_error(run_cli(*common, "--holdout", "0.2"),
+                          "fewer than the 200 per class asked for")
+    assert not (tmp_path / "study").exists()

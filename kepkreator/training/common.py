@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from kepkreator.data import Dataset, hash_split, load_sources, per_class_subset
+from kepkreator.errors import DataError
 from kepkreator.imageio import grid_png
 
 
@@ -26,6 +27,9 @@ def split_data(sources: list[str], class_set: str, holdout: float, eval_sources:
         evaluation = load_sources(eval_sources, class_set)
         from kepkreator.data.splits import image_hashes
         overlap = np.isin(image_hashes(data.images), image_hashes(evaluation.images))
+        if overlap.all():  # else the first complaint is a class "with 0 samples"
+            raise DataError(f"every image of {', '.join(sources)} is also in "
+                            f"{', '.join(eval_sources)}: nothing is left to train on")
         data = data.subset(~overlap)
         info.update(eval_sources=eval_sources, removed_from_train_as_in_eval=int(overlap.sum()))
     elif holdout > 0:
@@ -67,7 +71,6 @@ def require_every_class(train: Dataset, min_images: int = 1, reason: str = "",
     A model trained without a class still answers for it: a generator draws noise under its
     label, a validator never predicts it; either would ship looking complete.
     """
-    from kepkreator.errors import DataError
     counts = train.class_counts()
     short = [c for c, n in enumerate(counts) if n < min_images]
     if not short:
