@@ -495,7 +495,7 @@ def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generat
     """Setting b (synthetic only, the real train set's size) per latent scale, and per filter
     threshold where ``thresholds`` are given (else at ``cfg.min_confidence``), tested on the
     --holdout part of the training source; every run is cached like the study's runs."""
-    from kepkreator.training.common import write_json
+    from kepkreator.training.common import require_every_class, write_json
     if cfg.eval_data or not cfg.holdout:
         raise DataError("the scan chooses on validation data: give --holdout and no --eval-data, "
                         "so the test set stays unseen")
@@ -511,6 +511,8 @@ def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generat
     out = Path(cfg.out)
     protocol = _check_same_study(cfg, out)
     train, validation, data_info = scan_split(cfg)
+    # Setting b draws as many samples of a class as it has real images: none is no spec at all.
+    require_every_class(train)
     _record_study(out, protocol)
     counts = train.class_counts()
     grid = [(scale, threshold) for scale in scales

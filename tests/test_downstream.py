@@ -386,3 +386,14 @@ def test_data_a_study_cannot_use_is_refused_before_out_exists(tmp_path):
     assert_one_line_error(run_cli(*common, "--holdout", "0.2"),
                           "fewer than the 200 per class asked for")
     assert not (tmp_path / "study").exists()
+
+
+def test_a_scan_without_every_class_is_refused_before_out_exists(tmp_path):
+    """Setting b asks for as many samples of a class as it has real images: a class without any
+    made a pipeline spec the scan itself had written fail ('counts['3'] must be at least 1')."""
+    from tests.test_training import _strokes
+    result = run_cli("tune-sampling", "--class-set", "digits", "--data",
+                     _strokes(tmp_path / "data", "012", 20), "--holdout", "0.2", "--out",
+                     tmp_path / "scan")
+    assert_one_line_error(result, "7 of the 10 classes of 'digits' have no training images")
+    assert not (tmp_path / "scan").exists()
