@@ -216,6 +216,12 @@ def test_splits_cut_every_class_exactly_and_draw_their_own_seeds(tmp_path):
         {**BASE, "counts": {"3": 5}, "split": {"train": 0.95, "test": 0.05}}))
     with pytest.raises(SpecError, match="split 'test' gets no samples"):
         load_specs(str(tmp_path / "tiny.yaml"))
+    # More shards than samples: empty shard files that only look like data.
+    (tmp_path / "thin.yaml").write_text(json.dumps(
+        {**BASE, "counts": {"3": 20}, "split": {"train": 0.5, "test": 0.5}, "shards": 12}))
+    with pytest.raises(SpecError, match=r"thin.yaml: shards 12 would give split 'train' 12 "
+                                        r"shards for 10 samples, some of them empty"):
+        load_specs(str(tmp_path / "thin.yaml"))
 
 
 def test_apportion_is_exact_and_proportional():
