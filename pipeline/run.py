@@ -60,6 +60,31 @@ class _ArgumentParser(argparse.ArgumentParser):
         raise KepKreatorError(message)
 
 
+def _accelerator(text):
+    """Dataflow's accelerator form, 'type:GPU;count:N' plus flags such as install-nvidia-driver:
+    checked here, since a malformed hint is otherwise refused only by the service, after staging,
+    and a local runner ignores it without a word."""
+    import re
+    parts = [part.strip() for part in text.split(";")]
+    fields = dict(part.split(":", 1) for part in parts if ":" in part)
+    flags = [part for part in parts if ":" not in part]
+    problems = []
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", fields.get("type", "")):
+        problems.append("no type:GPU (e.g. type:nvidia-l4)")
+    if "count" in fields and not re.fullmatch(r"[1-9][0-9]*", fields["count"]):
+        problems.append(f"count {fields['count']!r} is not a positive whole number")
+    unknown = sorted(set(fields) - {"type", "count"})
+    if unknown:
+        problems.append(f"unknown field(s) {', '.join(unknown)}")
+    if any(not re.fullmatch(r"[a-z][a-z0-9_-]*", flag) for flag in flags):
+        problems.append("an empty or malformed flag")
+    if problems:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: {'; '.join(problems)}; the form is "
+            "'type:nvidia-l4;count:1;install-nvidia-driver'")
+    return text
+
+
 def _number(kind, low, high=None):
     """An argparse type: a finite ``kind`` in [low, high] (NaN passes a plain ``float``)."""
     def parse(text):
@@ -88,7 +113,7 @@ def argument_parser() -> argparse.ArgumentParser:
                         help="replace an existing KepKreator output directory")
     parser.add_argument("--shortfall_tolerance", type=_number(float, 0, 1), default=0.0,
                         help="largest tolerated shortfall per class, as a fraction of its request")
-    parser.add_argument("--accelerator", default=None,
+    parser.add_argument("--accelerator", default=None, type=_accelerator,
                         help="resource hint for Generate/Score, e.g. "
                              "'type:nvidia-l4;count:1;install-nvidia-driver'")
     parser.add_argument("--max_units_per_batch", type=_number(int, 1), default=4,

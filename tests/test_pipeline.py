@@ -476,6 +476,9 @@ def test_balance_to_an_existing_dataset(dataset, tiny, tmp_path):
     ("--direct_num_workers=two", "argument --direct_num_workers: invalid int value: 'two'"),
     ("--runner=Nope", "unknown --runner 'Nope'"),
     ("--runner=DataflowRunner", "DataflowRunner: Missing GCS path option: temp_location"),
+    # A malformed GPU hint was refused by Dataflow only after staging; a local run ignored it.
+    ("--accelerator=nvidia-l4", "argument --accelerator: 'nvidia-l4': no type:GPU"),
+    ("--accelerator=type:nvidia-l4;count:0", "count '0' is not a positive whole number"),
 ])
 def test_a_bad_pipeline_option_is_one_line_before_any_output(tiny, tmp_path, option, message):
     """Beam would print its whole usage, or raise from beam.Pipeline after --out was made."""
