@@ -461,8 +461,8 @@ def load_specs(pattern: str) -> JobSpec:
                             "counts rounds to zero)")
         if job.shards_of(name) > wanted.sum():  # shards of no rows: files that only look full
             raise SpecError(f"{pattern}: shards {job.shards} would give split {name!r} "
-                            f"{job.shards_of(name):,} shards for {int(wanted.sum()):,} samples, some of "
-                            "them empty; give fewer shards")
+                            f"{job.shards_of(name):,} shards for {int(wanted.sum()):,} samples, "
+                            "some of them empty; give fewer shards")
     return job
 
 

@@ -1,8 +1,10 @@
-"""Tiny, seeded generator/validator bundles and spec helpers for pipeline tests."""
+"""Tiny, seeded generator/validator bundles, spec helpers and class folders for the tests."""
 import json
 from pathlib import Path
 
+import numpy as np
 import yaml
+from PIL import Image
 
 from kepkreator.models.bundle import write_bundle
 
@@ -32,3 +34,17 @@ def write_spec(path: Path, **fields) -> Path:
     else:
         path.write_text(yaml.safe_dump(fields))
     return path
+
+
+def class_folders(root, classes, per_class):
+    """``folder@root`` of distinct crosses in class folders: real PNGs the folder loader keeps
+    (no duplicates), for data that leaves classes out without needing ../shared."""
+    for c, char in enumerate(classes):
+        (root / char).mkdir(parents=True)
+        for i in range(per_class):
+            image = np.zeros((28, 28), np.uint8)
+            image[4:24, 12:16] = 255  # a bar, and a crossbar whose height and length vary
+            image[5 + i % 18, 2:17 + c] = 255  # (classes at most 10, images at most 360)
+            image[6 + i // 18, 2:10] = 255
+            Image.fromarray(image).save(root / char / f"{i}.png")
+    return f"folder@{root}"

@@ -10,7 +10,7 @@ from kepkreator.downstream import (concat, markdown_table, per_class_subset, rea
 from kepkreator.errors import DataError
 from pipeline.run import run
 from tests.conftest import assert_one_line_error, run_cli
-from tests.pipeline_fixtures import make_tiny_bundles, write_spec
+from tests.pipeline_fixtures import class_folders, make_tiny_bundles, write_spec
 
 
 def test_per_class_subset_is_exact_and_reproducible():
@@ -377,8 +377,7 @@ def test_a_folder_without_an_earlier_study_is_refused_and_left_alone(tmp_path, c
 def test_data_a_study_cannot_use_is_refused_before_out_exists(tmp_path):
     """A subset larger than the data, or eval data that is the training data, was refused only
     after the study had recorded itself in --out; the second said 'class 0 has 0 samples'."""
-    from tests.test_training import _strokes
-    data = _strokes(tmp_path / "data", "0123456789", 12)
+    data = class_folders(tmp_path / "data", "0123456789", 12)
     common = ["downstream", "--class-set", "digits", "--data", data, "--out", tmp_path / "study",
               "--settings", "a"]
     assert_one_line_error(run_cli(*common, "--eval-data", data),
@@ -391,9 +390,8 @@ def test_data_a_study_cannot_use_is_refused_before_out_exists(tmp_path):
 def test_a_scan_without_every_class_is_refused_before_out_exists(tmp_path):
     """Setting b asks for as many samples of a class as it has real images: a class without any
     made a pipeline spec the scan itself had written fail ('counts['3'] must be at least 1')."""
-    from tests.test_training import _strokes
     result = run_cli("tune-sampling", "--class-set", "digits", "--data",
-                     _strokes(tmp_path / "data", "012", 20), "--holdout", "0.2", "--out",
+                     class_folders(tmp_path / "data", "012", 20), "--holdout", "0.2", "--out",
                      tmp_path / "scan")
     assert_one_line_error(result, "7 of the 10 classes of 'digits' have no training images")
     assert not (tmp_path / "scan").exists()

@@ -9,6 +9,7 @@ from PIL import Image
 from kepkreator.models.bundle import load_bundle
 from kepkreator.training.gan import GANHParams, train_gan
 from kepkreator.training.validator import ValidatorHParams, train_validator
+from tests.pipeline_fixtures import class_folders
 
 
 @pytest.fixture(scope="module")
@@ -435,24 +436,11 @@ def test_training_refuses_an_out_folder_of_other_files(tmp_path, kind):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
-def _strokes(root, classes, per_class):
-    """Distinct crosses in class folders: real PNGs the folder loader keeps (no duplicates)."""
-    for c, char in enumerate(classes):
-        (root / char).mkdir(parents=True)
-        for i in range(per_class):
-            image = np.zeros((28, 28), np.uint8)
-            image[4:24, 12:16] = 255  # a bar, and a crossbar whose height and length vary
-            image[5 + i % 18, 2:17 + c] = 255  # (classes at most 10, images at most 360)
-            image[6 + i // 18, 2:10] = 255
-            Image.fromarray(image).save(root / char / f"{i}.png")
-    return f"folder@{root}"
-
-
 def test_a_class_without_training_images_is_refused(tmp_path):
     """Digits 3-9 missing: the GAN trained and shipped a 'digits' generator that drew noise for
     them, the validator one that never predicts them; each looked complete."""
     from kepkreator.errors import DataError
-    data = _strokes(tmp_path / "data", "012", 12)
+    data = class_folders(tmp_path / "data", "012", 12)
     missing = "7 of the 10 classes of 'digits' have no training images: 3, 4, 5, 6, 7, 8, 9"
     with pytest.raises(DataError, match=missing):
         train_gan(GANHParams(class_set="digits", data=[data], out=str(tmp_path / "g"),
@@ -467,7 +455,7 @@ def test_class_splitting_needs_two_images_per_mode(tmp_path):
     """With fewer images than modes, k-means left modes empty (a label never trained) or of one
     image (a mode the GAN can only copy)."""
     from kepkreator.errors import DataError
-    data = _strokes(tmp_path / "data", "0123456789", 5)
+    data = class_folders(tmp_path / "data", "0123456789", 5)
     hp = GANHParams(class_set="digits", data=[data], out=str(tmp_path / "g"), epochs=1,
                     batch_size=8, verbose=0, modes_per_class=3)
     with pytest.raises(DataError, match=r"10 of the 10 classes of 'digits' have fewer than 6 "

@@ -8,7 +8,7 @@ import pytest
 from kepkreator.models.bundle import load_bundle
 from kepkreator.tuning import OBJECTIVES, trial_metrics
 from tests.conftest import assert_one_line_error, run_cli
-from tests.pipeline_fixtures import make_tiny_bundles
+from tests.pipeline_fixtures import class_folders, make_tiny_bundles
 
 TINY = ["--max-train-samples", 128, "--eval-per-class", 8, "--search-space", "tiny",
         "--presets", "tiny,tiny"]
@@ -116,8 +116,7 @@ def test_an_unknown_preset_is_refused_before_any_trial(tmp_path):
 
 
 def test_a_class_without_training_images_is_refused_before_any_trial(tmp_path):
-    from tests.test_training import _strokes
-    data = _strokes(tmp_path / "data", "01", 40)
+    data = class_folders(tmp_path / "data", "01", 40)
     result = run_cli("tune", "--class-set", "digits", "--data", data, "--out", tmp_path / "search",
                      "--trials", 1, "--epochs", 1, *TINY)
     assert_one_line_error(result, "8 of the 10 classes of 'digits' have no training images")
