@@ -6,6 +6,8 @@ All figures come from ONE run on one machine and are reported as ratios beside t
   (c) b / a
   (d) peak RSS of (b) at 50k and 500k accepted samples
   (e) scale-out: one TensorFlow thread per process, 2 local worker processes vs 1
+  (f) GAN training speed
+  (g) serve: a light request's p50/p95 alone and under 4 concurrent heaviest-allowed requests
 The result goes to benchmarks/results/<timestamp>.json and a table is printed.
 
     python -m benchmarks.run [--quick]     # --quick: 10x smaller runs, for trying the harness
@@ -129,6 +131,9 @@ def main(argv=None):
                            / result["e_one_worker"]["generated_per_s"])
     print("(f) GAN training speed ...", flush=True)
     result["f_gan_training"] = gan_epoch_seconds(ROOT.parent / "shared" / "data" / "mnist")
+    print("(g) serve under load ...", flush=True)
+    from benchmarks.serve import serve_fairness
+    result["g_serve"] = serve_fairness(ROOT, light_requests=30 // scale)
     rss50, rss500 = result["d_rss_50k"]["peak_rss_mb"], result["d_rss_500k"]["peak_rss_mb"]
     result["d_rss_ratio"] = (rss500 / rss50) if rss50 and rss500 else None
 
@@ -148,6 +153,11 @@ def main(argv=None):
         rows.append(("(f) default GAN, s per MNIST epoch",
                      f"{result['f_gan_training']['seconds_per_mnist_epoch']:,.0f}",
                      f"batch {result['f_gan_training']['batch']}, this CPU"))
+    g = result["g_serve"]
+    rows.append(("(g) serve: light request p50 / p95, s",
+                 f"{g['light_under_4_heavy']['p50_s']:.3f} / {g['light_under_4_heavy']['p95_s']:.3f}",
+                 f"alone {g['light_alone']['p50_s']:.3f} / {g['light_alone']['p95_s']:.3f}; "
+                 f"under 4 heavy (alone {g['heavy_alone_s']:.1f} s each)"))
     for name, value, note in rows:
         print(f"{name:<38} {value:>14}   {note}")
     print(f"result: {path.relative_to(ROOT)}")

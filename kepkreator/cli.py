@@ -654,16 +654,25 @@ def render(text, out, best_of, seed, scale, json_out, digits_refs, letters_refs,
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--max-cost", type=click.IntRange(1), default=1024, show_default=True,
+              help="Largest request, in candidates (characters x best_of) plus the PNG's "
+                   "pixels (100,000 per unit); larger ones are a 422 naming the limit.")
+@click.option("--max-in-flight", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Requests rendering at once (they take turns at the models).")
+@click.option("--max-queued", type=click.IntRange(0, 10_000), default=32, show_default=True,
+              help="Requests waiting for a render place; beyond, a 503 with Retry-After.")
 @_with(_models)
-def serve(host, port, digits_refs, letters_refs, case_ref):
+def serve(host, port, max_cost, max_in_flight, max_queued, digits_refs, letters_refs, case_ref):
     """HTTP API (GET /generate/{text}, PNG or ?format=json) and a page at / to try it."""
     import socket
 
     import uvicorn
 
     from kepkreator.errors import KepKreatorError
-    from kepkreator.server import create_app
-    app = create_app(_renderer(digits_refs, letters_refs, case_ref))  # models load once, here
+    from kepkreator.server import Limits, create_app
+    app = create_app(_renderer(digits_refs, letters_refs, case_ref),  # models load once, here
+                     Limits(max_cost=max_cost, max_in_flight=max_in_flight,
+                            max_queued=max_queued))
     # Bound here and handed to uvicorn: a taken port or an unknown host is one line before any
     # "serving on", which then names the real port (also for --port 0).
     try:
@@ -711,7 +720,8 @@ def generate(ctx, spec, out, overwrite, shortfall_tolerance, accelerator):
     argv = ["--spec", spec, "--out", out, "--shortfall_tolerance", str(shortfall_tolerance)]
     argv += ["--overwrite"] if overwrite else []
     argv += ["--accelerator", accelerator] if accelerator else []
-    result = run(argv + list(ctx.args), show_progress=_progress_printer())
+    result = run(argv + list(ctx.args), show_progress=_progress_printer(),
+                 note=lambda line: click.echo(line, err=True))
     if result.metrics is None:  # --dry_run: the runner got the pipeline, nothing ran
         click.echo(f"dry run: pipeline built for {out}; nothing was run or written")
         return
@@ -773,33 +783,39 @@ def _summary_table(metrics: dict) -> str:
 @cli.command()
 @click.argument("directory", type=LocalPath())
 def inspect(directory):
-    """Show a dataset's counts and metrics, and re-verify every shard against its manifest."""
-    from kepkreator.errors import KepKreatorError
-    from kepkreator.data.generated import manifest_splits
-    from pipeline.manifest import read_manifest, verify
-    manifest = read_manifest(Path(directory))
-    splits = manifest_splits(manifest)
+    """Verify a dataset folder against its manifest (every listed file's sha256, nothing
+    unlisted), then show its counts and metrics."""
+    from kepkreator.data.generated import verify_folder
+    from kepkreator.errors import DataError, KepKreatorError
+    manifest, problems = verify_folder(Path(directory))
+    if problems:
+        raise KepKreatorError(f"{directory} does not verify: {len(problems)} problem(s): "
+                              f"{'; '.join(problems[:5])}")
+    splits = manifest["splits"]
     named = ", ".join(f"{split} {row['records']:,}" if len(splits) > 1 else split
                       for split, row in splits.items())
     click.echo(f"{manifest['name']} ({manifest['class_set']}, split{'s' * (len(splits) > 1)} "
                f"{named}): {manifest['records']:,} samples in {len(manifest['shards'])} shards, "
                f"formats {', '.join(manifest['formats'])}")
     click.echo("counts: " + ", ".join(f"{k}={v}" for k, v in manifest["counts"].items()))
-    metrics_path = Path(directory) / "metrics.json"
-    if metrics_path.is_file():
-        click.echo(_summary_table(json.loads(metrics_path.read_text())))
-    problems = verify(Path(directory))
-    if problems:
-        raise KepKreatorError(f"{len(problems)} problem(s): {'; '.join(problems[:5])}")
-    click.echo(f"verified: {sum(len(s['files']) for s in manifest['shards'])} shard files match "
-               "their sha256 in manifest.json")
+    if "metrics.json" in manifest["metadata"]:
+        try:
+            click.echo(_summary_table(json.loads((Path(directory) / "metrics.json").read_text())))
+        except (ValueError, KeyError, TypeError) as exc:  # checksummed, so written so by us
+            raise DataError(f"{directory}/metrics.json is not a metrics file: {exc}") from None
+    files = sum(len(s["files"]) for s in manifest["shards"]) + len(manifest["metadata"])
+    click.echo(f"verified: {files} files match their sha256 in manifest.json "
+               f"({sum(len(s['files']) for s in manifest['shards'])} shards, "
+               f"{len(manifest['metadata'])} metadata); no other file in the folder")
 
 
 def main(argv=None, command: click.Command | None = None) -> int:
     """Entry point: one-line errors, no tracebacks for anything the user can fix. ``command``:
     another click command (a job script) run under the same rules."""
     from kepkreator.errors import KepKreatorError
+    from kepkreator.interrupt import terminate_like_ctrl_c
     quiet_tensorflow_import()
+    terminate_like_ctrl_c()
     try:
         (command or cli).main(args=argv, prog_name="kepkreator", standalone_mode=False)
     except click.exceptions.Exit as exc:

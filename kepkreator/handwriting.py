@@ -10,12 +10,12 @@ cannot be asked for one.
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from kepkreator.errors import KepKreatorError
+from kepkreator.turns import FairTurns
 
 MAX_TEXT_LENGTH = 64
 MAX_BEST_OF = 64
@@ -23,10 +23,17 @@ MAX_BEST_OF = 64
 CASE_SURE = 0.9
 INK_THRESHOLD = 40  # uint8 intensity that counts as ink when cropping and aligning
 CASE_TOLD_APART = 0.5  # held-out accuracy on both cases a case validator needs to pick a case
+# Candidates per model call: a request's work is cut into calls this small, so that others take
+# turns between them (kepkreator.turns) and a cancelled request stops within one call.
+MODEL_CALL = 128
 
 
 class TextError(KepKreatorError):
     """Text the loaded models cannot write (unknown characters, too long)."""
+
+
+class RenderCancelled(Exception):
+    """The caller gave up on the render (an HTTP client that disconnected)."""
 
 
 @dataclass
@@ -89,7 +96,7 @@ class TextRenderer:
             self.case_classes = {ch: (chars.index(ch), chars.index(ch.swapcase()))
                                  for ch in pairs if min(accuracy[chars.index(ch)], accuracy[
                                      chars.index(ch.swapcase())]) >= CASE_TOLD_APART}
-        self._lock = threading.Lock()  # one model call at a time: TF threads already fill cores
+        self._turns = FairTurns()  # one model call at a time: TF threads already fill cores
 
     @property
     def alphabet(self) -> str:
@@ -108,11 +115,17 @@ class TextRenderer:
                               f"{describe_alphabet(self.alphabet)})")
 
     def render(self, text: str, best_of: int = 8, seed: int | None = None, gap: int = 3,
-               space: int = 12, margin: int = 6) -> RenderedText:
+               space: int = 12, margin: int = 6, max_candidates: int | None = None,
+               cancelled=lambda: False) -> RenderedText:
+        """``max_candidates``: the most candidates drawn in all, extra ones for a letter's case
+        included (None: no bound beyond best_of and MAX_BEST_OF); ``cancelled()`` is asked
+        before every model call, and True ends the render with RenderCancelled."""
         self.check(text)
         if not 1 <= best_of <= MAX_BEST_OF:
             raise TextError(f"best_of must be between 1 and {MAX_BEST_OF}, not {best_of}")
         rng = np.random.default_rng(seed)
+        spare = np.inf if max_candidates is None else max_candidates - best_of * len(
+            text.replace(" ", ""))
         glyphs: list[np.ndarray | None] = [None] * len(text)
         info: list[dict] = [{"char": ch} for ch in text]
         wanted = {}  # model index -> positions in text
@@ -121,7 +134,7 @@ class TextRenderer:
                 wanted.setdefault(self.char_map[ch][0], []).append(pos)
         for model_index, positions in sorted(wanted.items()):
             generator = self.models[model_index][0]
-            drawn = self._draw(model_index, text, positions, best_of, rng)
+            drawn = self._draw(model_index, text, positions, best_of, rng, cancelled)
             # A letter whose pick is not surely in the typed case gets more candidates, best_of
             # at a time up to MAX_BEST_OF: some forms are rare (the letters generator seldom
             # draws a capital E), and the first best_of may hold none, or only borderline ones,
@@ -129,9 +142,12 @@ class TextRenderer:
             while True:  # (a NaN case score, no say, is never < CASE_SURE)
                 short = [i for i, d in enumerate(drawn) if d["case"][_pick(d)] < CASE_SURE
                          and len(d["case"]) + best_of <= MAX_BEST_OF]
+                short = short[:max(int(spare // best_of), 0)] if spare < np.inf else short
                 if not short:
                     break
-                more = self._draw(model_index, text, [positions[i] for i in short], best_of, rng)
+                spare -= best_of * len(short)
+                more = self._draw(model_index, text, [positions[i] for i in short], best_of, rng,
+                                  cancelled)
                 for i, extra in zip(short, more):
                     drawn[i] = {k: np.concatenate([drawn[i][k], extra[k]]) for k in extra}
             for pos, d in zip(positions, drawn):
@@ -151,16 +167,25 @@ class TextRenderer:
                 character["box"] = box
         return RenderedText(image, info, glyphs)
 
-    def _draw(self, model_index, text, positions, n, rng) -> list[dict]:
+    def _in_turns(self, forward, inputs, cancelled):
+        """``forward`` over ``inputs`` (arrays of one length), MODEL_CALL rows per turn."""
+        parts = []
+        for lo in range(0, len(inputs[0]), MODEL_CALL):
+            if cancelled():
+                raise RenderCancelled
+            with self._turns.turn():
+                parts.append(forward(*(x[lo:lo + MODEL_CALL] for x in inputs)))
+        return np.concatenate(parts)
+
+    def _draw(self, model_index, text, positions, n, rng, cancelled) -> list[dict]:
         """``n`` candidates for each position: image, class score, predicted class and case
         score, P(typed case | either case) by the case validator — NaN where it has no say
         (digits, a generator that knows case itself, no case validator)."""
         generator, validator = self.models[model_index]
         labels = np.repeat([self.char_map[text[p]][1] for p in positions], n)
         z = generator.sample_latent(rng, len(labels))
-        with self._lock:
-            images = generator.generate(z, labels)
-            probs = validator.probabilities(images)
+        images = self._in_turns(generator.generate, (z, labels), cancelled)
+        probs = self._in_turns(validator.probabilities, (images,), cancelled)
         case = np.full(len(labels), np.nan)
         merged = generator.class_set.case_merged
         asked = np.repeat([text[p] for p in positions], n)
@@ -168,8 +193,8 @@ class TextRenderer:
                           and generator.class_set.chars[self.char_map[text[p]][1]] in merged
                           for p in positions], n).astype(bool)
         if says.any():
-            with self._lock:
-                case_probs = self.case_validator.probabilities(images[says])
+            case_probs = self._in_turns(self.case_validator.probabilities, (images[says],),
+                                        cancelled)
             typed, other = np.array([self.case_classes[ch] for ch in asked[says]]).T
             rows = np.arange(len(typed))
             case[says] = case_probs[rows, typed] / np.maximum(

@@ -58,6 +58,10 @@ def list_files(pattern: str) -> list[str]:
     return sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
 
 
+def rename(sources: list[str], destinations: list[str]) -> None:
+    FileSystems.rename(sources, destinations)
+
+
 def delete(paths: list[str]) -> None:
     if paths:
         FileSystems.delete(paths)

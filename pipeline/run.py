@@ -15,10 +15,10 @@ if __name__ == "__main__":  # before the imports below load TensorFlow
 
 import argparse
 import contextlib
+import hashlib
 import io
 import json
 import logging
-import shutil
 import sys
 import threading
 import time
@@ -30,19 +30,16 @@ import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
 from kepkreator.errors import KepKreatorError
+from kepkreator.faults import kill_point
 from kepkreator.paths import remote_scheme
 from pipeline import fileio, sinks
 from pipeline.datacard import dataset_card
 from pipeline.handlers import GeneratorHandler, ValidatorHandler
-from pipeline.manifest import MANIFEST, package_versions, write_manifest
+from pipeline.manifest import MANIFEST, manifest_bytes, package_versions
+from pipeline.output import STAGING_PREFIX, OutputFolder
 from pipeline.specs import JobSpec, load_specs
 from pipeline.transforms import (SAMPLES_PER_CLASS_IN_GRID, ComputeClassMetrics, GridPart,
                                  SampleGrid, class_metrics, run_rounds)
-
-TMP = "_incomplete"
-OUR_FILES = ("data", "features.json", "dataset_info.json", "label.labels.txt", "README.md",
-             "metrics.json", "samples.png", MANIFEST, TMP)
-
 
 @dataclass
 class JobResult:
@@ -123,36 +120,6 @@ def argument_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def prepare_output(out: str, overwrite: bool) -> None:
-    """Refuse a non-empty directory, or with --overwrite clear one that this tool made."""
-    if fileio.is_local(out):
-        path = Path(out)
-        if path.exists() and not path.is_dir():
-            raise KepKreatorError(f"output {out} exists and is not a directory")
-        existing = [str(p) for p in path.iterdir()] if path.is_dir() else []
-    else:
-        fileio.check_credentials(out)
-        existing = fileio.list_files(fileio.join(out, "**"))
-    if not existing:
-        if fileio.is_local(out):
-            Path(out).mkdir(parents=True, exist_ok=True)
-        return
-    if not overwrite:
-        raise KepKreatorError(f"output directory {out} is not empty (use --overwrite)")
-    names = {p[len(out):].lstrip("/").split("/", 1)[0] for p in existing}
-    foreign = sorted(n for n in names if n not in OUR_FILES and ".tfrecord-" not in n)
-    if foreign:
-        raise KepKreatorError(f"--overwrite refused: {out} holds files this tool did not "
-                              f"write ({', '.join(foreign[:3])})")
-    # The manifest goes first: from this moment the old dataset is no longer complete.
-    fileio.delete([p for p in existing if p.rstrip("/").endswith(MANIFEST)])
-    if fileio.is_local(out):
-        for p in Path(out).iterdir():
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-    else:
-        fileio.delete([p for p in existing if not p.rstrip("/").endswith(MANIFEST)])
-
-
 class _CtrlCIsNotAnError(logging.Filter):
     """Beam logs a Ctrl-C that lands inside a DoFn as an error with the step's traceback."""
 
@@ -219,14 +186,16 @@ def check_bundles(job: JobSpec) -> tuple[dict, dict]:
         raise KepKreatorError(f"spec class_set {job.class_set!r} differs from the bundles' "
                               f"{generator.class_set.name!r}")
     job.resolve_defaults(generator.card, job.generator)  # so the manifest records what was used
+    # load_bundle verified each model file against its card's model_sha256.
     return ({kind: {"ref": ref, "path": str(b.path.resolve()), "card_sha256": b.card_sha256,
+                    "model_sha256": b.card["model_sha256"], "model_verified": True,
                     "name": b.card.get("name", "")}
              for kind, ref, b in (("generator", job.generator, generator),
                                   ("validator", job.validator, validator))}, generator.card)
 
 
-def _finalize(shard_infos, metrics_acc, grid, job: JobSpec, out: str, tmp: str):
-    """Last pipeline step: samples.png, and the metrics and shard list for run() to check."""
+def _finalize(shard_infos, metrics_acc, grid, job: JobSpec, publish_root: str, staging: str):
+    """Last pipeline step: samples.png (staged), and the metrics and shard list for run()."""
     from kepkreator.imageio import grid_png
     metrics = class_metrics(metrics_acc, list(job.classes.chars))
     rows = [c for c in range(job.classes.num_classes) if c in grid]
@@ -236,20 +205,22 @@ def _finalize(shard_infos, metrics_acc, grid, job: JobSpec, out: str, tmp: str):
         for r, c in enumerate(rows):
             for i, (_, image) in enumerate(grid[c]):
                 images[r * width + i] = image.T if job.orientation == "emnist" else image
-        fileio.write_bytes(fileio.join(out, "samples.png"), grid_png(images, len(rows)))
+        fileio.write_bytes(fileio.join(publish_root, "samples.png"), grid_png(images, len(rows)))
     order = {split: i for i, split in enumerate(job.split_names)}
     result = {"metrics": metrics, "shards": [
         {"split": s.split, "index": s.index, "records": s.rows, "class_counts": s.class_counts,
          "files": s.files}
         for s in sorted(shard_infos, key=lambda s: (order[s.split], s.index))]}
-    fileio.write_bytes(fileio.join(tmp, "result.json"), json.dumps(result).encode())
+    fileio.write_bytes(fileio.join(staging, "result.json"), json.dumps(result).encode())
 
 
-def build_pipeline(p, job: JobSpec, bundles: dict, out: str, known) -> None:
-    tmp = fileio.join(out, TMP)
+def build_pipeline(p, job: JobSpec, bundles: dict, staging: str, publish_root: str,
+                   known) -> None:
+    """Every file goes to ``staging`` (this run's own folder); shards and samples.png under
+    ``publish_root``, with the relative names they are published under."""
     progress = None
-    if fileio.is_local(out):  # workers on this machine report progress through small files
-        progress = Path(tmp) / "progress"
+    if fileio.is_local(staging):  # workers on this machine report progress through small files
+        progress = Path(staging) / "progress"
         progress.mkdir(parents=True, exist_ok=True)
     generator = GeneratorHandler(bundles["generator"]["path"], known.max_units_per_batch,
                                  known.intra_op_threads, job.latent_scale)
@@ -257,7 +228,7 @@ def build_pipeline(p, job: JobSpec, bundles: dict, out: str, known) -> None:
                                  known.intra_op_threads)
 
     def consume(accepted, r):  # inside round r's fused stage: only small results leave it
-        fragments = accepted | f"Sinks{r}" >> sinks.WriteFragments(job, tmp)
+        fragments = accepted | f"Sinks{r}" >> sinks.WriteFragments(job, staging)
         grid = accepted | f"GridPart{r}" >> GridPart()
         return fragments, grid
 
@@ -266,10 +237,10 @@ def build_pipeline(p, job: JobSpec, bundles: dict, out: str, known) -> None:
         known.accelerator)
     metrics = reports | "ComputeClassMetrics" >> ComputeClassMetrics(job.classes.num_classes)
     grid = grid_parts | "SampleGrid" >> SampleGrid()
-    shards = fragments | "Sinks" >> sinks.WriteShards(job, out)
+    shards = fragments | "Sinks" >> sinks.WriteShards(job, publish_root)
     _ = (shards | "AllShards" >> beam.combiners.ToList()
          | "Finalize" >> beam.Map(_finalize, beam.pvalue.AsSingleton(metrics),
-                                  beam.pvalue.AsSingleton(grid), job, out, tmp))
+                                  beam.pvalue.AsSingleton(grid), job, publish_root, staging))
 
 
 class Progress:
@@ -288,7 +259,11 @@ class Progress:
     def read(self):
         accepted, generated = np.zeros(self.num_classes, np.int64), 0
         for f in self.directory.glob("*.jsonl"):
-            for line in f.read_text().splitlines():
+            try:
+                text = f.read_text()
+            except FileNotFoundError:  # the run is over and its staging folder removed
+                continue
+            for line in text.splitlines():
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError:
@@ -313,7 +288,8 @@ class Progress:
             self._thread.join()
 
 
-def run(argv=None, show_progress=None) -> JobResult:
+def run(argv=None, show_progress=None, note=None) -> JobResult:
+    """The job: ``note`` gets notices for the user (taking over an interrupted run's folder)."""
     known, pipeline_args = parse_args(argv)
     if not known.out.strip():
         raise KepKreatorError("--out is empty")
@@ -327,17 +303,17 @@ def run(argv=None, show_progress=None) -> JobResult:
     options, runner = pipeline_options(pipeline_args)
     if options.view_as(TestOptions).dry_run:  # build and hand to the runner; touch no output
         p = beam.Pipeline(runner=runner, options=options)
-        build_pipeline(p, job, bundles, out, known)
+        staging = fileio.join(out, STAGING_PREFIX + "dry-run")
+        build_pipeline(p, job, bundles, staging, fileio.join(staging, "publish"), known)
         p.run()
         return JobResult(out, None, None, pipeline=p)
-    prepare_output(out, known.overwrite)
-    tmp = fileio.join(out, TMP)
     started = time.time()
-    try:
-        progress = Path(tmp) / "progress" if fileio.is_local(out) else None
-        with Progress(progress, job, show_progress if progress else None):
+    with OutputFolder(out, sinks.planned_files(job), known.overwrite, note) as folder:
+        local = fileio.is_local(out)
+        progress = Path(folder.staging) / "progress" if local else None
+        with Progress(progress, job, show_progress if local else None):
             p = beam.Pipeline(runner=runner, options=options)
-            build_pipeline(p, job, bundles, out, known)
+            build_pipeline(p, job, bundles, folder.staging, folder.publish_root, known)
             # The runner wraps a Ctrl-C as RuntimeError("KeyboardInterrupt [while running
             # 'STEP']"), which would read as a crash.
             try:
@@ -346,10 +322,48 @@ def run(argv=None, show_progress=None) -> JobResult:
                 if str(exc).startswith("KeyboardInterrupt"):
                     raise KeyboardInterrupt from None
                 raise
-        result = json.loads(fileio.read_bytes(fileio.join(tmp, "result.json")))
-    finally:
-        _remove_tmp(out)
-    seconds = time.time() - started
+        result = json.loads(fileio.read_bytes(fileio.join(folder.staging, "result.json")))
+        seconds = time.time() - started
+        metrics = _split_metrics(job, result, seconds)
+        fileio.write_bytes(folder.stage("metrics.json"),
+                           (json.dumps(metrics, indent=2) + "\n").encode())
+        failed = _shortfall(job, metrics, known.shortfall_tolerance)
+        if failed:  # metrics.json says what fell short; no shard a reader could take as data
+            folder.publish(["metrics.json"])
+            folder.fail()
+            return JobResult(out, metrics, None, failed)
+        # Reader metadata only for a dataset that met its counts: TFDS and HF must not load a
+        # failure.
+        description = (f"Synthetic {job.class_set} handwriting made by KepKreator "
+                       f"({metrics['accepted']} samples, policy {job.label_policy}, "
+                       f"min_confidence {job.confidence_text()}).")
+        card = dataset_card(job, metrics, bundles, generator_card, description)
+        written = sinks.write_metadata(folder.publish_root, job, result["shards"], description,
+                                       card)
+        records = [name for name in ("samples.png", "metrics.json")
+                   if fileio.exists(folder.stage(name))] + written
+        metadata = {name: _file_record(folder.stage(name)) for name in records}
+        shard_files = [info["path"] for shard in result["shards"]
+                       for info in shard["files"].values()]
+        kill_point("publish")
+        folder.publish(shard_files + records)
+        kill_point("manifest")
+        manifest = _manifest(job, metrics, result["shards"], bundles, metadata, seconds,
+                             pipeline_args)
+        text = manifest_bytes(manifest)
+        fileio.write_bytes(folder.stage(MANIFEST), text)
+        folder.publish([MANIFEST])  # last: from here on the folder is a dataset
+        folder.finish()
+    return JobResult(out, metrics, json.loads(text))
+
+
+def _file_record(path: str) -> dict:
+    data = fileio.read_bytes(path)
+    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
+def _split_metrics(job: JobSpec, result: dict, seconds: float) -> dict:
+    """metrics.json: the pipeline's class metrics, with what each split got."""
     metrics = result["metrics"]
     labels = list(job.classes.chars)
     got = split_counts(job, result["shards"])
@@ -360,29 +374,33 @@ def run(argv=None, show_progress=None) -> JobResult:
                 "counts": {labels[c]: int(n) for c, n in enumerate(got[split]) if n}}
         for split, wanted in job.requested_per_split().items()}
     metrics["seconds"] = round(seconds, 2)
-    fileio.write_bytes(fileio.join(out, "metrics.json"),
-                       (json.dumps(metrics, indent=2) + "\n").encode())
+    return metrics
 
-    # Judged per split and class: a split short of a class is short even if another has spare.
-    short = [(split, labels[c], int(got[split][c]), int(n))
-             for split, wanted in job.requested_per_split().items()
-             for c, n in enumerate(wanted)
-             if n - got[split][c] > known.shortfall_tolerance * n]
-    if short:
-        named = len(job.splits) > 1
-        listing = ", ".join(f"{f'{split} ' if named else ''}{label}: {have}/{n}"
-                            for split, label, have, n in short[:8])
-        return JobResult(out, metrics, None,
-                         f"shortfall above tolerance in {len(short)} class(es) ({listing}); "
-                         f"no manifest written")
-    # Reader metadata only for a dataset that met its counts: TFDS and HF must not load a failure.
-    description = (f"Synthetic {job.class_set} handwriting made by KepKreator "
-                   f"({metrics['accepted']} samples, policy {job.label_policy}, "
-                   f"min_confidence {job.confidence_text()}).")
-    card = dataset_card(job, metrics, bundles, generator_card, description)
-    sinks.write_metadata(out, job, result["shards"], description, card)
-    counts = np.sum([s["class_counts"] for s in result["shards"]], axis=0)
-    manifest = write_manifest(out, {
+
+def _shortfall(job: JobSpec, metrics: dict, tolerance: float) -> str:
+    """Judged per split and class: a split short of a class is short even if another has
+    spare. Empty when every class is within ``tolerance``."""
+    labels = list(job.classes.chars)
+    short = []
+    for split, wanted in job.requested_per_split().items():
+        counts = metrics["splits"][split]["counts"]
+        short += [(split, labels[c], counts.get(labels[c], 0), int(n))
+                  for c, n in enumerate(wanted)
+                  if n - counts.get(labels[c], 0) > tolerance * n]
+    if not short:
+        return ""
+    named = len(job.splits) > 1
+    listing = ", ".join(f"{f'{split} ' if named else ''}{label}: {have}/{n}"
+                        for split, label, have, n in short[:8])
+    return (f"shortfall above tolerance in {len(short)} class(es) ({listing}); no manifest "
+            "written")
+
+
+def _manifest(job: JobSpec, metrics: dict, shards: list[dict], bundles: dict, metadata: dict,
+              seconds: float, pipeline_args) -> dict:
+    labels = list(job.classes.chars)
+    counts = np.sum([s["class_counts"] for s in shards], axis=0)
+    return {
         "name": job.dataset_name, "class_set": job.class_set,
         "splits": {split: {"records": row["accepted"], "counts": row["counts"],
                            "shards": row["shards"]}
@@ -393,9 +411,8 @@ def run(argv=None, show_progress=None) -> JobResult:
         "counts": {labels[c]: int(n) for c, n in enumerate(counts) if n},
         "shortfall": {label: row["shortfall"] for label, row in metrics["per_class"].items()
                       if row["shortfall"]},
-        "shards": result["shards"], "seconds": round(seconds, 2),
-        "beam_options": list(pipeline_args)})
-    return JobResult(out, metrics, manifest)
+        "shards": shards, "metadata": metadata, "seconds": round(seconds, 2),
+        "beam_options": list(pipeline_args)}
 
 
 def split_counts(job: JobSpec, shards: list[dict]) -> dict[str, np.ndarray]:
@@ -406,18 +423,13 @@ def split_counts(job: JobSpec, shards: list[dict]) -> dict[str, np.ndarray]:
     return out
 
 
-def _remove_tmp(out: str) -> None:
-    if fileio.is_local(out):
-        shutil.rmtree(Path(out) / TMP, ignore_errors=True)
-    else:
-        fileio.delete(fileio.list_files(fileio.join(out, TMP, "**")))
-
-
 def main(argv=None) -> None:
     """``python -m pipeline.run`` and the Dataflow job: the CLI's rules, one line and status 2
     for anything the user can fix."""
+    from kepkreator.interrupt import terminate_like_ctrl_c
+    terminate_like_ctrl_c()
     try:
-        result = run(argv)
+        result = run(argv, note=lambda line: print(line, file=sys.stderr))
         failed = result.failed
     except KepKreatorError as exc:
         failed = str(exc)

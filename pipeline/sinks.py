@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from kepkreator.faults import kill_point
 from kepkreator.imageio import encode_png_batch
 from pipeline import fileio
 from pipeline.specs import JobSpec
@@ -173,6 +174,7 @@ class _WriteShardDoFn(beam.DoFn):
                 writers["tfrecord"].write(b"".join(
                     fileio.tfrecord_frame(self._example(png, label))
                     for png, label in zip(pngs, labels.tolist())))
+            kill_point("shard")  # files half written
         if "parquet" in writers:
             parquet.close()
         for writer in writers.values():
@@ -234,12 +236,35 @@ def shards_by_split(job: JobSpec, shards: list[dict]) -> dict[str, list[dict]]:
             for split in job.split_names}
 
 
+READER_METADATA = ("features.json", "dataset_info.json", "label.labels.txt", "README.md")
+RUN_RECORDS = ("metrics.json", "samples.png")
+
+
+def planned_files(job: JobSpec) -> list[str]:
+    """Every file a run of ``job`` may publish (relative to its output folder), known before it
+    starts: the run marker lists them, so --overwrite can later remove exactly these."""
+    names = []
+    for split in job.split_names:
+        shards = job.shards_of(split)
+        for index in range(shards):
+            if "parquet" in job.formats:
+                names.append(parquet_name(split, index, shards))
+            if "tfrecord" in job.formats:
+                names.append(tfrecord_name(job.dataset_name, split, index, shards))
+    return names + list(READER_METADATA) + list(RUN_RECORDS)
+
+
 def write_metadata(out: str, job: JobSpec, shards: list[dict], description: str,
-                   card: str) -> None:
+                   card: str) -> list[str]:
     """TFDS features.json / dataset_info.json / label.labels.txt and the HF dataset card
-    (``card``: its text; with Parquet, its YAML must point at data/)."""
+    (``card``: its text; with Parquet, its YAML must point at data/). Returns the names."""
     labels = list(job.classes.chars)
-    write = lambda name, text: fileio.write_bytes(fileio.join(out, name), text.encode())
+    written = []
+
+    def write(name, text):
+        fileio.write_bytes(fileio.join(out, name), text.encode())
+        written.append(name)
+
     if "tfrecord" in job.formats:
         write("features.json", json.dumps(tfds_features(len(labels)), indent=2))
         write("label.labels.txt", "\n".join(labels) + "\n")
@@ -253,3 +278,4 @@ def write_metadata(out: str, job: JobSpec, shards: list[dict], description: str,
                                                        {"featureKey": "label"}]}}}
         write("dataset_info.json", json.dumps(info, indent=2))
     write("README.md", card)
+    return written

@@ -16,6 +16,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import RunInference
 
+from kepkreator.faults import kill_point
 from kepkreator.metrics import ClassStats, class_report
 from pipeline.handlers import ScoredBatch
 from pipeline.specs import JobSpec, expand, top_up
@@ -153,6 +154,7 @@ class _FilterDoFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(self.TOP_UP, follow_up)
         if self.progress_dir:
             _append_progress(self.progress_dir, per_class, len(scored.images))
+        kill_point("round")
 
 
 def _append_progress(directory: str, per_class: np.ndarray, generated: int) -> None:

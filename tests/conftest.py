@@ -1,3 +1,4 @@
+import contextlib
 import os
 import re
 import subprocess
@@ -58,3 +59,40 @@ def assert_one_line_error(result, *fragments):
     assert not CXX_LOG_LINE.search(result.stderr), result.stderr
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(*args):
+    """``kepkreator serve ARGS`` on a free port, as a real process; yields its URL once /health
+    answers, and stops it after."""
+    import time
+
+    import httpx
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "kepkreator.cli", "serve", "--port", str(port),
+                             *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    try:
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail("server did not start: " + (proc.stdout.read() or ""))
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(20)

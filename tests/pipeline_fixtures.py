@@ -36,6 +36,15 @@ def write_spec(path: Path, **fields) -> Path:
     return path
 
 
+def tiny_spec(path, tiny, **fields):
+    """A spec for the tiny bundles: small, seeded, filter off; ``fields`` override."""
+    gen, val = tiny
+    base = {"class_set": "digits", "generator": str(gen), "validator": str(val),
+            "counts": {"per_class": 7}, "seed": 3, "min_confidence": 0, "shards": 3,
+            "unit_size": 16}
+    return write_spec(path, **{**base, **fields})
+
+
 def class_folders(root, classes, per_class):
     """``folder@root`` of distinct crosses in class folders: real PNGs the folder loader keeps
     (no duplicates), for data that leaves classes out without needing ../shared."""

@@ -5,10 +5,6 @@ import concurrent.futures
 import io
 import json
 import shutil
-import socket
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -17,7 +13,7 @@ from PIL import Image
 from kepkreator.errors import KepKreatorError
 from kepkreator.handwriting import (CAP_HEIGHT_PX, INK_THRESHOLD, MAX_BEST_OF,
                                     MAX_TEXT_LENGTH, X_HEIGHT, TextError, TextRenderer, layout)
-from tests.conftest import ROOT, assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli, serving
 
 
 @pytest.fixture(scope="module")
@@ -155,33 +151,10 @@ def test_render_command_writes_the_png(tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "kepkreator.cli", "serve", "--port", str(port)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    import httpx
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail("server did not start: " + (proc.stdout.read() or ""))
-        time.sleep(0.5)
-    yield url
-    proc.terminate()
-    proc.wait(20)
+    with serving() as url:
+        yield url
 
 
 def test_http_png_json_and_422s(server):

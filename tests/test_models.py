@@ -7,6 +7,7 @@ import pytest
 
 from kepkreator.errors import BundleError, KepKreatorError
 from kepkreator.models.bundle import import_model, load_bundle
+from kepkreator.models.card import sha256_file
 from kepkreator.models.networks import build_discriminator, build_generator, build_validator
 from tests.conftest import ROOT
 from tests.pipeline_fixtures import make_tiny_bundles
@@ -103,6 +104,22 @@ def test_emnist_orientation_card_transposes(tiny_generator_bundle, tmp_path):
     (lambda c: c.update(model_file="missing.keras"), "lacks its model file"),
     (lambda c: c["signature"].update(output_range="0-1"), "output_range"),
     (lambda c: c.pop("signature"), "lacks the key 'signature'"),
+    # Every field is type-checked at load, in one line naming it.
+    (lambda c: c["signature"].update(latent_dim="64; rm -rf /"),
+     "signature.latent_dim must be a whole number of at least 1, not '64; rm -rf /'"),
+    (lambda c: c["signature"].update(latent_dim=True), "signature.latent_dim must be"),
+    (lambda c: c["signature"].update(label_offset=-1), "signature.label_offset must be"),
+    (lambda c: c["signature"].update(inputs=["z", "z"]), "signature.inputs must be"),
+    (lambda c: c["signature"].update(latnet_dim=3), "unknown key 'signature.latnet_dim'"),
+    (lambda c: c.update(sampling={"latent_scale": "wide"}), "sampling.latent_scale must be"),
+    (lambda c: c.update(sampling={"min_confidence": 2}), "sampling.min_confidence must be"),
+    (lambda c: c.update(labels="0123456789"), "labels must be a list of strings"),
+    (lambda c: c.update(kind="judge"), "kind must be one of generator, validator"),
+    # The model file is a plain name inside the bundle, never a path out of it.
+    (lambda c: c.update(model_file="/etc/passwd"), "model_file must be a plain file name"),
+    (lambda c: c.update(model_file="../other/model.keras"), "model_file must be a plain file"),
+    (lambda c: c.pop("model_sha256"), "lacks the key 'model_sha256'"),
+    (lambda c: c.update(model_sha256="abc"), "model_sha256 must be 64 lower-case hex digits"),
 ])
 def test_card_that_does_not_match_its_model(tiny_generator_bundle, tmp_path, change, message):
     bad = tmp_path / "bad"
@@ -112,6 +129,17 @@ def test_card_that_does_not_match_its_model(tiny_generator_bundle, tmp_path, cha
     (bad / "card.json").write_text(json.dumps(card))
     with pytest.raises(BundleError, match=message):
         load_bundle(bad)
+
+
+def test_a_bundle_with_another_model_copied_in_is_refused(tmp_path):
+    """The shipped digits card over the shipped letters model loaded and generated letters
+    under the digits card's name and evidence."""
+    from kepkreator.models.bundle import ASSETS
+    swapped = tmp_path / "digits-generator"
+    shutil.copytree(ASSETS / "digits" / "generator", swapped)
+    shutil.copyfile(ASSETS / "letters" / "generator" / "model.keras", swapped / "model.keras")
+    with pytest.raises(BundleError, match="model.keras is not the model its card describes"):
+        load_bundle(swapped)
 
 
 def test_validator_class_count_mismatch(tiny_validator_bundle, tmp_path):
@@ -129,6 +157,11 @@ def test_corrupt_model_file_and_missing_bundle(tiny_validator_bundle, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(tiny_validator_bundle, bad)
     (bad / "model.keras").write_bytes(b"garbage")
+    with pytest.raises(BundleError, match="model.keras is not the model its card describes"):
+        load_bundle(bad)
+    card = json.loads((bad / "card.json").read_text())  # a card that vouches for the garbage
+    card["model_sha256"] = sha256_file(bad / "model.keras")
+    (bad / "card.json").write_text(json.dumps(card))
     with pytest.raises(BundleError, match="cannot load model"):
         load_bundle(bad)
     with pytest.raises(BundleError, match="bundle not found"):

@@ -1,6 +1,7 @@
 """The generation pipeline on Beam's real local runner, read back the way users read it."""
 import io
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -11,23 +12,15 @@ import pytest
 from PIL import Image
 
 from kepkreator.models.bundle import ASSETS
-from pipeline.manifest import verify
+from kepkreator.data.generated import verify_folder
 from pipeline.run import run
 from tests.conftest import assert_one_line_error, run_cli
-from tests.pipeline_fixtures import make_tiny_bundles, write_spec
+from tests.pipeline_fixtures import make_tiny_bundles, tiny_spec, write_spec
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return make_tiny_bundles(tmp_path_factory.mktemp("bundles"))
-
-
-def tiny_spec(path, tiny, **fields):
-    gen, val = tiny
-    base = {"class_set": "digits", "generator": str(gen), "validator": str(val),
-            "counts": {"per_class": 7}, "seed": 3, "min_confidence": 0, "shards": 3,
-            "unit_size": 16}
-    return write_spec(path, **{**base, **fields})
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +41,8 @@ def test_manifest_counts_and_files(dataset):
     assert {"apache-beam", "numpy", "pyarrow", "keras"} <= set(manifest["versions"])
     for name in ("metrics.json", "samples.png", "features.json", "dataset_info.json", "README.md"):
         assert (out / name).is_file(), name
-    assert not (out / "_incomplete").exists()
-    assert verify(out) == []
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+    assert verify_folder(out)[1] == []
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["per_class"]["3"]["requested"] == 21 and metrics["shortfall"] == 0
     assert Image.open(out / "samples.png").height > 3 * 28  # one row per class present
@@ -101,23 +94,27 @@ def test_a_dataset_reads_back_as_a_data_source(dataset, tiny, tmp_path):
         load_sources([f"dataset@{broken}"], "digits")
     shutil.copy(out / "manifest.json", broken / "manifest.json")
     shard = sorted((broken / "data").glob("*.parquet"))[1]
-    shard.write_bytes(shard.read_bytes()[:-10])
-    with pytest.raises(DataError, match="differs from the manifest"):
+    original = shard.read_bytes()
+    shard.write_bytes(original[:-10])
+    with pytest.raises(DataError, match="does not verify against its manifest: data/train-"):
         load_sources([f"dataset@{broken}"], "digits")
     assert_one_line_error(run_cli("evaluate", "--validator", tiny[1], "--real",
-                                  f"dataset@{broken}"), "differs from the manifest")
-    # A format-1 manifest (one split, named by "split"; shards without one) still reads.
-    old = tmp_path / "format1"
+                                  f"dataset@{broken}"), "the manifest says")
+    shard.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # same size, other bytes
+    with pytest.raises(DataError, match="differs from the manifest"):
+        load_sources([f"dataset@{broken}"], "digits")
+    shard.write_bytes(original)
+    (broken / "data" / "train-00003-of-00003.parquet").write_bytes(original)  # one too many
+    assert_one_line_error(run_cli("evaluate", "--validator", tiny[1], "--real",
+                                  f"dataset@{broken}"), "unlisted file data/train-00003-of-")
+    # An earlier format's manifest checksums no reader metadata: refused, with what to do.
+    old = tmp_path / "format2"
     shutil.copytree(out, old)
     manifest = json.loads((old / "manifest.json").read_text())
-    manifest.update(format="kepkreator-dataset/1", split="train")
-    del manifest["splits"]
-    for shard in manifest["shards"]:
-        del shard["split"]
+    manifest.update(format="kepkreator-dataset/2")
     (old / "manifest.json").write_text(json.dumps(manifest))
-    assert np.array_equal(load_sources([f"dataset@{old}"], "digits", dedupe=False).images,
-                          data.images)
-    assert "(digits, split train)" in run_cli("inspect", old).stdout
+    with pytest.raises(DataError, match="written by an earlier KepKreator.*generate it again"):
+        load_sources([f"dataset@{old}"], "digits")
 
 
 def test_evaluate_reads_a_generated_dataset(dataset, tiny, tmp_path):
@@ -216,7 +213,9 @@ def test_dataset_card_carries_the_generators_evidence():
 def test_inspect_verifies_and_detects_tampering(dataset, tmp_path):
     out, _ = dataset
     result = run_cli("inspect", out)
-    assert result.returncode == 0 and "verified: 6 shard files" in result.stdout
+    assert result.returncode == 0, result.stderr
+    assert "verified: 12 files match their sha256 in manifest.json (6 shards, 6 metadata)" in \
+        result.stdout
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     shard = next(copy.glob("data/*.parquet"))
@@ -224,6 +223,72 @@ def test_inspect_verifies_and_detects_tampering(dataset, tmp_path):
     assert_one_line_error(run_cli("inspect", copy), "sha256 mismatch")
     (copy / "manifest.json").unlink()
     assert_one_line_error(run_cli("inspect", copy), "not a complete KepKreator dataset")
+
+
+def _edit_manifest(change):
+    def edit(folder):
+        manifest = json.loads((folder / "manifest.json").read_text())
+        change(manifest)
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    return edit
+
+
+def _edit(name, old, new):
+    def edit(folder):
+        (folder / name).write_text((folder / name).read_text().replace(old, new))
+    return edit
+
+
+def _shard_path(path):
+    def change(manifest):
+        manifest["shards"][0]["files"]["parquet"]["path"] = path
+    return change
+
+
+@pytest.mark.parametrize("tamper, problem", [
+    # A shard pandas and Hugging Face would read when they glob data/.
+    (lambda f: shutil.copy(f / "data" / "train-00000-of-00003.parquet",
+                           f / "data" / "train-00004-of-00004.parquet"),
+     "unlisted file data/train-00004-of-00004.parquet"),
+    (lambda f: (f / "notes.txt").write_text("mine"), "unlisted file notes.txt"),
+    (_edit("features.json", '"numClasses": "10"', '"numClasses": "11"'),
+     "sha256 mismatch in features.json"),
+    (_edit("metrics.json", '"accepted": 35', '"accepted": 36'), "sha256 mismatch in metrics.json"),
+    (lambda f: (f / "metrics.json").write_text("{not json"), "metrics.json has 9 bytes"),
+    (lambda f: (f / "README.md").unlink(), "missing README.md"),
+    (lambda f: ((f / "dataset_info.json").unlink(),
+                (f / "dataset_info.json").symlink_to(f / "features.json")),
+     "dataset_info.json is a symbolic link"),
+    (_edit_manifest(lambda m: m["metadata"].pop("label.labels.txt")),
+     "unlisted file label.labels.txt"),
+    (_edit_manifest(_shard_path("/etc/passwd")),
+     "shards[0].files.parquet must be {path: a relative path inside the dataset"),
+    (_edit_manifest(_shard_path("../job/out/data/train-00000-of-00003.parquet")),
+     "shards[0].files.parquet must be {path: a relative path inside the dataset"),
+    (_edit_manifest(lambda m: m["metadata"].update({"/etc/passwd": m["metadata"]["README.md"]})),
+     "metadata '/etc/passwd' must be a relative path inside the dataset"),
+    (lambda f: (f / "manifest.json").write_text('{"complete": true}'),
+     "format must be kepkreator-dataset/3, not None"),
+    (_edit_manifest(lambda m: m.pop("splits")), "lacks 'splits'"),
+    (_edit_manifest(lambda m: m.update(records="35")), "records must be a whole number"),
+    (_edit_manifest(lambda m: m["shards"][0].update(records=12)),
+     "split 'train' has 35 records, its shards 36"),
+    (lambda f: (f / "manifest.json").write_text("{oops"), "malformed"),
+])
+def test_inspect_verifies_the_folder_not_a_list(dataset, tmp_path, tamper, problem):
+    """Each tampered folder is one line and status 2, naming what is wrong; dataset@ (evaluate
+    --real, training data) refuses it the same way."""
+    from kepkreator.data import load_sources
+    from kepkreator.errors import DataError
+    out, _ = dataset
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    tamper(copy)
+    result = run_cli("inspect", copy)
+    assert_one_line_error(result, problem)
+    assert result.returncode == 2
+    with pytest.raises(DataError, match=re.escape(problem)):
+        load_sources([f"dataset@{copy}"], "digits")
 
 
 def _hashes(out):
@@ -260,7 +325,7 @@ def test_splits_in_one_job_are_disjoint_and_every_reader_finds_them(tiny, tmp_pa
     assert sorted(p.name for p in (out / "data").iterdir()) == [
         *[f"train-0000{i}-of-00003.parquet" for i in range(3)], "validation-00000-of-00001.parquet"]
     assert (out / "kepkreator_digits-validation.tfrecord-00000-of-00001").is_file()
-    assert verify(out) == []
+    assert verify_folder(out)[1] == []
     train_pixels, train_ids = _pixels(out, "train")
     val_pixels, val_ids = _pixels(out, "validation")
     assert len(train_ids) == 40 and len(val_ids) == 10

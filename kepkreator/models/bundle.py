@@ -9,7 +9,6 @@ uint8 images, white ink on black, upright, labels as class-set indices.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -20,15 +19,11 @@ import numpy as np
 from kepkreator.classsets import ClassSet, get_class_set
 from kepkreator.errors import BundleError, KepKreatorError
 from kepkreator.handwritten import parse_json
+from kepkreator.models.card import (CARD_FORMAT, CARD_NAME, MODEL_FILE, MODEL_SUFFIXES,
+                                    check_card, read_card, sha256_file, verify_model_file)
 from kepkreator.paths import not_local
 
-CARD_NAME = "card.json"
-MODEL_FILE = "model.keras"  # what write_bundle saves; imported bundles may name another
-CARD_FORMAT = "kepkreator-bundle/1"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-RANGES = ("tanh", "sigmoid", "uint8")  # [-1, 1], [0, 1], [0, 255]
-ORIENTATIONS = ("upright", "emnist")
-LABEL_ENCODINGS = ("int", "onehot")
 
 
 def to_model_range(images_uint8: np.ndarray, pixel_range: str) -> np.ndarray:
@@ -63,7 +58,6 @@ def _keras_custom_objects():
     return {**CUSTOM_OBJECTS, "Conv2DTranspose": Conv2DTransposeCompat}
 
 
-MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
@@ -93,16 +87,13 @@ def load_keras_model(path: Path):
         raise BundleError(f"cannot load model {path}: {first_line[:300]}") from None
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+# A judge is a validator in another role: a second classifier that measures and never filters.
+ROLE_KINDS = {"generator": "generator", "validator": "validator", "judge": "validator"}
 
 
 def resolve_bundle_path(ref: str | os.PathLike, kind: str | None = None) -> Path:
-    """A bundle directory, or ``default:<set>`` for the package's shipped ``<set>/<kind>``."""
+    """A bundle directory, or ``default:<set>`` for the package's shipped ``<set>/<kind>``
+    (``kind``: a role, generator, validator or judge)."""
     ref = str(ref)
     if ref.startswith("default:"):
         name = ref.split(":", 1)[1]
@@ -127,25 +118,6 @@ def resolve_bundle_path(ref: str | os.PathLike, kind: str | None = None) -> Path
 def card_latent_scale(card: dict) -> float:
     """A generator card's sampling choice (``kepkreator tune-sampling``), else 1."""
     return float(card.get("sampling", {}).get("latent_scale", 1.0))
-
-
-def read_card(path: Path) -> dict:
-    try:
-        card = json.loads((path / CARD_NAME).read_text())
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"malformed {path / CARD_NAME}: {exc}") from None
-    check_card(card, path / CARD_NAME)
-    return card
-
-
-def check_card(card, where, keys=("kind", "class_set", "model_file", "signature")) -> None:
-    if not isinstance(card, dict):
-        raise BundleError(f"{where}: a card must be a JSON object, got {type(card).__name__}")
-    for key in keys:
-        if key not in card:
-            raise BundleError(f"{where} lacks the key {key!r}")
-    if card["kind"] not in ("generator", "validator"):
-        raise BundleError(f"{where}: kind must be generator or validator")
 
 
 def _forward(model, pack, *inputs):
@@ -295,16 +267,12 @@ class Validator(Bundle):
 
 
 def _check_signature(card: dict, model, class_set: ClassSet, path: Path) -> None:
+    """The card's signature against the model's real shapes (types and ranges are check_card's)."""
     sig = card["signature"]
     where = f"bundle {path}"
     shapes = [tuple(t.shape) for t in model.inputs]
     out_shape = tuple(model.outputs[0].shape)
     if card["kind"] == "generator":
-        for key in ("latent_dim", "output_range"):
-            if key not in sig:
-                raise BundleError(f"{where}: card signature lacks {key!r}")
-        if sig["output_range"] not in RANGES:
-            raise BundleError(f"{where}: output_range must be one of {RANGES}")
         if len(shapes) != 2:
             raise BundleError(f"{where}: a generator needs 2 inputs (z, label), model has "
                               f"{len(shapes)}")
@@ -326,33 +294,27 @@ def _check_signature(card: dict, model, class_set: ClassSet, path: Path) -> None
         if int(np.prod([d for d in out_shape[1:]])) != 784:
             raise BundleError(f"{where}: generator output {out_shape} is not 28x28")
     else:
-        if sig.get("input_range") not in RANGES:
-            raise BundleError(f"{where}: input_range must be one of {RANGES}")
         if len(shapes) != 1 or int(np.prod(shapes[0][1:])) != 784:
             raise BundleError(f"{where}: a validator takes one 28x28 image input, model has "
                               f"{shapes}")
         if out_shape[-1] != class_set.num_classes:
             raise BundleError(f"{where}: model has {out_shape[-1]} outputs, class set "
                               f"{class_set.name!r} has {class_set.num_classes}")
-    if sig.get("orientation", "upright") not in ORIENTATIONS:
-        raise BundleError(f"{where}: orientation must be one of {ORIENTATIONS}")
 
 
 def load_bundle(ref: str | os.PathLike, kind: str | None = None) -> Generator | Validator:
     path = resolve_bundle_path(ref, kind)
     card = read_card(path)
-    if kind and card["kind"] != kind:
-        raise BundleError(f"{path} is a {card['kind']} bundle, a {kind} is needed here")
+    if kind and card["kind"] != ROLE_KINDS[kind]:
+        raise BundleError(f"{path} is a {card['kind']} bundle, a {ROLE_KINDS[kind]} is needed "
+                          "here")
     try:
         class_set = get_class_set(card["class_set"])
     except KepKreatorError as exc:
         raise BundleError(f"{path / CARD_NAME}: {exc}") from None
     if "labels" in card and list(card["labels"]) != list(class_set.chars):
         raise BundleError(f"{path / CARD_NAME}: labels do not match class set {class_set.name!r}")
-    model_file = path / card["model_file"]
-    if not model_file.is_file():
-        raise BundleError(f"bundle {path} lacks its model file {card['model_file']}")
-    model = load_keras_model(model_file)
+    model = load_keras_model(verify_model_file(path, card))
     _check_signature(card, model, class_set, path)
     cls = Generator if card["kind"] == "generator" else Validator
     return cls(path=path, card=card, model=model, class_set=class_set)
@@ -399,7 +361,7 @@ def import_model(model_file: str | Path, card_file: str | Path, out: str | Path)
         raise BundleError(f"card not found: {card_file}") from None
     except (OSError, ValueError) as exc:  # UnicodeDecodeError, JSONDecodeError, a repeated key
         raise BundleError(f"malformed card {card_file}: {exc}") from None
-    check_card(card, card_file, keys=("kind", "class_set", "signature"))
+    check_card(card, card_file, required=("kind", "class_set", "signature"))
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BundleError(f"output {out} already exists and is not an empty directory")
     out.parent.mkdir(parents=True, exist_ok=True)
