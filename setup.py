@@ -11,7 +11,7 @@ setup(
     packages=find_namespace_packages(
         include=["kepkreator", "kepkreator.*", "pipeline", "pipeline.*"],
         exclude=["*.__pycache__"]),
-    package_data={"kepkreator": ["assets/*/*/*.json", "assets/*/*/*.keras"]},
+    package_data={"kepkreator": ["assets/*/*/*.json", "assets/*/*/*.keras", "assets/*/*/*.npz"]},
     include_package_data=True,
     install_requires=[
         "tensorflow-cpu==2.21.0; platform_machine=='x86_64'",

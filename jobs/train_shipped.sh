@@ -18,6 +18,14 @@ digits)
   $KK evaluate --generator $A/digits/generator --validator $A/digits/validator -n 10000 \
       --real mnist:test@$M --train-data mnist:train@$M --latent-scale 1 --update-card \
       --json-out runs/digits/evaluation.json
+  # The independent judge: another architecture, seed and augmentation; it measures, never
+  # filters. Its reference bank is MNIST test (400 per class, and 400 others for the
+  # yardstick); the validator's, which the realism filter uses, is MNIST train.
+  $KK train validator --class-set digits --preset judge --no-augment --data mnist:train@$M \
+      --eval-data mnist:test@$M --out $A/digits/judge --workdir runs/digits/judge.work \
+      --epochs 8 --seed 1
+  $KK reference $A/digits/judge --data mnist:test@$M --per-class 400 --seed 0
+  $KK reference $A/digits/validator --data mnist:train@$M --per-class 500 --seed 0
   ;;
 letters)
   E="$DATA/emnist"
@@ -49,6 +57,14 @@ letters)
         --workdir runs/letters-$step/generator.work --epochs 8 --seed 0 --modes-per-class 3
     from=$out
   done
+  # The judge and the reference banks, as for digits; the judge's bank is the letters' holdout.
+  # shellcheck disable=SC2086
+  $KK train validator --class-set letters --preset judge --no-augment $SRC \
+      --out $A/letters/judge --workdir runs/letters/judge.work --epochs 8 --seed 1
+  # shellcheck disable=SC2086
+  $KK reference $A/letters/judge $SRC --per-class 95 --seed 0
+  # shellcheck disable=SC2086
+  $KK reference $A/letters/validator ${SRC% --holdout 0.1} --per-class 300 --seed 0
   ;;
 letters52)
   # The renderer's case validator: EMNIST byclass keeps the case of its letters (58,405 in the

@@ -239,12 +239,19 @@ def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, 
                    "the card's, as `train gan --per-class` recorded it.")
 @click.option("--train-subset-seed", type=SEED, default=None,
               help="Seed of that subset; default: the card's.")
+@click.option("--judge", "judge_ref", default="default", show_default=True,
+              help="Independent classifier that reports on the samples (agreement, density, "
+                   "coverage): a bundle, default (the class set's shipped judge) or none.")
+@click.option("--min-confidence", type=FiniteRange(0, 1), default=None,
+              help="The validator filter whose kept samples the judge also reports on; "
+                   "default: the generator card's threshold, else 0.9.")
 def evaluate(generator_ref, validator_ref, samples, real_sources, real_holdout, split_seed, seed,
              json_out, latent_scale, update_card, train_sources, train_per_class,
-             train_subset_seed):
+             train_subset_seed, judge_ref, min_confidence):
     """Measure a generator with a validator: agreement, IS, BCIS, WCIS, Frechet distance, and
     with --train-data whether its samples copy its training images."""
-    from kepkreator.evaluate import evaluate_generator, format_table, record_in_card
+    from kepkreator.evaluate import (evaluate_generator, format_table, record_in_card,
+                                     shipped_judge)
     from kepkreator.models.bundle import load_bundle, resolve_bundle_path
     _check_report_path(json_out)
     if generator_ref is None:
@@ -267,8 +274,12 @@ def evaluate(generator_ref, validator_ref, samples, real_sources, real_holdout, 
             click.echo(f"real: the {len(held_out):,} images the card's holdout kept out of "
                        "--train-data", err=True)
     per_class = max(1, samples // generator.class_set.num_classes)
+    if judge_ref == "default":
+        judge_ref = shipped_judge(generator.class_set.name)
     report = evaluate_generator(generator, validator, per_class, seed, real,
-                                latent_scale=latent_scale, train=train)
+                                latent_scale=latent_scale, train=train,
+                                judge_ref=None if judge_ref in (None, "none") else judge_ref,
+                                min_confidence=min_confidence)
     click.echo(format_table(report))
     _write_report(json_out, report)
     if update_card:
@@ -508,11 +519,18 @@ def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_cl
 @click.option("--thresholds", default="",
               help="Filter thresholds to scan with every scale, comma-separated (e.g. "
                    "0.3,0.5,0.7,0.9); in place of --min-confidence.")
+@click.option("--min-judge-agreement", type=FiniteRange(0, 1), default=0.998, show_default=True,
+              help="Fidelity floor: the independent judge must agree with this share of the "
+                   "kept labels for a setting to be chosen (0: no floor).")
+@click.option("--min-density", type=FiniteRange(0, 10), default=0.0, show_default=True,
+              help="Fidelity floor: density of the kept samples against real images in the "
+                   "judge's features (real images score about 1; 0: no floor).")
 @click.option("--update-card", is_flag=True,
               help="Record the chosen scale (and threshold) in the generator's card: the "
                    "pipeline's defaults.")
 def tune_sampling(class_set, data, eval_data, holdout, out, seeds, generator, validator,
-                  min_confidence, steps, scales, thresholds, reserve_holdout, update_card):
+                  min_confidence, steps, scales, thresholds, reserve_holdout, min_judge_agreement,
+                  min_density, update_card):
     """Choose the generator's latent scale (and filter threshold) by the Classification Accuracy
     Score on held-out real validation data (--holdout of the training source; the test set
     stays unseen)."""
@@ -534,7 +552,9 @@ def tune_sampling(class_set, data, eval_data, holdout, out, seeds, generator, va
                            min_confidence=min_confidence, training=ReferenceTraining(steps=steps),
                            reserve_holdout=reserve_holdout)
     report = scan_latent_scales(cfg, scale_list, _generate_with_pipeline,
-                                log=lambda m: click.echo(m, err=True), thresholds=threshold_list)
+                                log=lambda m: click.echo(m, err=True), thresholds=threshold_list,
+                                floor={"judge_agreement": min_judge_agreement,
+                                       "density": min_density})
     if update_card:
         from kepkreator.evaluate import record_in_card
         from kepkreator.models.bundle import resolve_bundle_path
@@ -688,6 +708,29 @@ def serve(host, port, max_cost, max_in_flight, max_queued, digits_refs, letters_
         sockets=[sock])
 
 
+@cli.command()
+@click.argument("bundle")
+@click.option("--data", "data", multiple=True, required=True, callback=_sources,
+              help="Real, held-out images: the same sources as train's --data.")
+@click.option("--holdout", type=FiniteRange(0, 0.9, min_open=True), default=None,
+              help="Keep only the hash holdout of --data that `train --holdout F` leaves out "
+                   "(seed --split-seed).")
+@click.option("--split-seed", type=SEED, default=0, show_default=True)
+@click.option("--per-class", type=click.IntRange(20, 5000), default=500, show_default=True,
+              help="Real images per class in the bank (as many others measure the yardstick).")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+def reference(bundle, data, holdout, split_seed, per_class, seed):
+    """Give a validator or judge bundle a reference bank: the features of real images, which
+    density and coverage (fidelity, diversity) and the realism filter are measured against."""
+    from kepkreator.models.bundle import load_bundle
+    from kepkreator.reference import add_reference_bank, bank_summary
+    class_set = load_bundle(bundle, "validator").class_set
+    real = _real_data(data, holdout, split_seed, class_set)
+    described = {"sources": list(data), **({"holdout": holdout, "split_seed": split_seed}
+                                           if holdout is not None else {})}
+    click.echo(bank_summary(add_reference_bank(bundle, real, described, per_class, seed)))
+
+
 @cli.command("import-model")
 @click.argument("model_file", type=LocalPath(dir_okay=False))
 @click.option("--card", "card_file", required=True, type=LocalPath(dir_okay=False),
@@ -761,22 +804,37 @@ def _progress_printer():
 
 
 def _summary_table(metrics: dict) -> str:
+    judged = "judge" in metrics
     lines = [f"{'class':>5} {'requested':>10} {'accepted':>10} {'generated':>10} "
-             f"{'passed%':>8} {'conf':>6}"]
+             f"{'passed%':>8} {'conf':>6}" + (f" {'judge:gen':>9} {'kept':>7}" if judged else "")]
+    percent = lambda x: f"{100 * x:.2f}%" if x is not None else "-"
     for label, row in metrics["per_class"].items():
         rate = row["acceptance_rate"]
         conf = row["mean_confidence_accepted"]
         lines.append(f"{label:>5} {row['requested']:>10,} {row['accepted']:>10,} "
                      f"{row['generated']:>10,} {100 * rate if rate is not None else 0:>7.1f}% "
-                     f"{conf if conf is not None else 0:>6.3f}")
+                     f"{conf if conf is not None else 0:>6.3f}"
+                     + (f" {percent(row['judge_agreement_generated']):>9} "
+                        f"{percent(row['judge_agreement_accepted']):>7}" if judged else ""))
     lines.append(f"{'all':>5} {metrics['requested']:>10,} {metrics['accepted']:>10,} "
                  f"{metrics['generated']:>10,} "
-                 f"{100 * metrics['passed_filter'] / max(metrics['generated'], 1):>7.1f}%")
-    for key, title in (("generated_samples", "generated"), ("accepted_samples", "accepted")):
-        m = metrics[key]
-        if m["samples"]:
-            lines.append(f"{title:>9}: agreement {m['agreement']:.4f}  IS {m['is']:.3f}  "
-                         f"BCIS {m['bcis']:.3f}  WCIS {m['wcis']:.3f}")
+                 f"{100 * metrics['passed_filter'] / max(metrics['generated'], 1):>7.1f}%"
+                 + (f" {'':>6} {percent(metrics['judge']['agreement_generated']):>9} "
+                    f"{percent(metrics['judge']['agreement_accepted']):>7}" if judged else ""))
+    m = metrics["generated_samples"]
+    if m["samples"]:
+        lines.append(f"validator on all candidates: agreement {m['agreement']:.4f}  "
+                     f"BCIS {m['bcis']:.3f}  WCIS {m['wcis']:.3f}")
+    if judged:
+        lines.append(f"independent judge agrees with {percent(metrics['judge']['agreement_accepted'])}"
+                     f" of the kept labels ({percent(metrics['judge']['agreement_generated'])} of "
+                     "all candidates)")
+    fidelity = metrics.get("fidelity")
+    if fidelity:
+        real = fidelity["real_vs_real"]
+        lines.append(f"kept vs real (judge features, {fidelity['samples_per_class']} per class): "
+                     f"density {fidelity['density']:.3f}  coverage {fidelity['coverage']:.3f}  "
+                     f"(real vs real: {real['density']:.3f}, {real['coverage']:.3f})")
     return "\n".join(lines)
 
 

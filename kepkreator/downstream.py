@@ -491,10 +491,17 @@ def scan_split(cfg: DownstreamConfig) -> tuple[Dataset, Dataset, dict]:
 
 
 def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generate: GenerateFn,
-                       log=print, thresholds: tuple[float, ...] = ()) -> dict:
+                       log=print, thresholds: tuple[float, ...] = (),
+                       floor: dict | None = None) -> dict:
     """Setting b (synthetic only, the real train set's size) per latent scale, and per filter
     threshold where ``thresholds`` are given (else at ``cfg.min_confidence``), tested on the
-    --holdout part of the training source; every run is cached like the study's runs."""
+    --holdout part of the training source; every run is cached like the study's runs.
+
+    The choice is the highest CAS among the settings whose kept samples meet ``floor``: the
+    independent judge's agreement and the density against real images (``metrics.json`` of
+    each generated set), so a setting cannot win on samples a person would label otherwise.
+    Where none meets it, the most faithful one (judge agreement) is chosen, and the report
+    says the floor was missed."""
     from kepkreator.training.common import require_every_class, write_json
     if cfg.eval_data or not cfg.holdout:
         raise DataError("the scan chooses on validation data: give --holdout and no --eval-data, "
@@ -540,19 +547,38 @@ def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generat
         rows.append({"latent_scale": scale, "min_confidence": threshold,
                      "cas_mean": float(np.mean(accs)),
                      "cas_spread": float(np.max(accs) - np.min(accs)), "seeds": len(accs),
-                     "acceptance_rate": generated["accepted"] / max(generated["generated"], 1)})
-    best = max(rows, key=lambda r: r["cas_mean"])
+                     "acceptance_rate": generated["accepted"] / max(generated["generated"], 1),
+                     "judge_agreement": (generated.get("judge") or {}).get("agreement_accepted"),
+                     "density": (generated.get("fidelity") or {}).get("density"),
+                     "coverage": (generated.get("fidelity") or {}).get("coverage")})
+    floor = dict(floor or {})
+    meets = lambda r: all(r.get(key) is not None and r[key] >= value
+                          for key, value in floor.items() if value)
+    eligible = [r for r in rows if meets(r)]
+    best = (max(eligible, key=lambda r: r["cas_mean"]) if eligible
+            else max(rows, key=lambda r: (r["judge_agreement"] or 0, r["cas_mean"])))
     report = {"config": asdict(cfg), "data": data_info, "validation_samples": len(validation),
               "scales": rows, "best_latent_scale": best["latent_scale"],
-              "best_min_confidence": best["min_confidence"]}
+              "best_min_confidence": best["min_confidence"], "fidelity_floor": floor,
+              "floor_met": bool(eligible)}
     write_json(out / "sampling.json", report)
-    lines = ["| latent scale | min_confidence | acceptance rate | CAS on validation, "
-             "mean ± half-spread |", "|---|---|---|---|"]
+    percent = lambda x, d=2: "-" if x is None else f"{100 * x:.{d}f}%"
+    number = lambda x: "-" if x is None else f"{x:.3f}"
+    lines = ["| latent scale | min_confidence | acceptance rate | judge agrees | density | "
+             "coverage | CAS on validation, mean ± half-spread |",
+             "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['latent_scale']:g}{' (chosen)' if r is best else ''} | "
               f"{confidence_text(r['min_confidence'])} | "
-              f"{100 * r['acceptance_rate']:.1f}% | {100 * r['cas_mean']:.2f}% ± "
+              f"{percent(r['acceptance_rate'], 1)} | {percent(r['judge_agreement'])} | "
+              f"{number(r['density'])} | {number(r['coverage'])} | "
+              f"{100 * r['cas_mean']:.2f}% ± "
               f"{100 * r['cas_spread'] / 2:.2f} ({r['seeds']} seed{'s' * (r['seeds'] > 1)}) |"
               for r in rows]
+    floor_text = ", ".join(f"{key} ≥ {value:g}" for key, value in floor.items() if value)
+    if floor_text:
+        lines += ["", f"Fidelity floor: {floor_text}: "
+                  + ("the chosen setting has the highest CAS of those that meet it." if eligible
+                     else "no setting meets it; the chosen one is the most faithful.")]
     (out / "sampling.md").write_text(
         f"# Sampling scan: {class_set.name}\n\nSynthetic-only reference classifier "
         f"({len(synthetic):,} samples, {cfg.training.steps} steps), tested on "
@@ -570,10 +596,14 @@ def confidence_text(value) -> str:
 
 def sampling_card_entry(report: dict) -> dict:
     cfg = report["config"]
+    floor = report.get("fidelity_floor") or {}
     return {"latent_scale": report["best_latent_scale"],
             "min_confidence": report.get("best_min_confidence", cfg["min_confidence"]),
             "chosen_by": "highest CAS (synthetic-only reference classifier) on held-out real "
-                         "validation data; `kepkreator tune-sampling`",
+                         "validation data" + (", among the settings whose kept samples meet the "
+                                              "fidelity floor" if floor else "")
+                         + "; `kepkreator tune-sampling`",
+            "fidelity_floor": floor, "floor_met": report.get("floor_met", True),
             "validation": {k: cfg[k] for k in ("data", "holdout", "split_seed", "reserve_holdout")
                            if k in cfg},
             "validation_samples": report["validation_samples"], "scan": report["scales"]}

@@ -28,14 +28,48 @@ def sample_generator(generator, per_class: int, seed: int, batch_size: int = 204
     return images, labels
 
 
+def shipped_judge(class_set: str) -> str | None:
+    """``default:<class_set>`` where a judge is shipped for the class set."""
+    from kepkreator.models.bundle import ASSETS
+    return f"default:{class_set}" if (ASSETS / class_set / "judge" / CARD_NAME).is_file() else None
+
+
+def judge_report(judge, images, labels, accepted, labels_text) -> dict:
+    """The judge's agreement with the requested labels on every sample and on those the
+    validator's filter keeps, per class; and where the judge has a reference bank, density and
+    coverage of both (first M per class) beside its real-vs-real yardstick."""
+    probs, features = judge.scores(images)
+    report = {"judge": judge.reference}
+    for name, keep in (("generated", np.ones(len(labels), bool)), ("accepted", accepted)):
+        stats = ClassStats.from_probabilities(probs[keep], labels[keep],
+                                              judge.class_set.num_classes)
+        row = class_report(stats, labels_text)
+        report[name] = {"agreement": row["agreement"], "samples": row["samples"],
+                        "per_class": {k: v["agreement"] for k, v in row["per_class"].items()}}
+        bank = judge.reference_bank()
+        if bank is not None:
+            m = judge.card["reference"]["per_class"]
+            rows = np.concatenate([np.flatnonzero(keep & (labels == c))[:m]
+                                   for c in np.unique(labels)])
+            fidelity = bank.density_coverage(features[rows], labels[rows])
+            report[name].update(density=fidelity["density"], coverage=fidelity["coverage"])
+    if judge.reference_bank() is not None:
+        yardstick = judge.card["reference"]["yardstick"]
+        report["real_vs_real"] = {k: yardstick[k] for k in ("density", "coverage")}
+    return report
+
+
 def evaluate_generator(generator_ref, validator_ref, per_class: int = 1000, seed: int = 0,
                        real: Dataset | None = None, real_limit: int = 10000,
-                       latent_scale: float | None = None, train: Dataset | None = None) -> dict:
+                       latent_scale: float | None = None, train: Dataset | None = None,
+                       judge_ref=None, min_confidence: float | None = None) -> dict:
     """``generator_ref``/``validator_ref``: bundle references or already loaded bundles.
 
     ``latent_scale`` None: the scale the pipeline would use (the card's), so the numbers describe
     the data users get. ``train``: the generator's training images; with ``real`` (held out)
-    the report says whether the samples are new or copies of them."""
+    the report says whether the samples are new or copies of them. ``judge_ref``: an
+    independent classifier that reports on the samples and on those the validator's filter at
+    ``min_confidence`` (None: the card's, else 0.9) would keep."""
     generator, validator = _bundle(generator_ref, "generator"), _bundle(validator_ref, "validator")
     if generator.class_set != validator.class_set:
         raise KepKreatorError(f"generator class set {generator.class_set.name!r} differs from "
@@ -52,6 +86,19 @@ def evaluate_generator(generator_ref, validator_ref, per_class: int = 1000, seed
               "class_set": generator.class_set.name, "per_class_requested": per_class,
               "seed": seed, "latent_scale": latent_scale,
               "generated": class_report(ClassStats.from_probabilities(probs, labels), labels_text)}
+    if judge_ref is not None:
+        judge = _bundle(judge_ref, "judge")
+        if judge.class_set != generator.class_set:
+            raise KepKreatorError(f"judge class set {judge.class_set.name!r} differs from "
+                                  f"generator class set {generator.class_set.name!r}")
+        if min_confidence is None:  # the card's default threshold (per-class ones aside)
+            card_value = (generator.card.get("sampling") or {}).get("min_confidence", 0.9)
+            min_confidence = float(card_value.get("default", 0.9) if isinstance(card_value, dict)
+                                   else card_value)
+        accepted = (probs.argmax(1) == labels) & (probs[np.arange(len(labels)), labels]
+                                                  >= min_confidence)
+        report["min_confidence"] = min_confidence
+        report["judged"] = judge_report(judge, images, labels, accepted, labels_text)
     if real is not None and len(real):
         if train is not None:
             report["copying"] = copying_check(images, labels, train, real, real_limit, seed)
@@ -183,6 +230,18 @@ def format_table(report: dict) -> str:
         lines.append(f"real:      IS {r['is']:.3f}  BCIS {r['bcis']:.3f}  WCIS {r['wcis']:.3f}"
                      f"  (BCIS ratio {report['bcis_ratio_generated_to_real']:.3f}, "
                      f"Frechet distance {report['frechet_distance']:.3f})")
+    if "judged" in report:
+        j = report["judged"]
+        for name in ("generated", "accepted"):
+            row = j[name]
+            lines.append(f"judge, {name:<9} agreement {row['agreement']:.4f}"
+                         + (f"  density {row['density']:.3f}  coverage {row['coverage']:.3f}"
+                            if "density" in row else "")
+                         + (f"  (validator confidence >= {report['min_confidence']:g}: "
+                            f"{row['samples']:,} kept)" if name == "accepted" else ""))
+        if "real_vs_real" in j:
+            lines.append(f"judge, real vs real: density {j['real_vs_real']['density']:.3f}  "
+                         f"coverage {j['real_vs_real']['coverage']:.3f}")
     if "copying" in report:
         c = report["copying"]
         ratio = "n/a" if c["distance_ratio"] is None else f"{c['distance_ratio']:.3f}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
@@ -45,6 +45,10 @@ class ScoredBatch:
     requested: np.ndarray
     images: np.ndarray
     probabilities: np.ndarray  # (n, C) validator output
+    # (n,) bool: inside the real manifold by the validator's reference bank (realism filter)
+    realistic: np.ndarray | None = None
+    judge_probabilities: np.ndarray | None = None  # (n, C) the judge's, which only measures
+    judge_features: np.ndarray | None = None       # (n, D) for density and coverage
 
 
 def unit_rng(unit: WorkUnit) -> np.random.Generator:
@@ -110,14 +114,37 @@ class GeneratorHandler(_BundleHandler):
 
 
 class ValidatorHandler(_BundleHandler):
-    """GeneratedBatch -> ScoredBatch: class probabilities for every candidate."""
+    """GeneratedBatch -> ScoredBatch: class probabilities for every candidate, and with
+    ``realism`` (a radius scale) whether it falls inside the real manifold."""
     kind = "validator"
+
+    def __init__(self, bundle_ref: str, max_units_per_batch: int = 8, intra_op_threads: int = 0,
+                 realism: float | None = None, label_policy: str = "conditioned"):
+        super().__init__(bundle_ref, max_units_per_batch, intra_op_threads)
+        self.realism, self.label_policy = realism, label_policy
 
     def run_inference(self, batch: Sequence[GeneratedBatch], model,
                       inference_args: Optional[dict[str, Any]] = None) -> Iterable[ScoredBatch]:
         for generated in batch:
-            probs = model.probabilities(generated.images, batch_size=len(generated.images) or 1)
-            yield ScoredBatch(generated.unit, generated.requested, generated.images, probs)
+            probs, features = model.scores(generated.images)
+            realistic = None
+            if self.realism is not None:  # against the class the sample would be labelled
+                labels = probs.argmax(1) if self.label_policy == "relabel" else generated.requested
+                realistic = model.reference_bank().inside(features, labels, self.realism)
+            yield ScoredBatch(generated.unit, generated.requested, generated.images, probs,
+                              realistic)
+
+
+class JudgeHandler(_BundleHandler):
+    """ScoredBatch -> the same with the judge's probabilities and features: an independent
+    classifier's view of every candidate, for the reports only."""
+    kind = "judge"
+
+    def run_inference(self, batch: Sequence[ScoredBatch], model,
+                      inference_args: Optional[dict[str, Any]] = None) -> Iterable[ScoredBatch]:
+        for scored in batch:
+            probabilities, features = model.scores(scored.images)
+            yield replace(scored, judge_probabilities=probabilities, judge_features=features)
 
     def get_num_bytes(self, batch: Sequence[GeneratedBatch]) -> int:
         return sum(g.images.nbytes for g in batch)

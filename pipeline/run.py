@@ -34,12 +34,12 @@ from kepkreator.faults import kill_point
 from kepkreator.paths import remote_scheme
 from pipeline import fileio, sinks
 from pipeline.datacard import dataset_card
-from pipeline.handlers import GeneratorHandler, ValidatorHandler
+from pipeline.handlers import GeneratorHandler, JudgeHandler, ValidatorHandler
 from pipeline.manifest import MANIFEST, manifest_bytes, package_versions
 from pipeline.output import STAGING_PREFIX, OutputFolder
 from pipeline.specs import JobSpec, load_specs
-from pipeline.transforms import (SAMPLES_PER_CLASS_IN_GRID, ComputeClassMetrics, GridPart,
-                                 SampleGrid, class_metrics, run_rounds)
+from pipeline.transforms import (SAMPLES_PER_CLASS_IN_GRID, ComputeClassMetrics, FirstPerClass,
+                                 FirstPerClassPart, class_metrics, run_rounds)
 
 @dataclass
 class JobResult:
@@ -186,18 +186,64 @@ def check_bundles(job: JobSpec) -> tuple[dict, dict]:
         raise KepKreatorError(f"spec class_set {job.class_set!r} differs from the bundles' "
                               f"{generator.class_set.name!r}")
     job.resolve_defaults(generator.card, job.generator)  # so the manifest records what was used
+    if job.realism is not None and validator.reference_bank() is None:
+        raise KepKreatorError(f"realism needs a reference bank in the validator {job.validator} "
+                              "(kepkreator reference BUNDLE --data REAL)")
+    loaded = [("generator", job.generator, generator), ("validator", job.validator, validator)]
+    judge = _judge(job)
+    if judge is not None:
+        loaded.append(("judge", job.judge, judge))
     # load_bundle verified each model file against its card's model_sha256.
     return ({kind: {"ref": ref, "path": str(b.path.resolve()), "card_sha256": b.card_sha256,
                     "model_sha256": b.card["model_sha256"], "model_verified": True,
                     "name": b.card.get("name", "")}
-             for kind, ref, b in (("generator", job.generator, generator),
-                                  ("validator", job.validator, validator))}, generator.card)
+             for kind, ref, b in loaded}, generator.card)
 
 
-def _finalize(shard_infos, metrics_acc, grid, job: JobSpec, publish_root: str, staging: str):
+def _judge(job: JobSpec):
+    """The judge bundle the spec names (``default``: the class set's shipped one, if any), with
+    ``job.judge`` resolved to its reference; None where there is none."""
+    from kepkreator.models.bundle import ASSETS, load_bundle
+    if job.judge == "default":
+        shipped = ASSETS / job.class_set / "judge"
+        job.judge = f"default:{job.class_set}" if (shipped / "card.json").is_file() else ""
+    if not job.judge:
+        return None
+    judge = load_bundle(job.judge, "judge")
+    if judge.class_set.name != job.class_set:
+        raise KepKreatorError(f"judge class set {judge.class_set.name!r} differs from the spec's "
+                              f"{job.class_set!r}")
+    return judge
+
+
+def sample_fidelity(first_features: dict, job: JobSpec, judge_path: str) -> dict | None:
+    """Density and coverage (kepkreator.manifold) of the first M accepted samples of each class
+    against the judge's reference bank of M real images per class, with the bank's yardstick
+    (M other real images per class) beside them; None without a judge bank."""
+    from kepkreator.models.bundle import load_bundle
+    judge = load_bundle(judge_path, "judge")
+    bank = judge.reference_bank()
+    if bank is None or not first_features:
+        return None
+    labels = np.concatenate([[c] * len(rows) for c, rows in sorted(first_features.items())])
+    features = np.stack([f for _, rows in sorted(first_features.items()) for _, f in rows])
+    report = bank.density_coverage(features, labels)
+    chars = job.classes.chars
+    reference = judge.card["reference"]
+    return {"density": report["density"], "coverage": report["coverage"],
+            "samples_per_class": reference["per_class"],
+            "real_vs_real": {k: reference["yardstick"][k] for k in ("density", "coverage")},
+            "per_class": {chars[c]: row for c, row in report["per_class"].items()}}
+
+
+def _finalize(shard_infos, totals, grid, first_features, job: JobSpec, bundles: dict,
+              publish_root: str, staging: str):
     """Last pipeline step: samples.png (staged), and the metrics and shard list for run()."""
     from kepkreator.imageio import grid_png
-    metrics = class_metrics(metrics_acc, list(job.classes.chars))
+    judge = bundles.get("judge")
+    fidelity = sample_fidelity(first_features, job, judge["path"]) if judge else None
+    metrics = class_metrics(totals, list(job.classes.chars), judged=judge is not None,
+                            fidelity=fidelity)
     rows = [c for c in range(job.classes.num_classes) if c in grid]
     if rows:
         width = SAMPLES_PER_CLASS_IN_GRID
@@ -222,25 +268,45 @@ def build_pipeline(p, job: JobSpec, bundles: dict, staging: str, publish_root: s
     if fileio.is_local(staging):  # workers on this machine report progress through small files
         progress = Path(staging) / "progress"
         progress.mkdir(parents=True, exist_ok=True)
-    generator = GeneratorHandler(bundles["generator"]["path"], known.max_units_per_batch,
-                                 known.intra_op_threads, job.latent_scale)
-    validator = ValidatorHandler(bundles["validator"]["path"], known.max_units_per_batch,
-                                 known.intra_op_threads)
+    threads = (known.max_units_per_batch, known.intra_op_threads)
+    handlers = {
+        "generator": GeneratorHandler(bundles["generator"]["path"], *threads, job.latent_scale),
+        "validator": ValidatorHandler(bundles["validator"]["path"], *threads, job.realism,
+                                      job.label_policy),
+        "judge": JudgeHandler(bundles["judge"]["path"], *threads) if "judge" in bundles else None}
+    feature_sample = _feature_sample_size(bundles)
 
     def consume(accepted, r):  # inside round r's fused stage: only small results leave it
         fragments = accepted | f"Sinks{r}" >> sinks.WriteFragments(job, staging)
-        grid = accepted | f"GridPart{r}" >> GridPart()
-        return fragments, grid
+        grid = accepted | f"GridPart{r}" >> FirstPerClassPart(SAMPLES_PER_CLASS_IN_GRID, "images")
+        if not feature_sample:
+            return fragments, grid
+        features = accepted | f"FeaturePart{r}" >> FirstPerClassPart(feature_sample,
+                                                                      "judge_features")
+        return fragments, grid, features
 
-    (fragments, grid_parts), reports = run_rounds(
-        p, job, generator, validator, consume, str(progress) if progress else None,
-        known.accelerator)
+    parts, reports = run_rounds(p, job, handlers, consume,
+                                str(progress) if progress else None, known.accelerator)
     metrics = reports | "ComputeClassMetrics" >> ComputeClassMetrics(job.classes.num_classes)
-    grid = grid_parts | "SampleGrid" >> SampleGrid()
-    shards = fragments | "Sinks" >> sinks.WriteShards(job, publish_root)
+    grid = parts[1] | "SampleGrid" >> FirstPerClass(SAMPLES_PER_CLASS_IN_GRID)
+    features = (parts[2] | "FeatureSample" >> FirstPerClass(feature_sample) if feature_sample
+                else p | "NoFeatureSample" >> beam.Create([{}]))
+    shards = parts[0] | "Sinks" >> sinks.WriteShards(job, publish_root)
     _ = (shards | "AllShards" >> beam.combiners.ToList()
          | "Finalize" >> beam.Map(_finalize, beam.pvalue.AsSingleton(metrics),
-                                  beam.pvalue.AsSingleton(grid), job, publish_root, staging))
+                                  beam.pvalue.AsSingleton(grid),
+                                  beam.pvalue.AsSingleton(features), job, bundles, publish_root,
+                                  staging))
+
+
+def _feature_sample_size(bundles: dict) -> int:
+    """M, the accepted samples per class whose judge features density and coverage compare
+    with the judge's bank of M real images per class; 0 without a judge bank."""
+    if "judge" not in bundles:
+        return 0
+    from kepkreator.models.card import read_card
+    card = read_card(Path(bundles["judge"]["path"]))
+    return int(card.get("reference", {}).get("per_class", 0))
 
 
 class Progress:

@@ -31,12 +31,12 @@ POLICIES = ("conditioned", "relabel")
 ORIENTATIONS = ("upright", "emnist")
 KEYS = {"class_set", "generator", "validator", "counts", "seed", "min_confidence", "label_policy",
         "formats", "shards", "split", "orientation", "name", "unit_size", "max_rounds",
-        "max_oversample", "latent_scale"}
+        "max_oversample", "latent_scale", "judge", "realism"}
 # Keys every spec of one job must agree on (one dataset, one generator, one validator).
 SHARED_KEYS = ("class_set", "generator", "validator", "min_confidence",
                "min_confidence_per_class", "label_policy", "formats",
                "shards", "splits", "orientation", "name", "unit_size", "max_rounds",
-               "max_oversample", "latent_scale")
+               "max_oversample", "latent_scale", "judge", "realism")
 
 SPELLED = {"splits": "split", "min_confidence_per_class": "min_confidence"}
 
@@ -72,6 +72,13 @@ class JobSpec:
     # z ~ N(0, latent_scale^2). Above 1 the draw reaches past the generator's typical set (more
     # varied samples, more rejected by the filter); None: the generator card's choice, else 1.
     latent_scale: float | None = None
+    # The independent classifier that measures (never filters): "default" is the class set's
+    # shipped judge where there is one; "" none.
+    judge: str = "default"
+    # The realism filter: None off; else the radius scale a sample must fall within, of some
+    # real image of its class in the validator's reference bank (1: that image's own k-NN
+    # radius; smaller is stricter).
+    realism: float | None = None
     sources: list[dict] = field(default_factory=list)  # per spec file: path, counts, seed
 
     @property
@@ -114,11 +121,11 @@ class JobSpec:
 
     def resolve_defaults(self, generator_card: dict, generator_ref: str) -> None:
         """Fill what the spec left to the generator's card: the latent scale and the filter
-        threshold it was sampled at (``kepkreator tune-sampling`` records both)."""
+        threshold it was sampled at (``kepkreator tune-sampling`` records both). The card's
+        scale is widened for filtered sampling: with every filter off it would hand the user
+        the widened draw's malformed samples, so then the scale is 1."""
         from kepkreator.models.bundle import card_latent_scale
         sampling = generator_card.get("sampling") or {}
-        if self.latent_scale is None:
-            self.latent_scale = card_latent_scale(generator_card)
         if self.min_confidence is None:
             default, per_class = DEFAULT_CONFIDENCE, {}
             if "min_confidence" in sampling:
@@ -128,6 +135,14 @@ class JobSpec:
             self.min_confidence_per_class = {**per_class, **self.min_confidence_per_class}
         self.min_confidence_per_class = {c: v for c, v in self.min_confidence_per_class.items()
                                          if v != self.min_confidence}
+        if self.latent_scale is None:
+            self.latent_scale = card_latent_scale(generator_card) if self.filtered else 1.0
+
+    @property
+    def filtered(self) -> bool:
+        """Whether any filter can refuse a sample (a threshold above 0, or realism)."""
+        return (self.realism is not None or bool(self.min_confidence)
+                or any(self.min_confidence_per_class.values()))
 
     def thresholds(self) -> np.ndarray:
         """The filter's confidence threshold for every class index."""
@@ -155,6 +170,8 @@ class JobSpec:
         out["formats"] = list(self.formats)
         del out["splits"]  # written back the way a spec file says it
         out["split"] = self.splits[0][0] if len(self.splits) == 1 else dict(self.splits)
+        out["judge"] = self.judge or "none"
+        out["realism"] = "off" if self.realism is None else self.realism
         return out
 
 
@@ -314,6 +331,17 @@ def _confidences(where: str, value,
     return default, per_class
 
 
+def _realism(where: str, value) -> float | None:
+    """``off`` (or false), ``on`` (or true: radius scale 1), or the radius scale in (0, 10]."""
+    if value in ("off", False):
+        return None
+    if value in ("on", True):
+        return 1.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 10:
+        _fail(where, f"realism must be off, on or a radius scale in (0, 10], got {_shown(value)}")
+    return float(value)
+
+
 def _is_file_name_part(name) -> bool:
     """lower_snake_case ASCII: split and dataset names become file names, and Train/train
     would be one file on case-insensitive file systems (macOS, Windows)."""
@@ -422,6 +450,16 @@ def parse_spec(data: dict, where: str = "spec", base_dir: Path = Path(".")) -> J
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 10:
             _fail(where, f"latent_scale must be a number in (0, 10], got {_shown(value)}")
         spec.latent_scale = float(value)
+    if "judge" in data:
+        value = data["judge"]
+        if value is None or value == "none":
+            spec.judge = ""
+        elif not isinstance(value, str) or not value.strip():
+            _fail(where, f"judge must be a bundle, default or none, got {_shown(value)}")
+        else:
+            spec.judge = value if value == "default" else _from_spec_dir(value, base_dir)
+    if "realism" in data:
+        spec.realism = _realism(where, data["realism"])
     spec.sources = [{"path": where, "seed": spec.seed,
                      "counts": {class_set.chars[c]: n for c, n in spec.counts.items()}}]
     total = sum(spec.counts.values())

@@ -33,6 +33,7 @@ class AcceptedBatch:
     labels: np.ndarray           # (k,) int64 class index
     confidence: np.ndarray       # (k,) float32 validator probability of the label
     split: str = "train"
+    judge_features: np.ndarray | None = None  # (k, D), for density and coverage
 
     @property
     def order_key(self) -> tuple:
@@ -55,17 +56,25 @@ class UnitReport:
     passed_per_class: np.ndarray  # passed the filter, before quotas cut the surplus
     generated: ClassStats   # every candidate, keyed by the requested class
     accepted: ClassStats    # the kept samples, keyed by their dataset label
+    # Per filter alone, by the label a candidate would get: the confidence test, the realism
+    # test (every candidate passes where it is off).
+    passed_confidence: np.ndarray | None = None
+    passed_realism: np.ndarray | None = None
+    judge_generated: ClassStats | None = None  # the judge on every candidate, requested class
+    judge_accepted: ClassStats | None = None   # the judge on the kept ones, their label
 
 
 def select_accepted(scored: ScoredBatch, quota, policy: str, min_confidence):
-    """Indices of kept candidates (in candidate order), their labels and confidences, and how
-    many candidates of each class passed the filter before the quota cut the surplus.
+    """Indices of kept candidates (in candidate order), their labels and confidences, how
+    many candidates of each class passed the filters before the quota cut the surplus, and how
+    many passed the confidence test and the realism test each.
 
     conditioned: the validator must agree with the requested class and be confident;
     relabel: any confident sample is kept under the validator's class. Each class keeps at most
     its quota, earliest candidates first, so the choice never depends on batch boundaries.
     ``min_confidence``: one threshold, or one per class (of the label a sample would get);
-    0 turns the filter off (conditioned keeps the requested label as it is).
+    0 turns the filter off (conditioned keeps the requested label as it is). The realism test
+    is ``scored.realistic`` (None: off).
     """
     probs = scored.probabilities
     predicted = probs.argmax(1)
@@ -73,18 +82,21 @@ def select_accepted(scored: ScoredBatch, quota, policy: str, min_confidence):
     threshold = np.broadcast_to(np.asarray(min_confidence, probs.dtype), (len(quota),))
     if policy == "relabel":
         labels = predicted
-        ok = probs.max(1) >= threshold[labels]
+        confident = probs.max(1) >= threshold[labels]
     else:
         labels = scored.requested
-        ok = (threshold[labels] <= 0) | (
+        confident = (threshold[labels] <= 0) | (
             (predicted == labels) & (probs.max(1) >= threshold[labels]))
+    realistic = np.ones(len(labels), bool) if scored.realistic is None else scored.realistic
+    ok = confident & realistic
+    count = lambda mask: np.bincount(labels[mask], minlength=len(quota))[:len(quota)]
     chosen = []
     for c, q in enumerate(quota):
         if q:
             chosen.append(np.flatnonzero(ok & (labels == c))[:q])
     index = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
-    passed = np.bincount(labels[ok], minlength=len(quota))[:len(quota)]
-    return index, labels[index], probs[index, labels[index]].astype(np.float32), passed
+    return (index, labels[index], probs[index, labels[index]].astype(np.float32), count(ok),
+            count(confident), count(realistic))
 
 
 class ExpandSpecs(beam.PTransform):
@@ -121,6 +133,11 @@ class Score(_Inference):
     step = "RunValidator"
 
 
+class Judge(_Inference):
+    """ScoredBatch -> the same, with the judge's view of every candidate (reports only)."""
+    step = "RunJudge"
+
+
 class _FilterDoFn(beam.DoFn):
     TOP_UP, REPORT = "top_up", "report"
 
@@ -133,22 +150,28 @@ class _FilterDoFn(beam.DoFn):
 
     def process(self, scored: ScoredBatch):
         unit, job = scored.unit, self.job
-        index, labels, confidence, passed = select_accepted(scored, unit.quota, job.label_policy,
-                                                            self.thresholds)
+        index, labels, confidence, passed, confident, realistic = select_accepted(
+            scored, unit.quota, job.label_policy, self.thresholds)
         num_classes = len(unit.quota)
         per_class = np.bincount(labels, minlength=num_classes)
         shortfall = [int(q - a) for q, a in zip(unit.quota, per_class)]
         self.generated_counter.inc(len(scored.images))
         self.accepted_counter.inc(len(index))
+        judged = scored.judge_probabilities
         if len(index):
             yield AcceptedBatch(unit.unit_id, unit.round, index.astype(np.int64),
                                 scored.images[index], labels.astype(np.int64), confidence,
-                                unit.split)
+                                unit.split, None if judged is None else scored.judge_features[index])
         probs = scored.probabilities
         yield beam.pvalue.TaggedOutput(self.REPORT, UnitReport(
             unit.unit_id, unit.round, unit.quota, per_class, passed,
             ClassStats.from_probabilities(probs, scored.requested, num_classes),
-            ClassStats.from_probabilities(probs[index], labels, num_classes)))
+            ClassStats.from_probabilities(probs[index], labels, num_classes),
+            confident, realistic,
+            None if judged is None else ClassStats.from_probabilities(
+                judged, scored.requested, num_classes),
+            None if judged is None else ClassStats.from_probabilities(
+                judged[index], labels, num_classes)))
         follow_up = top_up(job, unit, shortfall, per_class)
         if follow_up is not None:
             yield beam.pvalue.TaggedOutput(self.TOP_UP, follow_up)
@@ -178,81 +201,143 @@ class Filter(beam.PTransform):
 
 
 class GenerationRound(beam.PTransform):
-    """Generate -> Score -> Filter for one round of work units."""
+    """Generate -> Score -> (Judge) -> Filter for one round of work units."""
 
-    def __init__(self, job, generator_handler, validator_handler, progress_dir=None,
+    def __init__(self, job, handlers: dict, progress_dir=None,
                  accelerator_hint: str | None = None):
         super().__init__()
-        self.job = job
-        self.generator_handler, self.validator_handler = generator_handler, validator_handler
+        self.job, self.handlers = job, handlers
         self.progress_dir = progress_dir
         self.accelerator_hint = accelerator_hint
 
     def expand(self, units):
-        generate, score = Generate(self.generator_handler), Score(self.validator_handler)
-        if self.accelerator_hint:
-            generate = generate.with_resource_hints(accelerator=self.accelerator_hint)
-            score = score.with_resource_hints(accelerator=self.accelerator_hint)
-        return (units | "Generate" >> generate | "Score" >> score
-                | "Filter" >> Filter(self.job, self.progress_dir))
+        steps = [("Generate", Generate(self.handlers["generator"])),
+                 ("Score", Score(self.handlers["validator"]))]
+        if self.handlers.get("judge"):
+            steps.append(("Judge", Judge(self.handlers["judge"])))
+        pcoll = units
+        for name, step in steps:
+            if self.accelerator_hint:
+                step = step.with_resource_hints(accelerator=self.accelerator_hint)
+            pcoll = pcoll | name >> step
+        return pcoll | "Filter" >> Filter(self.job, self.progress_dir)
+
+
+@dataclass
+class Totals:
+    """The sums ComputeClassMetrics keeps over every unit report; ``+`` merges two."""
+    generated: ClassStats
+    accepted: ClassStats
+    requested: np.ndarray
+    got: np.ndarray
+    passed: np.ndarray
+    passed_confidence: np.ndarray
+    passed_realism: np.ndarray
+    judge_generated: ClassStats
+    judge_accepted: ClassStats
+    units: int = 0
+
+    @classmethod
+    def zeros(cls, num_classes: int) -> "Totals":
+        zeros = lambda: np.zeros(num_classes, np.int64)
+        stats = lambda: ClassStats.zeros(num_classes)
+        return cls(stats(), stats(), zeros(), zeros(), zeros(), zeros(), zeros(), stats(),
+                   stats())
+
+    def __add__(self, other: "Totals") -> "Totals":
+        return Totals(*(getattr(self, f) + getattr(other, f)
+                        for f in self.__dataclass_fields__))
+
+    def add(self, report: UnitReport) -> "Totals":
+        first = report.round == 0
+        zeros = np.zeros_like(self.got)
+        return self + Totals(
+            report.generated, report.accepted,
+            np.asarray(report.quota) if first else zeros, report.accepted_per_class,
+            report.passed_per_class, report.passed_confidence, report.passed_realism,
+            report.judge_generated or ClassStats.zeros(len(zeros)),
+            report.judge_accepted or ClassStats.zeros(len(zeros)), int(first))
 
 
 class ClassMetricsFn(beam.CombineFn):
-    """Per-class generated / accepted / acceptance / confidence and IS, BCIS, WCIS, in one pass."""
+    """Per-class generated / accepted / acceptance / confidence, IS, BCIS, WCIS, and the
+    judge's agreement, in one pass."""
 
     def __init__(self, num_classes: int):
         self.num_classes = num_classes
 
     def create_accumulator(self):
-        zeros = lambda: np.zeros(self.num_classes, np.int64)
-        return (ClassStats.zeros(self.num_classes), ClassStats.zeros(self.num_classes),
-                zeros(), zeros(), zeros(), 0)
+        return Totals.zeros(self.num_classes)
 
     def add_input(self, acc, report: UnitReport):
-        generated, accepted, quota, got, passed, units = acc
-        if report.round == 0:
-            quota = quota + np.asarray(report.quota)
-            units += 1
-        return (generated + report.generated, accepted + report.accepted, quota,
-                got + report.accepted_per_class, passed + report.passed_per_class, units)
+        return acc.add(report)
 
     def merge_accumulators(self, accumulators):
         accumulators = list(accumulators)
         out = accumulators[0]
         for other in accumulators[1:]:
-            out = tuple(a + b for a, b in zip(out, other))
+            out = out + other
         return out
 
     def extract_output(self, acc):
         return acc
 
 
-def class_metrics(acc, labels: list[str]) -> dict:
-    """The metrics.json payload from the combiner's accumulator (plain Python, no Beam)."""
-    generated, accepted, requested, got, passed, units = acc
+def _rate(hits, n):
+    return float(hits / n) if n else None
+
+
+def class_metrics(acc: Totals, labels: list[str], judged: bool = False,
+                  fidelity: dict | None = None) -> dict:
+    """The metrics.json payload from the combiner's totals (plain Python, no Beam).
+    ``fidelity``: density and coverage of the accepted samples (``sample_fidelity``)."""
     per_class = {}
     for c, label in enumerate(labels):
-        n_gen = int(generated.count[c])
-        if not requested[c] and not n_gen and not got[c]:
+        n_gen = int(acc.generated.count[c])
+        if not acc.requested[c] and not n_gen and not acc.got[c]:
             continue
-        per_class[label] = {
-            "requested": int(requested[c]), "accepted": int(got[c]),
-            "shortfall": int(max(requested[c] - got[c], 0)), "generated": n_gen,
-            "passed_filter": int(passed[c]),
-            "acceptance_rate": float(passed[c] / n_gen) if n_gen else None,
-            "mean_confidence_accepted": (float(accepted.sum_conf[c] / accepted.count[c])
-                                         if accepted.count[c] else None),
-            "agreement_generated": float(generated.hits[c] / n_gen) if n_gen else None,
+        row = {
+            "requested": int(acc.requested[c]), "accepted": int(acc.got[c]),
+            "shortfall": int(max(acc.requested[c] - acc.got[c], 0)), "generated": n_gen,
+            "passed_filter": int(acc.passed[c]),
+            "passed_confidence": int(acc.passed_confidence[c]),
+            "passed_realism": int(acc.passed_realism[c]),
+            "acceptance_rate": _rate(acc.passed[c], n_gen),
+            "mean_confidence_accepted": _rate(acc.accepted.sum_conf[c], acc.accepted.count[c]),
+            "agreement_generated": _rate(acc.generated.hits[c], n_gen),
         }
-    gen_report, acc_report = class_report(generated, labels), class_report(accepted, labels)
-    for report in (gen_report, acc_report):
-        report.pop("per_class")
-    return {"work_units": int(units), "requested": int(requested.sum()),
-            "accepted": int(got.sum()), "generated": int(generated.count.sum()),
-            "passed_filter": int(passed.sum()),
-            "shortfall": int(np.maximum(requested - got, 0).sum()),
-            "generated_samples": gen_report, "accepted_samples": acc_report,
-            "per_class": per_class}
+        if judged:
+            row["judge_agreement_generated"] = _rate(acc.judge_generated.hits[c],
+                                                     acc.judge_generated.count[c])
+            row["judge_agreement_accepted"] = _rate(acc.judge_accepted.hits[c],
+                                                    acc.judge_accepted.count[c])
+        if fidelity and label in fidelity["per_class"]:
+            row.update({k: fidelity["per_class"][label][k] for k in ("density", "coverage")})
+        per_class[label] = row
+    generated = class_report(acc.generated, labels)
+    generated.pop("per_class")
+    # The validator's scores of what it accepted itself are true by construction: kept for the
+    # inception scores' sake under their own name, not offered as a quality figure.
+    accepted = class_report(acc.accepted, labels)
+    for key in ("per_class", "agreement", "mean_confidence"):
+        accepted.pop(key)
+    out = {"work_units": int(acc.units), "requested": int(acc.requested.sum()),
+           "accepted": int(acc.got.sum()), "generated": int(acc.generated.count.sum()),
+           "passed_filter": int(acc.passed.sum()),
+           "passed_confidence": int(acc.passed_confidence.sum()),
+           "passed_realism": int(acc.passed_realism.sum()),
+           "shortfall": int(np.maximum(acc.requested - acc.got, 0).sum()),
+           "generated_samples": generated, "accepted_samples_validator_scores": accepted}
+    if judged:
+        out["judge"] = {
+            "agreement_generated": _rate(acc.judge_generated.hits.sum(),
+                                         acc.judge_generated.count.sum()),
+            "agreement_accepted": _rate(acc.judge_accepted.hits.sum(),
+                                        acc.judge_accepted.count.sum())}
+    if fidelity:
+        out["fidelity"] = {k: v for k, v in fidelity.items() if k != "per_class"}
+    out["per_class"] = per_class
+    return out
 
 
 class ComputeClassMetrics(beam.PTransform):
@@ -265,19 +350,24 @@ class ComputeClassMetrics(beam.PTransform):
             ClassMetricsFn(self.num_classes))
 
 
-def grid_candidates(batch: AcceptedBatch) -> dict:
-    """{class: [(sample_id, image), ...]}: the first few samples of each class in a batch, all
-    the sample grid can ever use from it."""
+def first_samples(batch: AcceptedBatch, limit: int, payload: str) -> dict:
+    """{class: [(sample_id, item), ...]}: the first ``limit`` accepted samples of each class in
+    a batch (images for the grid, judge features for density and coverage), all a per-class
+    sample by sample id can ever use from it."""
+    items = getattr(batch, payload)
     part = {}
     for label in np.unique(batch.labels):
-        first = np.flatnonzero(batch.labels == label)[:SAMPLES_PER_CLASS_IN_GRID]
-        part[int(label)] = list(zip(batch.sample_ids(first), batch.images[first]))
+        first = np.flatnonzero(batch.labels == label)[:limit]
+        part[int(label)] = list(zip(batch.sample_ids(first), items[first]))
     return part
 
 
-class _GridFn(beam.CombineFn):
-    """The first few accepted samples of every class (by sample id), for samples.png; inputs
-    and output are partial grids, so the combine can run per round and again over the rounds."""
+class _FirstPerClassFn(beam.CombineFn):
+    """The first ``limit`` accepted samples of every class (by sample id); inputs and output
+    are partial samples, so the combine can run per round and again over the rounds."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
 
     def create_accumulator(self):
         return {}
@@ -290,36 +380,48 @@ class _GridFn(beam.CombineFn):
         for acc in accumulators:
             for label, row in acc.items():
                 merged = sorted(out.get(label, []) + row, key=lambda item: item[0])
-                out[label] = merged[:SAMPLES_PER_CLASS_IN_GRID]
+                out[label] = merged[:self.limit]
         return out
 
     def extract_output(self, acc):
         return acc
 
 
-class GridPart(beam.PTransform):
-    """Accepted batches -> one partial grid, combined inside the round's own stage.
+class FirstPerClassPart(beam.PTransform):
+    """Accepted batches -> one partial per-class sample, combined inside the round's own stage.
 
-    Every batch holds every class, so each offers C x SAMPLES_PER_CLASS_IN_GRID candidates; sent
-    on as they are, a Flatten across rounds (which the FnApiRunner cannot fuse) held them all in
-    memory, and the peak RSS grew with the job (bench (d): x 1.32 from 50k to 500k samples)."""
+    Every batch holds every class, so each offers C x ``limit`` candidates; sent on as they
+    are, a Flatten across rounds (which the FnApiRunner cannot fuse) held them all in memory,
+    and the peak RSS grew with the job (bench (d): x 1.32 from 50k to 500k samples)."""
+
+    def __init__(self, limit: int, payload: str):
+        super().__init__()
+        self.limit, self.payload = limit, payload
 
     def expand(self, accepted):
-        return (accepted | "GridCandidates" >> beam.Map(grid_candidates)
-                | "FirstSamplesPerClass" >> beam.CombineGlobally(_GridFn()).without_defaults())
+        limit, payload = self.limit, self.payload
+        return (accepted
+                | "FirstOfBatch" >> beam.Map(first_samples, limit, payload)
+                | "FirstPerClass" >> beam.CombineGlobally(
+                    _FirstPerClassFn(limit)).without_defaults())
 
 
-class SampleGrid(beam.PTransform):
-    """Partial grids (see ``GridPart``) -> {class: [(sample_id, image), ...]}."""
+class FirstPerClass(beam.PTransform):
+    """Partial samples (see ``FirstPerClassPart``) -> {class: [(sample_id, item), ...]}."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
 
     def expand(self, parts):
-        return parts | "FirstSamplesPerClass" >> beam.CombineGlobally(_GridFn())
+        return parts | "FirstPerClass" >> beam.CombineGlobally(_FirstPerClassFn(self.limit))
 
 
-def run_rounds(pbegin, job: JobSpec, generator_handler, validator_handler, consume_accepted,
-               progress_dir=None, accelerator_hint=None):
+def run_rounds(pbegin, job: JobSpec, handlers: dict, consume_accepted, progress_dir=None,
+               accelerator_hint=None):
     """Unrolled top-up rounds: a round's shortfall units feed the next round.
 
+    ``handlers``: the generator's, the validator's and (or None) the judge's ModelHandler.
     ``consume_accepted(accepted, round)`` is applied to each round's accepted batches right where
     they are made and must return small outputs: the FnApiRunner cannot fuse a Flatten whose
     inputs come from different stages, so flattening the batches themselves would hold every
@@ -329,8 +431,8 @@ def run_rounds(pbegin, job: JobSpec, generator_handler, validator_handler, consu
     units = pbegin | "ExpandSpecs" >> ExpandSpecs(job)
     consumed, reports = [], []
     for r in range(job.max_rounds):
-        out = units | f"Round{r}" >> GenerationRound(job, generator_handler, validator_handler,
-                                                     progress_dir, accelerator_hint)
+        out = units | f"Round{r}" >> GenerationRound(job, handlers, progress_dir,
+                                                     accelerator_hint)
         consumed.append(consume_accepted(out.accepted, r))
         reports.append(out[_FilterDoFn.REPORT])
         units = out[_FilterDoFn.TOP_UP]

@@ -13,7 +13,7 @@ from tests.pipeline_fixtures import make_tiny_bundles, write_spec
 HINT = "beam:resources:accelerator:v1"
 
 
-def test_accelerator_hint_sits_on_generate_and_score_only(tmp_path):
+def test_accelerator_hint_sits_on_the_model_steps_only(tmp_path):
     gen, val = make_tiny_bundles(tmp_path)
     spec = write_spec(tmp_path / "spec.yaml", class_set="digits", generator=str(gen),
                       validator=str(val), counts={"per_class": 5})
@@ -32,7 +32,8 @@ def test_accelerator_hint_sits_on_generate_and_score_only(tmp_path):
         if name.endswith("BeamML_RunInference"):
             inference.add(name)
     assert inference and inference <= hinted  # every model step runs on a GPU worker
-    assert all("/Generate" in n or "/Score" in n for n in hinted), sorted(hinted)
+    assert all(any(step in n for step in ("/Generate", "/Score", "/Judge")) for n in hinted), \
+        sorted(hinted)
     assert any(n.endswith("Round0/Generate") for n in hinted)
     assert not any("Filter" in n or "Sinks" in n or "Metrics" in n for n in hinted)
     from apache_beam.options.pipeline_options import GoogleCloudOptions
@@ -53,7 +54,7 @@ def test_the_package_staged_for_workers_holds_every_module_and_shipped_model(tmp
                         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     wanted = {path.relative_to(source).as_posix()
               for package in ("kepkreator", "pipeline") for path in (source / package).rglob("*")
-              if path.suffix in (".py", ".keras", ".json")}
+              if path.suffix in (".py", ".keras", ".json", ".npz")}
     assert {"kepkreator/assets/digits/generator/model.keras", "pipeline/run.py"} <= wanted
 
     sdist = Stager._build_setup_package(str(source / "setup.py"), str(tmp_path / "sdist"))

@@ -219,7 +219,8 @@ def test_tune_sampling_chooses_on_validation_and_sets_the_pipeline_default(tmp_p
     scan = tmp_path / "scan"
     args = ["tune-sampling", "--class-set", "digits", "--data", f"mnist:train@{small}",
             "--holdout", 0.25, "--out", scan, "--seeds", "0", "--scales", "1,3", "--steps", 8,
-            "--generator", gen, "--validator", val, "--min-confidence", 0, "--update-card"]
+            "--generator", gen, "--validator", val, "--min-confidence", 0, "--update-card",
+            "--min-judge-agreement", 0]  # the untrained tiny generator reaches no floor
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr
     report = json.loads((scan / "sampling.json").read_text())
@@ -232,11 +233,13 @@ def test_tune_sampling_chooses_on_validation_and_sets_the_pipeline_default(tmp_p
         assert manifest["spec"]["latent_scale"] == scale
     card = json.loads((gen / "card.json").read_text())
     assert card["sampling"]["latent_scale"] == best and len(card["sampling"]["scan"]) == 2
-    # The card's choice is now the pipeline's default for this generator.
-    spec = write_spec(tmp_path / "spec.yaml", class_set="digits", generator=str(gen),
-                      validator=str(val), counts={"per_class": 3}, min_confidence=0)
-    assert run(["--spec", str(spec), "--out", str(tmp_path / "out")]).manifest["spec"][
-        "latent_scale"] == best
+    # The card's choice is now the pipeline's default for this generator, while a filter is on
+    # (the untrained validator keeps few: shortfalls tolerated); with every filter off, 1.
+    for threshold, scale in ((0.01, best), (0, 1.0)):
+        spec = write_spec(tmp_path / "spec.yaml", class_set="digits", generator=str(gen),
+                          validator=str(val), counts={"per_class": 3}, min_confidence=threshold)
+        assert run(["--spec", str(spec), "--out", str(tmp_path / "out"), "--overwrite",
+                    "--shortfall_tolerance", "1"]).manifest["spec"]["latent_scale"] == scale
     # With --thresholds the scan is a grid (the shipped models: the untrained tiny validator is
     # never confident), and the card entry records the threshold chosen too.
     from kepkreator.downstream import sampling_card_entry
@@ -247,6 +250,11 @@ def test_tune_sampling_chooses_on_validation_and_sets_the_pipeline_default(tmp_p
     report = json.loads((tmp_path / "grid" / "sampling.json").read_text())
     rows = {r["min_confidence"]: r for r in report["scales"]}
     assert set(rows) == {0.5, 0.999} and rows[0.999]["acceptance_rate"] < rows[0.5]["acceptance_rate"]
+    # Both settings meet the default fidelity floor (the judge agrees with >= 99.8% of the
+    # kept labels at scale 1), so the choice is by CAS; the table shows the judge's figures.
+    assert report["floor_met"] and report["fidelity_floor"]["judge_agreement"] == 0.998
+    assert all(r["judge_agreement"] >= 0.998 and r["density"] > 0 for r in rows.values())
+    assert "| judge agrees | density | coverage |" in result.stdout
     best = max(rows.values(), key=lambda r: r["cas_mean"])["min_confidence"]
     assert report["best_min_confidence"] == best
     assert sampling_card_entry(report)["min_confidence"] == best

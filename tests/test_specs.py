@@ -238,16 +238,23 @@ def _scored(probs, requested, unit):
 def test_selection_policies():
     unit = WorkUnit("u", 0, 0, (0, 2, 0), 4, (0,), (0, 2, 0))
     probs = [[0.05, 0.95, 0], [0.5, 0.5, 0], [0.0, 0.99, 0.01], [0, 0.97, 0.03]]
-    index, labels, conf, passed = select_accepted(_scored(probs, [1, 1, 1, 1], unit), unit.quota,
-                                                  "conditioned", 0.9)
+    index, labels, conf, passed, *_ = select_accepted(_scored(probs, [1, 1, 1, 1], unit),
+                                                      unit.quota, "conditioned", 0.9)
     assert index.tolist() == [0, 2] and labels.tolist() == [1, 1]  # quota 2, earliest first
     assert passed.tolist() == [0, 3, 0]  # three passed, the quota kept two
-    index, labels, _, _ = select_accepted(_scored(probs, [1, 1, 1, 1], unit), unit.quota,
-                                          "conditioned", 0.0)
+    index, labels, *_ = select_accepted(_scored(probs, [1, 1, 1, 1], unit), unit.quota,
+                                        "conditioned", 0.0)
     assert index.tolist() == [0, 1]  # filter off: keep in order up to quota
+    # The realism test on top: each filter's passes are counted alone, and both must hold.
+    scored = _scored(probs, [1, 1, 1, 1], unit)
+    scored.realistic = np.array([False, True, True, True])
+    index, _, _, passed, confident, realistic = select_accepted(scored, unit.quota,
+                                                                "conditioned", 0.9)
+    assert index.tolist() == [2, 3] and passed.tolist() == [0, 2, 0]
+    assert confident.tolist() == [0, 3, 0] and realistic.tolist() == [0, 3, 0]
     relabel_unit = WorkUnit("u", 0, 0, (1, 1, 0), 4, (0,), (1, 1, 0))
     probs = [[0.96, 0.04, 0], [0.97, 0.03, 0], [0.1, 0.9, 0], [0, 0, 1]]
-    index, labels, conf, _ = select_accepted(_scored(probs, [2, 2, 2, 2], relabel_unit),
+    index, labels, conf, *_ = select_accepted(_scored(probs, [2, 2, 2, 2], relabel_unit),
                                              relabel_unit.quota, "relabel", 0.9)
     assert index.tolist() == [0, 2] and labels.tolist() == [0, 1]
     assert conf.tolist() == pytest.approx([0.96, 0.9])
@@ -279,10 +286,10 @@ def test_confidence_threshold_per_class():
         assert job.latent_scale == 2.0
     with pytest.raises(SpecError, match="generator card of g: min_confidence must be a number"):
         spec(counts={"3": 1}).resolve_defaults({"sampling": {"min_confidence": 2}}, "g")
-    index, _, _, _ = select_accepted(_scored(probs, [0, 1, 0, 1, 2, 2], unit), unit.quota,
+    index, *_ = select_accepted(_scored(probs, [0, 1, 0, 1, 2, 2], unit), unit.quota,
                                      "conditioned", thresholds)
     assert index.tolist() == [1, 2, 3, 4, 5]  # 0 misses 0.95; class 2 is unfiltered
-    index, labels, _, _ = select_accepted(_scored(probs, [2] * 6, unit), unit.quota, "relabel",
+    index, labels, *_ = select_accepted(_scored(probs, [2] * 6, unit), unit.quota, "relabel",
                                           thresholds)
     assert index.tolist() == [1, 2, 3, 5] and labels.tolist() == [1, 0, 1, 1]
 

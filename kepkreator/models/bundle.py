@@ -159,6 +159,8 @@ class Bundle:
     class_set: ClassSet
     _compiled: object = field(default=None, repr=False, compare=False)
     _compiled_features: object = field(default=None, repr=False, compare=False)
+    _compiled_scores: object = field(default=None, repr=False, compare=False)
+    _bank: object = field(default=None, repr=False, compare=False)
 
     def predict(self, inputs):
         """The model's forward pass, compiled once and reused for any batch size."""
@@ -244,16 +246,49 @@ class Validator(Bundle):
                for i in range(0, len(images_uint8), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.class_set.num_classes), np.float32)
 
-    def feature_model(self):
-        """The model cut at its penultimate layer, for Frechet distances."""
-        import keras
+    def _feature_layer(self):
         name = self.signature.get("features_layer")
         layer = (self.model.get_layer(name) if name
                  else self.model.layers[-2] if len(self.model.layers) > 1 else None)
         if layer is None:
             raise BundleError(f"{self.path}: cannot find a feature layer")
+        return layer
+
+    def feature_model(self, with_outputs: bool = False):
+        """The model cut at its penultimate layer, for Frechet distances and reference banks;
+        ``with_outputs``: (features, outputs) from one pass."""
+        import keras
         inputs = self.model.inputs
-        return keras.Model(inputs[0] if len(inputs) == 1 else inputs, layer.output)
+        features = self._feature_layer().output
+        return keras.Model(inputs[0] if len(inputs) == 1 else inputs,
+                           [features, self.model.outputs[0]] if with_outputs else features)
+
+    def scores(self, images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, features) of every image from one forward pass."""
+        if self._compiled_scores is None:
+            self._compiled_scores = _compiled_call(self.feature_model(with_outputs=True))
+        if not len(images_uint8):
+            return np.zeros((0, self.class_set.num_classes), np.float32), np.zeros((0, 0))
+        features, raw = self._compiled_scores(self.preprocess(images_uint8))
+        return (self.postprocess(np.asarray(raw)),
+                np.asarray(features).reshape(len(images_uint8), -1))
+
+    def reference_bank(self):
+        """The real images' features the card's ``reference`` names (kepkreator.manifold), its
+        file checked against the card's sha256 like the model; None without one."""
+        if self._bank is None and "reference" in self.card:
+            from kepkreator.manifold import ReferenceBank
+            info = self.card["reference"]
+            data = (self.path / info["file"]).read_bytes() if (
+                self.path / info["file"]).is_file() else None
+            if data is None:
+                raise BundleError(f"bundle {self.path} lacks its reference bank {info['file']}")
+            import hashlib
+            if hashlib.sha256(data).hexdigest() != info["sha256"]:
+                raise BundleError(f"bundle {self.path}: {info['file']} is not the reference bank "
+                                  "its card describes (sha256 differs)")
+            self._bank = ReferenceBank.from_bytes(data, f"bundle {self.path}")
+        return self._bank
 
     def features(self, images_uint8: np.ndarray, batch_size: int = 2048) -> np.ndarray:
         # Compiled once per bundle with a free batch size, like predict: a new model per call,
@@ -338,7 +373,14 @@ def write_bundle(path: str | Path, model, card: dict) -> Path:
     # never the old card beside a half-written model.
     (path / CARD_NAME).unlink(missing_ok=True)
     card = {"format": CARD_FORMAT, "model_file": MODEL_FILE, **card}
-    model.save(path / card["model_file"])
+    # Without the optimizer's state, a third of the file: a bundle is for inference, and a run
+    # resumes from its work directory's checkpoints, which keep the optimizer.
+    optimizer = getattr(model, "optimizer", None)
+    model.optimizer = None
+    try:
+        model.save(path / card["model_file"])
+    finally:
+        model.optimizer = optimizer
     card["model_sha256"] = sha256_file(path / card["model_file"])
     (path / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
     return path

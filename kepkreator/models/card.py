@@ -82,6 +82,9 @@ CARD_FIELDS = {
     "training": (lambda v: isinstance(v, dict), "an object"),
     "architecture": (lambda v: isinstance(v, dict), "an object"),
     "source": (lambda v: isinstance(v, str), "a string"),
+    "reference": (lambda v: isinstance(v, dict) and _plain_model_name(v.get("file"))
+                  and isinstance(v.get("sha256"), str) and bool(_SHA256.fullmatch(v["sha256"])),
+                  "{file: a plain file name inside the bundle, sha256, ...}"),
     "notes": (lambda v: isinstance(v, str), "a string"),
 }
 SAMPLING_FIELDS = {

@@ -38,6 +38,11 @@ VALIDATOR_PRESETS = {
     # Short runs (tests, tuning trials) need BatchNorm statistics that settle in a few dozen steps.
     "tiny": dict(widths=(8, 16, 16, 32), dense=0, dropout=0.0, bn_momentum=0.9),
     "default": dict(widths=(32, 32, 64, 64, 128), dense=128, dropout=0.3, bn_momentum=0.99),
+    # The independent judge: a classifier that shares no design choice with the validator it
+    # checks (5x5 then 3x3 convolutions without batch norm, flattened rather than pooled
+    # features, heavy dropout), so their mistakes on malformed samples are not the same ones.
+    "judge": dict(style="plain", widths=(32, 32, 64, 64), dense=128, dropout=0.5),
+    "judge-tiny": dict(style="plain", widths=(4, 4, 8, 8), dense=16, dropout=0.0),
 }
 
 
@@ -169,8 +174,18 @@ def build_validator(num_classes: int, preset: str = "default", **overrides) -> k
     image = keras.Input(IMAGE_SHAPE, name="image")
     h = image
     widths = p["widths"]
-    norm = lambda: layers.BatchNormalization(momentum=p["bn_momentum"])
-    if p["dense"] == 0:  # the seed's tiny layout
+    norm = lambda: layers.BatchNormalization(momentum=p.get("bn_momentum", 0.99))
+    if p.get("style") == "plain":
+        for i, width in enumerate(widths):
+            h = layers.Conv2D(width, 5 if i < 2 else 3, padding="same", activation="relu")(h)
+            if i % 2:
+                h = layers.MaxPooling2D()(h)
+                if p["dropout"]:
+                    h = layers.Dropout(p["dropout"] / 2)(h)
+        features = layers.Dense(p["dense"], activation="relu", name="features")(layers.Flatten()(h))
+        if p["dropout"]:
+            features = layers.Dropout(p["dropout"])(features)
+    elif p["dense"] == 0:  # the seed's tiny layout
         h = layers.Conv2D(widths[0], 3, padding="same", activation="relu")(h)
         h = layers.MaxPooling2D()(norm()(h))
         h = layers.Conv2D(widths[1], 3, padding="same", activation="relu")(h)

@@ -1,6 +1,7 @@
 """train_validator(hparams): the CNN that scores, filters and labels generated samples."""
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -72,7 +73,10 @@ def train_validator(hp: ValidatorHParams, callbacks=()) -> Path:
     schedule = keras.optimizers.schedules.CosineDecay(hp.learning_rate, max(steps, 1))
     model.compile(keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    started = time.time()
+    # A resumed run adds its time to that of the runs before it (their metrics.json).
+    earlier = (json.loads((workdir / "metrics.json").read_text()).get("train_seconds", 0.0)
+               if completed_epochs(workdir) and (workdir / "metrics.json").is_file() else 0.0)
+    started = time.time() - earlier
     model.fit(dataset, epochs=hp.epochs, steps_per_epoch=steps_per_epoch,
               validation_data=validation, shuffle=False, verbose=keras_verbosity(hp.verbose),
               callbacks=[stop_on_divergence(workdir),

@@ -1,0 +1,117 @@
+"""Where samples fall against real data, in a classifier's feature space: fidelity and
+diversity measured apart, and the test the realism filter applies.
+
+A reference bank holds the features of M real images per class and each one's k-nearest-
+neighbour radius among its own class. Against it (Naeem et al. 2020, "Reliable Fidelity and
+Diversity Metrics for Generative Models"):
+
+  density  = 1/(kM') sum_j sum_i 1[y_j in B(x_i, r_i)]   fidelity: real neighbourhoods a sample
+                                                           falls in (about 1 for real data)
+  coverage = 1/M sum_i 1[some y_j in B(x_i, r_i)]          diversity: real neighbourhoods reached
+
+with x_i the real features, r_i their radii, y_j the M' samples' features, all per class. A
+sample is *inside the real manifold* (Kynkäänniemi et al. 2019's precision test) when it lies in
+at least one ball; the realism filter scales the radii by its strength.
+
+Coverage grows with the number of samples, so reports compare M' = M samples per class with the
+yardstick: M other real images per class measured against the same bank.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+from kepkreator.errors import BundleError
+
+BANK_FILE = "reference.npz"
+NEIGHBOURS = 5  # k: Naeem et al.'s choice, stable from a few hundred images per class
+
+
+def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    d2 = (a * a).sum(1)[:, None] - 2 * a @ b.T + (b * b).sum(1)[None, :]
+    return np.clip(d2, 0, None)
+
+
+def knn_radii(features: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
+    """Distance from each row to its k-th nearest other row."""
+    d2 = _squared_distances(features, features)
+    np.fill_diagonal(d2, np.inf)
+    return np.sqrt(np.partition(d2, k - 1, axis=1)[:, k - 1])
+
+
+@dataclass
+class ReferenceBank:
+    features: np.ndarray  # (N, D) float32 real features
+    labels: np.ndarray    # (N,) class index
+    radii: np.ndarray     # (N,) k-NN radius within its class
+    k: int = NEIGHBOURS
+
+    @classmethod
+    def build(cls, features: np.ndarray, labels: np.ndarray, k: int = NEIGHBOURS):
+        features, labels = np.asarray(features, np.float32), np.asarray(labels, np.int64)
+        radii = np.zeros(len(labels), np.float32)
+        for c in np.unique(labels):
+            rows = np.flatnonzero(labels == c)
+            if len(rows) <= k:
+                raise ValueError(f"class {c} has {len(rows)} reference images; k={k} needs more")
+            radii[rows] = knn_radii(features[rows], k)
+        return cls(features, labels, radii, k)
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, features=self.features.astype(np.float16),
+                            labels=self.labels.astype(np.int16), radii=self.radii,
+                            k=np.int64(self.k))
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str = "reference bank"):
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                bank = cls(z["features"].astype(np.float32), z["labels"].astype(np.int64),
+                           z["radii"].astype(np.float32), int(z["k"]))
+        except (ValueError, KeyError, OSError) as exc:
+            raise BundleError(f"{where}: not a reference bank ({exc})") from None
+        if not (len(bank.features) == len(bank.labels) == len(bank.radii)):
+            raise BundleError(f"{where}: features, labels and radii differ in length")
+        return bank
+
+    def of_class(self, c: int):
+        rows = self.labels == c
+        return self.features[rows], self.radii[rows]
+
+    def inside(self, features: np.ndarray, labels: np.ndarray, strength: float = 1.0,
+               chunk: int = 2048) -> np.ndarray:
+        """True where a sample lies within ``strength`` x the radius of some real image of its
+        own class (a class without reference images lets its samples through)."""
+        features, labels = np.asarray(features, np.float32), np.asarray(labels, np.int64)
+        out = np.ones(len(labels), bool)
+        for c in np.unique(labels):
+            real, radii = self.of_class(int(c))
+            if not len(real):
+                continue
+            rows = np.flatnonzero(labels == c)
+            for lo in range(0, len(rows), chunk):
+                part = rows[lo:lo + chunk]
+                d2 = _squared_distances(features[part], real)
+                out[part] = (d2 <= (strength * radii[None, :]) ** 2).any(1)
+        return out
+
+    def density_coverage(self, features: np.ndarray, labels: np.ndarray) -> dict:
+        """Per class and overall (the mean over classes with samples and reference images)."""
+        features, labels = np.asarray(features, np.float32), np.asarray(labels, np.int64)
+        per_class = {}
+        for c in np.unique(labels):
+            real, radii = self.of_class(int(c))
+            if not len(real):
+                continue
+            within = _squared_distances(features[labels == c], real) <= radii[None, :] ** 2
+            per_class[int(c)] = {"density": float(within.sum() / (self.k * len(within))),
+                                 "coverage": float(within.any(0).mean()),
+                                 "samples": int(len(within)), "reference": int(len(real))}
+        overall = {key: (float(np.mean([row[key] for row in per_class.values()]))
+                         if per_class else None) for key in ("density", "coverage")}
+        return {**overall, "per_class": per_class}

@@ -1,0 +1,169 @@
+"""Quality figures a user can trust: an independent judge in every report, fidelity and
+diversity against real images, the realism filter, and safe sampling with the filter off.
+The shipped digits models at small counts; figures recomputed from the written files."""
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from kepkreator.errors import BundleError
+from kepkreator.manifold import ReferenceBank
+from kepkreator.models.bundle import load_bundle
+from pipeline.run import run
+from tests.conftest import assert_one_line_error, run_cli
+from tests.pipeline_fixtures import class_folders, make_tiny_bundles, tiny_spec, write_spec
+
+
+def shipped_spec(path, **fields):
+    base = {"class_set": "digits", "generator": "default:digits", "validator": "default:digits",
+            "counts": {"per_class": 40}, "seed": 5, "shards": 2, "unit_size": 64}
+    return write_spec(path, **{**base, **fields})
+
+
+def images_and_labels(out):
+    table = pq.read_table(Path(out) / "data")
+    images = np.stack([np.asarray(Image.open(io.BytesIO(b))) for b in
+                       table.column("image").combine_chunks().field("bytes").to_pylist()])
+    return images, table.column("label").to_numpy()
+
+
+@pytest.fixture(scope="module")
+def defaults_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("defaults")
+    result = run(["--spec", str(shipped_spec(root / "s.yaml")), "--out", str(root / "out")])
+    assert not result.failed
+    return root / "out", result
+
+
+def test_the_judge_reports_on_what_was_kept_and_a_recount_agrees(defaults_run):
+    out, result = defaults_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    judge = load_bundle("default:digits", "judge")
+    images, labels = images_and_labels(out)
+    agreed = judge.probabilities(images).argmax(1) == labels
+    assert metrics["judge"]["agreement_accepted"] == pytest.approx(agreed.mean())
+    for c in range(10):
+        assert metrics["per_class"][str(c)]["judge_agreement_accepted"] == pytest.approx(
+            agreed[labels == c].mean())
+    assert 0 < metrics["judge"]["agreement_generated"] < metrics["judge"]["agreement_accepted"]
+    # The validator's agreement with what it kept itself is 1 by construction: not offered.
+    assert "accepted_samples" not in metrics and "agreement" not in \
+        metrics["accepted_samples_validator_scores"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["bundles"]["judge"]["ref"] == "default:digits"
+    assert manifest["spec"]["judge"] == "default:digits"
+    card = (out / "README.md").read_text()
+    assert "An independent judge (`default:digits`" in card
+    assert f"{100 * metrics['judge']['agreement_accepted']:.2f}% of the labels kept" in card
+
+
+def test_density_and_coverage_are_measured_against_real_images(defaults_run):
+    out, _ = defaults_run
+    fidelity = json.loads((out / "metrics.json").read_text())["fidelity"]
+    judge = load_bundle("default:digits", "judge")
+    assert fidelity["real_vs_real"]["density"] == judge.card["reference"]["yardstick"]["density"]
+    # Recomputed from the shards: the first 40 per class by sample id are all there are.
+    images, labels = images_and_labels(out)
+    _, features = judge.scores(images)
+    again = judge.reference_bank().density_coverage(features, labels)
+    assert fidelity["density"] == pytest.approx(again["density"], abs=1e-6)
+    assert fidelity["coverage"] == pytest.approx(again["coverage"], abs=1e-6)
+
+
+def test_the_summary_shows_the_judge_not_the_validators_self_agreement(tmp_path):
+    result = run_cli("generate", "--spec", shipped_spec(tmp_path / "s.yaml"), "--out",
+                     tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert "independent judge agrees with" in result.stdout
+    assert "kept vs real (judge features, 400 per class): density" in result.stdout
+    assert " accepted: agreement" not in result.stdout
+
+
+def test_with_every_filter_off_the_card_scale_is_not_used(tmp_path):
+    """The digits card samples at latent scale 2 for filtered runs; unfiltered, the widened
+    draw handed users about 1 malformed digit in 10."""
+    off = run(["--spec", str(shipped_spec(tmp_path / "off.yaml", min_confidence=0)),
+               "--out", str(tmp_path / "off")])
+    on = run(["--spec", str(shipped_spec(tmp_path / "on.yaml", min_confidence=0.9)),
+              "--out", str(tmp_path / "on")])
+    chosen = run(["--spec", str(shipped_spec(tmp_path / "chosen.yaml", min_confidence=0,
+                                             latent_scale=2)), "--out", str(tmp_path / "chosen")])
+    card = load_bundle("default:digits", "generator").card["sampling"]["latent_scale"]
+    assert off.manifest["spec"]["latent_scale"] == 1.0
+    assert on.manifest["spec"]["latent_scale"] == card
+    assert chosen.manifest["spec"]["latent_scale"] == 2.0
+
+
+def test_the_realism_filter_keeps_only_samples_inside_the_real_manifold(tmp_path):
+    spec = shipped_spec(tmp_path / "s.yaml", realism=0.8, min_confidence=0.5)
+    result = run(["--spec", str(spec), "--out", str(tmp_path / "out")])
+    assert not result.failed and result.manifest["records"] == 400
+    metrics = result.metrics
+    assert metrics["passed_realism"] < metrics["generated"]
+    assert metrics["passed_filter"] <= min(metrics["passed_realism"],
+                                           metrics["passed_confidence"])
+    validator = load_bundle("default:digits", "validator")
+    images, labels = images_and_labels(tmp_path / "out")
+    _, features = validator.scores(images)
+    assert validator.reference_bank().inside(features, labels, 0.8).all()
+    again = run(["--spec", str(spec), "--out", str(tmp_path / "again")])
+    assert [f["sha256"] for s in again.manifest["shards"] for f in s["files"].values()] == \
+        [f["sha256"] for s in result.manifest["shards"] for f in s["files"].values()]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_bundles(tmp_path_factory.mktemp("bundles"))
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"realism": "on"}, "realism needs a reference bank in the validator"),
+    ({"realism": -1}, "realism must be off, on or a radius scale in (0, 10], got -1"),
+    ({"judge": 3}, "judge must be a bundle, default or none, got 3"),
+    ({"judge": "default:letters"}, "judge class set 'letters' differs from the spec's 'digits'"),
+])
+def test_bad_judge_or_realism_is_one_line(tiny, tmp_path, fields, message):
+    spec = tiny_spec(tmp_path / "s.yaml", tiny, **fields)
+    assert_one_line_error(run_cli("generate", "--spec", spec, "--out", tmp_path / "o"), message)
+    assert not (tmp_path / "o").exists()
+
+
+def test_judge_none_measures_nothing(tiny, tmp_path):
+    result = run(["--spec", str(tiny_spec(tmp_path / "s.yaml", tiny, judge="none")),
+                  "--out", str(tmp_path / "out")])
+    assert "judge" not in result.metrics and "judge" not in result.manifest["bundles"]
+    assert "No independent judge measured these samples" in (tmp_path / "out" /
+                                                              "README.md").read_text()
+
+
+def test_a_reference_bank_is_built_from_real_images_and_checked_at_load(tiny, tmp_path):
+    validator = tmp_path / "validator"
+    shutil.copytree(tiny[1], validator)
+    source = class_folders(tmp_path / "real", "0123456789", 60)
+    result = run_cli("reference", validator, "--data", source, "--per-class", 25)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("reference bank: 25 real images per class (k=5); yardstick")
+    card = json.loads((validator / "card.json").read_text())
+    assert card["reference"]["data"] == {"sources": [source]}
+    bank = load_bundle(validator, "validator").reference_bank()
+    assert isinstance(bank, ReferenceBank) and len(bank.labels) == 250
+    (validator / "reference.npz").write_bytes(b"not the bank")
+    with pytest.raises(BundleError, match="not the reference bank its card describes"):
+        load_bundle(validator, "validator").reference_bank()
+    assert_one_line_error(run_cli("reference", validator, "--data", source, "--per-class", 31),
+                          "needs 62 images of each class")
+
+
+def test_evaluate_reports_the_judge_and_fidelity(tmp_path):
+    result = run_cli("evaluate", "--generator", "default:digits", "--validator",
+                     "default:digits", "-n", 500, "--json-out", tmp_path / "r.json")
+    assert result.returncode == 0, result.stderr
+    assert "judge, accepted  agreement" in result.stdout
+    report = json.loads((tmp_path / "r.json").read_text())["judged"]
+    assert report["judge"] == "default:digits" and report["real_vs_real"]["density"] > 0.9
+    assert report["accepted"]["samples"] < report["generated"]["samples"] == 500
