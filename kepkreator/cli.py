@@ -756,8 +756,14 @@ def import_model_cmd(model_file, card_file, out):
 @click.option("--accelerator", default=None, help="Resource hint for Generate/Score on Dataflow.")
 @click.pass_context
 def generate(ctx, spec, out, overwrite, shortfall_tolerance, accelerator):
-    """Run the generation pipeline. Extra arguments are Beam pipeline options, e.g.
-    --direct_num_workers=2 --direct_running_mode=multi_processing, or --runner=DataflowRunner."""
+    """Run the generation pipeline on a spec. Extra arguments are Beam pipeline options, e.g.
+    --direct_num_workers=2 --direct_running_mode=multi_processing, or --runner=DataflowRunner.
+
+    \b
+    Spec keys (README, "Spec"): class_set, generator, validator, counts (required); seed,
+    min_confidence, realism, label_policy, latent_scale, judge, formats, shards, split,
+    orientation, name, unit_size, max_rounds, max_oversample.
+    """
     from kepkreator.errors import KepKreatorError
     from pipeline.run import run
     argv = ["--spec", spec, "--out", out, "--shortfall_tolerance", str(shortfall_tolerance)]
@@ -780,11 +786,11 @@ def generate(ctx, spec, out, overwrite, shortfall_tolerance, accelerator):
 
 
 def _progress_printer():
-    """accepted/requested overall and for the classes furthest behind; a live line on a
-    terminal, a line every 15 s otherwise."""
+    """accepted/requested overall, the rate and time left, and the classes furthest behind; a
+    live line on a terminal, a line every 15 s otherwise."""
     import time
     tty = sys.stderr.isatty()
-    state = {"last": 0.0}
+    state = {"last": 0.0, "start": time.time()}
 
     def show(accepted, requested, generated, labels):
         now = time.time()
@@ -793,8 +799,11 @@ def _progress_printer():
         state["last"] = now
         wanted = [c for c in range(len(requested)) if requested[c]]
         behind = sorted(wanted, key=lambda c: accepted[c] / requested[c])[:4]
-        line = (f"accepted {int(accepted.sum()):,}/{int(requested.sum()):,} "
-                f"({int(generated):,} generated)  "
+        done, total = int(accepted.sum()), int(requested.sum())
+        rate = done / max(now - state["start"], 1e-9)
+        left = f"{(total - done) / rate:,.0f} s left" if rate > 0 else "-"
+        line = (f"accepted {done:,}/{total:,} ({int(generated):,} generated; {rate:,.0f}/s, "
+                f"{left})  "
                 + " ".join(f"{labels[c]}:{int(accepted[c])}/{int(requested[c])}" for c in behind))
         if tty:
             click.echo("\r" + line.ljust(100), nl=False, err=True)

@@ -391,7 +391,10 @@ def _from_spec_dir(raw, base_dir: Path) -> str:
 def parse_spec(data: dict, where: str = "spec", base_dir: Path = Path(".")) -> JobSpec:
     unknown = sorted(set(data) - KEYS)
     if unknown:
-        _fail(where, f"unknown key {unknown[0]!r} (known: {', '.join(sorted(KEYS))})")
+        import difflib
+        near = difflib.get_close_matches(str(unknown[0]), KEYS, n=1)
+        _fail(where, f"unknown key {unknown[0]!r}" + (f": did you mean {near[0]!r}?" if near
+                                                      else f" (known: {', '.join(sorted(KEYS))})"))
     for key in ("class_set", "generator", "validator", "counts"):
         if key not in data:
             _fail(where, f"missing required key {key!r}")

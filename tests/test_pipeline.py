@@ -484,17 +484,20 @@ BAD = [
     ({"counts": {"per_class": 0}}, "counts.per_class must be at least 1"),
     ({"counts": {"per_class": 1.5}}, "must be a whole number"),
     ({"counts": {"per_class": 10_000_001}}, "must be at most 10,000,000"),
-    ({"flavour": 1}, "unknown key 'flavour'"),
+    ({"flavour": 1}, "unknown key 'flavour' (known: class_set, counts, "),
+    ({"min_confidance": 0.9}, "unknown key 'min_confidance': did you mean 'min_confidence'?"),
     ({"formats": ["csv"]}, "unknown format 'csv'"),
     ({"latent_scale": 0}, "latent_scale must be a number in (0, 10]"),
-    ({"generator": "/nonexistent/bundle"}, "bundle not found"),
+    ({"generator": "/nonexistent/bundle"}, "bundle not found: /nonexistent/bundle"),
+    # relative to the spec's folder, and said so
+    ({"generator": "../gen"}, "/spec-dir/../gen (resolved to /"),
     ({"counts": {"balance_to": {"labels": "missing.idx", "target": 9}}}, "balance_to labels not found"),
 ]
 
 
 @pytest.mark.parametrize("changes, message", BAD)
 def test_bad_spec_through_the_cli(tiny, tmp_path, changes, message):
-    spec = tiny_spec(tmp_path / "spec.yaml", tiny, **changes)
+    spec = tiny_spec(tmp_path / "spec-dir" / "spec.yaml", tiny, **changes)
     result = run_cli("generate", "--spec", spec, "--out", tmp_path / "out")
     assert_one_line_error(result, message)
     assert not (tmp_path / "out" / "manifest.json").exists()

@@ -109,7 +109,9 @@ def resolve_bundle_path(ref: str | os.PathLike, kind: str | None = None) -> Path
         raise BundleError(f"bundle {not_local(ref)}")
     path = Path(ref)
     if not path.exists():
-        raise BundleError(f"bundle not found: {path}")
+        resolved = path.resolve()
+        raise BundleError(f"bundle not found: {path}"
+                          + (f" (resolved to {resolved})" if str(resolved) != str(path) else ""))
     if not (path / CARD_NAME).is_file():
         raise BundleError(f"not a model bundle (no {CARD_NAME}): {path}")
     return path
