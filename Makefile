@@ -2,27 +2,33 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONWARNINGS ?= ignore::UserWarning,ignore::DeprecationWarning,ignore::FutureWarning
 DEMO_OUT ?= demo-out
 
-.PHONY: install demo test bench clean browser
+.PHONY: install runtime demo test bench clean browser
 
+# Idempotent: each is rebuilt only when its pins or setup.py change. `make demo` installs the
+# runtime alone (local generation); `make test` adds the extras and the test tools into the
+# same environment.
+runtime: $(RUNTIME)
 install: $(STAMP)
 
-# Idempotent: rebuilt only when the pins or setup.py change. The test pins add the readers the
-# tests use (pandas, tensorflow-datasets, datasets) and the profiler; `make demo` needs only the
-# runtime, but one environment for both keeps the two commands from fighting over .venv.
-$(STAMP): requirements.txt requirements-test.txt setup.py
+$(RUNTIME): requirements.txt setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements-test.txt
+	$(BIN)/pip install -q -r requirements.txt
 	$(BIN)/pip install -q --no-deps -e .
+	touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME) requirements-test.txt
+	$(BIN)/pip install -q -r requirements-test.txt
 	touch $(STAMP)
 
 # The main job on embedded defaults: 10,000 confident digits from the shipped models.
-demo: install
+demo: runtime
 	$(BIN)/kepkreator generate --spec jobs/demo/digits.yaml --out $(DEMO_OUT) --overwrite
 
 test: install browser

@@ -13,23 +13,29 @@ setup(
         exclude=["*.__pycache__"]),
     package_data={"kepkreator": ["assets/*/*/*.json", "assets/*/*/*.keras", "assets/*/*/*.npz"]},
     include_package_data=True,
+    # The runtime is what local generation needs; the rest is in extras. Pins as tested:
+    # requirements.txt (runtime) and requirements-test.txt (everything).
     install_requires=[
         "tensorflow-cpu==2.21.0; platform_machine=='x86_64'",
         "keras==3.15.1",
-        "apache-beam[gcp]==2.77.0",
-        "crcmod==1.7",
+        "apache-beam==2.77.0",
+        "google-crc32c==1.9.0",  # TFRecord framing
         "numpy==2.4.6",
         "pyarrow==25.0.1",
         "click==8.5.1",
         "pyyaml==6.0.3",
         "pillow==12.3.0",
-        "tensorboard==2.21.0",
-        "keras-tuner==1.4.7",
-        "fastapi==0.165.0",
-        "uvicorn==0.54.0",
     ],
-    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "pandas==3.1.1",
-                             "tensorflow-datasets==4.9.10", "datasets==5.2.0",
-                             "httpx==0.28.1", "selenium==4.51.0"]},
+    extras_require={
+        "dataflow": ["apache-beam[gcp]==2.77.0", "crcmod==1.7"],
+        "serve": ["fastapi==0.165.0", "uvicorn==0.54.0"],
+        "tune": ["keras-tuner==1.4.7"],
+        "train": ["tensorboard==2.21.0"],
+        "dev": ["apache-beam[gcp]==2.77.0", "crcmod==1.7", "fastapi==0.165.0",
+                "uvicorn==0.54.0", "keras-tuner==1.4.7", "tensorboard==2.21.0",
+                "pytest==9.2.0", "pytest-xdist==3.8.0", "pandas==3.1.1",
+                "tensorflow-datasets==4.9.10", "datasets==5.2.0", "httpx==0.28.1",
+                "selenium==4.51.0", "pyinstrument==5.1.1"],
+    },
     entry_points={"console_scripts": ["kepkreator=kepkreator.cli:main"]},
 )

@@ -46,6 +46,7 @@ def parquet_schema(labels: list[str]) -> pa.Schema:
         "label_name": {"dtype": "string", "_type": "Value"},
         "confidence": {"dtype": "float32", "_type": "Value"},
         "sample_id": {"dtype": "string", "_type": "Value"},
+        "split": {"dtype": "string", "_type": "Value"},
     }
     return pa.schema([
         pa.field("image", pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])),
@@ -53,6 +54,8 @@ def parquet_schema(labels: list[str]) -> pa.Schema:
         pa.field("label_name", pa.string()),
         pa.field("confidence", pa.float32()),
         pa.field("sample_id", pa.string()),
+        # pandas and pyarrow read data/ as one table: this tells the splits apart there.
+        pa.field("split", pa.string()),
     ], metadata={b"huggingface": json.dumps({"info": {"features": features}}).encode()})
 
 
@@ -102,6 +105,7 @@ class _WriteFragmentDoFn(beam.DoFn):
             pa.array(self.label_names[batch.labels], pa.string()),
             pa.array(batch.confidence, pa.float32()),
             pa.array(batch.sample_ids(), pa.string()),
+            pa.array([batch.split] * len(pngs), pa.string()),
         ], schema=self.schema)
         path = fileio.join(self.tmp_dir, FRAGMENTS, f"{batch.unit_id}-r{batch.round}.parquet")
         buffer = io.BytesIO()

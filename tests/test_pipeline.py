@@ -130,13 +130,14 @@ def test_parquet_with_pyarrow_pandas_and_hf_metadata(dataset):
     out, _ = dataset
     table = pq.read_table(out / "data")
     assert table.num_rows == 35
-    assert table.schema.names == ["image", "label", "label_name", "confidence", "sample_id"]
+    assert table.schema.names == ["image", "label", "label_name", "confidence", "sample_id",
+                                  "split"]
     hf = json.loads(table.schema.metadata[b"huggingface"])["info"]["features"]
     assert hf["image"]["_type"] == "Image" and hf["label"]["names"] == list("0123456789")
     frame = table.to_pandas()
     assert frame["label"].value_counts().to_dict() == {3: 21, 0: 9, 9: 5}
     assert (frame["label_name"] == frame["label"].astype(str)).all()
-    assert frame["sample_id"].is_unique
+    assert frame["sample_id"].is_unique and set(frame["split"]) == {"train"}
     image = np.asarray(Image.open(io.BytesIO(frame["image"][0]["bytes"])))
     assert image.shape == (28, 28) and image.dtype == np.uint8 and frame["image"][0]["path"] is None
 
@@ -342,6 +343,10 @@ def test_splits_in_one_job_are_disjoint_and_every_reader_finds_them(tiny, tmp_pa
         "train": 40, "validation": 10}
     assert len(list(builder.as_dataset(split="validation").as_numpy_iterator())) == 10
     assert len(datasets.load_dataset(str(out), split="validation")) == 10
+    # pandas reads data/ as one table: the split column keeps the splits apart.
+    import pandas as pd
+    frame = pd.read_parquet(out / "data")
+    assert frame.groupby("split").size().to_dict() == {"train": 40, "validation": 10}
     assert "splits `train` (40 samples, 3 shards), `validation` (10 samples, 1 shard)" in card
 
     validation = load_sources([f"dataset:validation@{out}"], "digits", dedupe=False)
