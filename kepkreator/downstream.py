@@ -24,6 +24,8 @@ import numpy as np
 from kepkreator.classsets import ClassSet, get_class_set
 from kepkreator.data import Dataset
 from kepkreator.errors import DataError
+from kepkreator.training.common import DataChoice
+from kepkreator.cas import ReferenceTraining, train_and_test
 
 SETTINGS = {
     "a": "full real train set",
@@ -39,28 +41,6 @@ SETTINGS = {
     "ceiling_aug": "real subset + as many other real images as d/e add + classic augmentation",
 }
 AUGMENTED = {"c_aug", "d_aug", "e_aug", "ceiling_aug"}
-
-
-@dataclass
-class ReferenceTraining:
-    """Every setting gets the same number of updates, so only the training data differs."""
-    steps: int = 1500
-    batch_size: int = 128
-    learning_rate: float = 1e-3  # cosine-decayed to zero over ``steps``
-
-
-def build_reference_classifier(num_classes: int):
-    """A small LeNet-style CNN: cheap on CPU (about 1 min per run here), about 99% on MNIST, and
-    unrelated to the validator, so the validator's own biases do not grade its filter."""
-    import keras
-    from keras import layers
-    return keras.Sequential([
-        keras.Input((28, 28, 1)),
-        layers.Conv2D(32, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
-        layers.Conv2D(64, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
-        layers.Flatten(), layers.Dense(256, activation="relu"), layers.Dropout(0.5),
-        layers.Dense(num_classes, activation="softmax"),
-    ], name="reference_classifier")
 
 
 def per_class_subset(data: Dataset, per_class: int, seed: int) -> Dataset:
@@ -102,34 +82,6 @@ def read_dataset(path: str | Path, class_set: ClassSet | str) -> Dataset:
         raise DataError(f"{path} holds class set {written_as.name!r}, not class set "
                         f"{class_set.name!r}")
     return Dataset(images, labels, class_set, [{"source": str(path)}])
-
-
-def train_and_test(train: Dataset, test: Dataset, seed: int, augment: bool = False,
-                   schedule: ReferenceTraining = ReferenceTraining()) -> dict:
-    """Accuracy (overall and per class) of the reference classifier trained on ``train``."""
-    import keras
-    import tensorflow as tf
-
-    from kepkreator.models.bundle import predict_in_batches
-    from kepkreator.training.common import to_model_input, with_classic_augmentation
-    keras.utils.set_random_seed(seed)
-    num_classes = train.class_set.num_classes
-    data = (tf.data.Dataset.from_tensor_slices((to_model_input(train.images), train.labels))
-            .shuffle(len(train), seed=seed, reshuffle_each_iteration=True).repeat()
-            .batch(schedule.batch_size))
-    if augment:
-        data = with_classic_augmentation(data)
-    model = build_reference_classifier(num_classes)
-    rate = keras.optimizers.schedules.CosineDecay(schedule.learning_rate, schedule.steps)
-    model.compile(keras.optimizers.Adam(rate), "sparse_categorical_crossentropy")
-    model.fit(data.prefetch(tf.data.AUTOTUNE), epochs=1, steps_per_epoch=schedule.steps,
-              shuffle=False, verbose=0)
-    predicted = predict_in_batches(model, to_model_input(test.images)).argmax(1)
-    per_class = {test.class_set.chars[c]: float((predicted[test.labels == c] == c).mean())
-                 for c in range(num_classes) if (test.labels == c).any()}
-    return {"accuracy": float((predicted == test.labels).mean()), "per_class": per_class,
-            "train_samples": len(train), "steps": schedule.steps, "seed": seed,
-            "augment": augment, "test_samples": len(test)}
 
 
 def concat(*parts: Dataset) -> Dataset:
@@ -230,12 +182,7 @@ GenerateFn = Callable[[dict, Path], Path]  # (spec dict, output dir) -> dataset 
 
 
 @dataclass
-class DownstreamConfig:
-    class_set: str
-    data: list[str]
-    out: str
-    eval_data: list[str] = field(default_factory=list)
-    holdout: float = 0.0
+class DownstreamConfig(DataChoice):
     split_seed: int = 0
     per_class: int = 200
     subset_seed: int = 0
@@ -267,7 +214,8 @@ class DownstreamConfig:
 
 def _card_latent_scale(generator: str, class_set: str) -> float:
     """Read from the card alone: no model load for one number."""
-    from kepkreator.models.bundle import card_latent_scale, read_card, resolve_bundle_path
+    from kepkreator.models.bundle import card_latent_scale, resolve_bundle_path
+    from kepkreator.models.card import read_card
     return card_latent_scale(read_card(resolve_bundle_path(generator or f"default:{class_set}",
                                                            "generator")))
 
@@ -320,7 +268,8 @@ def _subset_models(cfg: DownstreamConfig, out: Path, log) -> tuple[Path, Path]:
 def _model_fingerprints(cfg: DownstreamConfig) -> dict:
     """The weights behind the b/d bundle references: "default:digits" names whatever is shipped
     today, so a resumed study compares weight hashes, not names (cards change, weights must not)."""
-    from kepkreator.models.bundle import read_card, resolve_bundle_path, sha256_file
+    from kepkreator.models.bundle import resolve_bundle_path
+    from kepkreator.models.card import read_card, sha256_file
     fingerprints = {}
     for kind, ref in (("generator", cfg.generator), ("validator", cfg.validator)):
         path = resolve_bundle_path(ref or f"default:{cfg.class_set}", kind)
@@ -473,137 +422,4 @@ def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
 # at the price of more rejected candidates. Chosen by CAS on held-out *validation* data carved
 # from the training source, never on the test set the study reports.
 
-def scan_split(cfg: DownstreamConfig) -> tuple[Dataset, Dataset, dict]:
-    """(train, validation, info) for a scan: the --holdout of the data, or of what is left once
-    another study's test holdout (``reserve_holdout``) is set aside."""
-    from kepkreator.training.common import split_data
-    if not cfg.reserve_holdout:
-        return split_data(list(cfg.data), cfg.class_set, cfg.holdout, [], cfg.split_seed)
-    from kepkreator.data import load_sources
-    from kepkreator.data.splits import hash_split
-    data = load_sources(list(cfg.data), cfg.class_set)
-    rest = data.subset(~hash_split(data.images, cfg.reserve_holdout, cfg.split_seed))
-    held = hash_split(rest.images, cfg.holdout, cfg.split_seed + 1)
-    return rest.subset(~held), rest.subset(held), {
-        "sources": list(cfg.data), "provenance": data.provenance,
-        "reserved_holdout": cfg.reserve_holdout, "reserved": len(data) - len(rest),
-        "holdout_fraction": cfg.holdout, "split_seed": cfg.split_seed + 1}
 
-
-def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generate: GenerateFn,
-                       log=print, thresholds: tuple[float, ...] = (),
-                       floor: dict | None = None) -> dict:
-    """Setting b (synthetic only, the real train set's size) per latent scale, and per filter
-    threshold where ``thresholds`` are given (else at ``cfg.min_confidence``), tested on the
-    --holdout part of the training source; every run is cached like the study's runs.
-
-    The choice is the highest CAS among the settings whose kept samples meet ``floor``: the
-    independent judge's agreement and the density against real images (``metrics.json`` of
-    each generated set), so a setting cannot win on samples a person would label otherwise.
-    Where none meets it, the most faithful one (judge agreement) is chosen, and the report
-    says the floor was missed."""
-    from kepkreator.training.common import require_every_class, write_json
-    if cfg.eval_data or not cfg.holdout:
-        raise DataError("the scan chooses on validation data: give --holdout and no --eval-data, "
-                        "so the test set stays unseen")
-    # checked before any data is read; ``not 0 < x`` also catches NaN
-    if not scales or not all(0 < s <= 10 for s in scales):
-        raise DataError(f"latent scales must be numbers in (0, 10], got {list(scales)}")
-    if not all(0 <= t < 1 for t in thresholds):
-        raise DataError(f"thresholds must be numbers in [0, 1), got {list(thresholds)}")
-    for name, values in (("latent scale", scales), ("threshold", thresholds)):
-        if len(set(values)) < len(values):  # the same run twice: a duplicate row, hours wasted
-            raise DataError(f"a {name} is listed twice: {list(values)}")
-    class_set = get_class_set(cfg.class_set)
-    out = Path(cfg.out)
-    protocol = _check_same_study(cfg, out)
-    train, validation, data_info = scan_split(cfg)
-    # Setting b draws as many samples of a class as it has real images: none is no spec at all.
-    require_every_class(train)
-    _record_study(out, protocol)
-    counts = train.class_counts()
-    grid = [(scale, threshold) for scale in scales
-            for threshold in (thresholds or (cfg.min_confidence,))]
-    rows = []
-    for scale, threshold in grid:
-        # A threshold of the grid is in every cached name; a lone --min-confidence is not, so
-        # scans from before the grid resume.
-        name = f"scale{scale:g}" + (f"-conf{threshold:g}" if thresholds else "")
-        spec = _pipeline_spec(cfg, class_set, counts, latent_scale=scale, min_confidence=threshold)
-        where = out / f"synthetic-{name}"
-        synthetic = first_per_class(_generated(generate, spec, where, class_set.name, log), counts)
-        generated = json.loads((where / "metrics.json").read_text())
-        accs = []
-        for seed in cfg.seeds:
-            cached = out / "runs" / f"{name}-seed{seed}.json"
-            if cached.is_file():
-                result = json.loads(cached.read_text())
-            else:
-                result = train_and_test(synthetic, validation, seed, schedule=cfg.training)
-                write_json(cached, result)
-            log(f"latent scale {scale:g}, min_confidence {confidence_text(threshold)}, seed "
-                f"{seed}: validation accuracy {100 * result['accuracy']:.2f}%")
-            accs.append(result["accuracy"])
-        rows.append({"latent_scale": scale, "min_confidence": threshold,
-                     "cas_mean": float(np.mean(accs)),
-                     "cas_spread": float(np.max(accs) - np.min(accs)), "seeds": len(accs),
-                     "acceptance_rate": generated["accepted"] / max(generated["generated"], 1),
-                     "judge_agreement": (generated.get("judge") or {}).get("agreement_accepted"),
-                     "density": (generated.get("fidelity") or {}).get("density"),
-                     "coverage": (generated.get("fidelity") or {}).get("coverage")})
-    floor = dict(floor or {})
-    meets = lambda r: all(r.get(key) is not None and r[key] >= value
-                          for key, value in floor.items() if value)
-    eligible = [r for r in rows if meets(r)]
-    best = (max(eligible, key=lambda r: r["cas_mean"]) if eligible
-            else max(rows, key=lambda r: (r["judge_agreement"] or 0, r["cas_mean"])))
-    report = {"config": asdict(cfg), "data": data_info, "validation_samples": len(validation),
-              "scales": rows, "best_latent_scale": best["latent_scale"],
-              "best_min_confidence": best["min_confidence"], "fidelity_floor": floor,
-              "floor_met": bool(eligible)}
-    write_json(out / "sampling.json", report)
-    percent = lambda x, d=2: "-" if x is None else f"{100 * x:.{d}f}%"
-    number = lambda x: "-" if x is None else f"{x:.3f}"
-    lines = ["| latent scale | min_confidence | acceptance rate | judge agrees | density | "
-             "coverage | CAS on validation, mean ± half-spread |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['latent_scale']:g}{' (chosen)' if r is best else ''} | "
-              f"{confidence_text(r['min_confidence'])} | "
-              f"{percent(r['acceptance_rate'], 1)} | {percent(r['judge_agreement'])} | "
-              f"{number(r['density'])} | {number(r['coverage'])} | "
-              f"{100 * r['cas_mean']:.2f}% ± "
-              f"{100 * r['cas_spread'] / 2:.2f} ({r['seeds']} seed{'s' * (r['seeds'] > 1)}) |"
-              for r in rows]
-    floor_text = ", ".join(f"{key} ≥ {value:g}" for key, value in floor.items() if value)
-    if floor_text:
-        lines += ["", f"Fidelity floor: {floor_text}: "
-                  + ("the chosen setting has the highest CAS of those that meet it." if eligible
-                     else "no setting meets it; the chosen one is the most faithful.")]
-    (out / "sampling.md").write_text(
-        f"# Sampling scan: {class_set.name}\n\nSynthetic-only reference classifier "
-        f"({len(synthetic):,} samples, {cfg.training.steps} steps), tested on "
-        f"{len(validation):,} held-out real validation images.\n\n" + "\n".join(lines) + "\n")
-    return report
-
-
-def confidence_text(value) -> str:
-    """A threshold as the pipeline's card prints it: ``0.9``, or ``0.9 (I: 0.5)``."""
-    if not isinstance(value, dict):
-        return f"{value:g}"
-    extra = ", ".join(f"{k}: {v:g}" for k, v in value.items() if k != "default")
-    return f"{value.get('default', 0.9):g} ({extra})"
-
-
-def sampling_card_entry(report: dict) -> dict:
-    cfg = report["config"]
-    floor = report.get("fidelity_floor") or {}
-    return {"latent_scale": report["best_latent_scale"],
-            "min_confidence": report.get("best_min_confidence", cfg["min_confidence"]),
-            "chosen_by": "highest CAS (synthetic-only reference classifier) on held-out real "
-                         "validation data" + (", among the settings whose kept samples meet the "
-                                              "fidelity floor" if floor else "")
-                         + "; `kepkreator tune-sampling`",
-            "fidelity_floor": floor, "floor_met": report.get("floor_met", True),
-            "validation": {k: cfg[k] for k in ("data", "holdout", "split_seed", "reserve_holdout")
-                           if k in cfg},
-            "validation_samples": report["validation_samples"], "scan": report["scales"]}

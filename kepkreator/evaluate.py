@@ -10,7 +10,8 @@ from kepkreator.data import Dataset
 from kepkreator.errors import KepKreatorError
 from kepkreator.metrics import (ClassStats, class_report, copying_report, frechet_distance,
                                 nearest_distances)
-from kepkreator.models.bundle import CARD_NAME, Bundle, load_bundle
+from kepkreator.models.bundle import Bundle, load_bundle
+from kepkreator.models.card import CARD_NAME
 
 
 def _bundle(ref, kind: str) -> Bundle:
@@ -250,3 +251,41 @@ def format_table(report: dict) -> str:
                      f"for held-out real (ratio {ratio}); near copies {100 * c['near_copies']:.1f}%"
                      f" ({100 * c['near_copies_expected']:g}% by chance)")
     return "\n".join(lines)
+
+
+def real_data(sources, class_set, holdout: float | None = None, split_seed: int = 0) -> Dataset:
+    """Real images from ``sources``, or only the hash holdout of them that a training run given
+    ``--holdout`` left out (so models trained with and without them compare on unseen images)."""
+    from kepkreator.data import load_sources
+    if holdout is None:
+        return load_sources(list(sources), class_set)
+    from kepkreator.training.common import split_data
+    held_out = split_data(list(sources), class_set.name, holdout, [], split_seed)[1]
+    if not len(held_out):
+        raise KepKreatorError(f"a holdout of {holdout:g} keeps none of the "
+                              f"{', '.join(sources)} images")
+    return held_out
+
+
+def generator_training_set(generator, sources, per_class=None, subset_seed=None, note=print):
+    """(the images the generator learnt from, the hash holdout or None): the sources split,
+    subset and capped as its card's hyperparameters say `train gan` did it; ``per_class`` and
+    ``subset_seed`` override the card's."""
+    from types import SimpleNamespace
+
+    from kepkreator.training.common import training_data
+    training = generator.card.get("training") or {}
+    recorded = {"holdout": 0.0, "split_seed": 0, "per_class": 0, "subset_seed": 0,
+                "max_train_samples": 0, "seed": 0, **(training.get("hparams") or {})}
+    if per_class is not None:
+        recorded["per_class"] = per_class
+    if subset_seed is not None:
+        recorded["subset_seed"] = subset_seed
+    train, held_out, _ = training_data(SimpleNamespace(**{
+        **recorded, "data": list(sources), "eval_data": [],
+        "class_set": generator.class_set.name}))
+    expected = (training.get("data") or {}).get("train_samples")
+    if expected not in (None, len(train)):
+        note(f"note: {len(train):,} training images from --train-data, the generator's card "
+             f"records {expected:,}")
+    return train, held_out

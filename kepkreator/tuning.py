@@ -99,7 +99,7 @@ def _make_tuner_class():
             import keras
 
             from kepkreator.evaluate import evaluate_generator, record_in_card
-            from kepkreator.models.bundle import write_bundle
+            from kepkreator.models.writing import write_bundle
             from kepkreator.training.common import reseed_each_epoch
             from kepkreator.training.gan import (GANHParams, build_gan, gan_dataset,
                                                  gan_steps_per_epoch, generator_card)

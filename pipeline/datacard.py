@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.specs import JobSpec
+from kepkreator.data.schema import FEATURES
+from pipeline.job import JobSpec
 
 SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
                    (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"),
@@ -103,14 +104,11 @@ def dataset_card(job: JobSpec, metrics: dict, bundles: dict, generator_card: dic
             "mixed at every scale: each shard holds them in the proportions requested, its rows "
             "in random class order, so one shard or the first rows already show every class.",
             "",
-            "| column | meaning |", "|---|---|",
-            f"| image | 28×28 grayscale PNG, white ink on black, {orientation} |",
-            "| label | class index (a `ClassLabel`; names in order: "
-            f"`{''.join(job.classes.chars)}`) |",
-            "| label_name | the character |",
-            "| confidence | the validator's probability of the label |",
-            "| sample_id | work unit, round and candidate: unique, and the same for the same spec "
-            "and seed |", ""]
+            "| column | meaning |", "|---|---|"]
+    meaning = {"image": f"28×28 grayscale PNG, white ink on black, {orientation}",
+               "label": "class index (a `ClassLabel`; names in order: "
+                        f"`{''.join(job.classes.chars)}`)"}
+    body += [f"| {f.name} | {meaning.get(f.name, f.doc)} |" for f in FEATURES] + [""]
     body += ["## How it was made", "",
              "| | |", "|---|---|"]
     for kind in ("generator", "validator", "judge"):

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
-from pipeline.specs import WorkUnit, candidate_labels
+from pipeline.units import WorkUnit, candidate_labels
 
 
 class _QuietMemoryProbe(logging.Filter):

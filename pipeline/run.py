@@ -13,12 +13,8 @@ if __name__ == "__main__":  # before the imports below load TensorFlow
     from kepkreator.quiet import quiet_tensorflow_import
     quiet_tensorflow_import()
 
-import argparse
-import contextlib
 import hashlib
-import io
 import json
-import logging
 import sys
 import threading
 import time
@@ -27,7 +23,7 @@ from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from kepkreator.errors import KepKreatorError
 from kepkreator.faults import kill_point
@@ -36,10 +32,13 @@ from pipeline import fileio, sinks
 from pipeline.datacard import dataset_card
 from pipeline.handlers import GeneratorHandler, JudgeHandler, ValidatorHandler
 from pipeline.manifest import MANIFEST, manifest_bytes, package_versions
+from pipeline.options import GenerateOptions, beam_arguments, parse_options, runner_for
 from pipeline.output import STAGING_PREFIX, OutputFolder
-from pipeline.specs import JobSpec, load_specs
-from pipeline.transforms import (SAMPLES_PER_CLASS_IN_GRID, ComputeClassMetrics, FirstPerClass,
-                                 FirstPerClassPart, class_metrics, run_rounds)
+from pipeline.job import JobSpec
+from pipeline.specs import load_specs, resolve
+from pipeline.metrics import ComputeClassMetrics, class_metrics
+from pipeline.transforms import (SAMPLES_PER_CLASS_IN_GRID, FirstPerClass, FirstPerClassPart,
+                                 run_rounds)
 
 @dataclass
 class JobResult:
@@ -48,128 +47,6 @@ class JobResult:
     manifest: dict | None
     failed: str = ""
     pipeline: object = None  # the beam.Pipeline, for --dry_run inspection
-
-
-class _ArgumentParser(argparse.ArgumentParser):
-    """argparse prints its usage and exits; here a bad value is one line, like every error."""
-
-    def error(self, message):
-        raise KepKreatorError(message)
-
-
-def _accelerator(text):
-    """Dataflow's accelerator form, 'type:GPU;count:N' plus flags such as install-nvidia-driver:
-    checked here, since a malformed hint is otherwise refused only by the service, after staging,
-    and a local runner ignores it without a word."""
-    import re
-    parts = [part.strip() for part in text.split(";")]
-    fields = dict(part.split(":", 1) for part in parts if ":" in part)
-    flags = [part for part in parts if ":" not in part]
-    problems = []
-    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", fields.get("type", "")):
-        problems.append("no type:GPU (e.g. type:nvidia-l4)")
-    if "count" in fields and not re.fullmatch(r"[1-9][0-9]*", fields["count"]):
-        problems.append(f"count {fields['count']!r} is not a positive whole number")
-    unknown = sorted(set(fields) - {"type", "count"})
-    if unknown:
-        problems.append(f"unknown field(s) {', '.join(unknown)}")
-    if any(not re.fullmatch(r"[a-z][a-z0-9_-]*", flag) for flag in flags):
-        problems.append("an empty or malformed flag")
-    if problems:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: {'; '.join(problems)}; the form is "
-            "'type:nvidia-l4;count:1;install-nvidia-driver'")
-    return text
-
-
-def _number(kind, low, high=None):
-    """An argparse type: a finite ``kind`` in [low, high] (NaN passes a plain ``float``)."""
-    def parse(text):
-        import math
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not math.isfinite(value) or value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not in [{low}, {'inf' if high is None else high}]")
-        return value
-    parse.__name__ = kind.__name__
-    return parse
-
-
-def parse_args(argv):
-    return argument_parser().parse_known_args(argv)
-
-
-def argument_parser() -> argparse.ArgumentParser:
-    parser = _ArgumentParser(prog="kepkreator generate", allow_abbrev=False)
-    parser.add_argument("--spec", required=True, help="spec file (YAML/JSON) or a glob of them")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing KepKreator output directory")
-    parser.add_argument("--shortfall_tolerance", type=_number(float, 0, 1), default=0.0,
-                        help="largest tolerated shortfall per class, as a fraction of its request")
-    parser.add_argument("--accelerator", default=None, type=_accelerator,
-                        help="resource hint for Generate/Score, e.g. "
-                             "'type:nvidia-l4;count:1;install-nvidia-driver'")
-    parser.add_argument("--max_units_per_batch", type=_number(int, 1), default=4,
-                        help="work units RunInference batches into one inference call")
-    parser.add_argument("--intra_op_threads", type=_number(int, 0), default=0,
-                        help="TensorFlow threads per worker process (0: TensorFlow decides)")
-    return parser
-
-
-class _CtrlCIsNotAnError(logging.Filter):
-    """Beam logs a Ctrl-C that lands inside a DoFn as an error with the step's traceback."""
-
-    def filter(self, record):
-        return not record.getMessage().startswith("KeyboardInterrupt")
-
-
-logging.getLogger("apache_beam.runners.common").addFilter(_CtrlCIsNotAnError())
-
-
-def pipeline_options(pipeline_args) -> tuple[PipelineOptions, object]:
-    """Beam options from the leftover arguments; a name Beam does not know is an error (Beam
-    itself would only log that it discards it)."""
-    options = PipelineOptions(pipeline_args)
-    # Beam's parser prints its whole usage and exits on a bad value: keep only its last line;
-    # and it logs a warning about an unknown name, which is an error here anyway.
-    usage = io.StringIO()
-    beam_log = logging.getLogger("apache_beam.options.pipeline_options")
-    level = beam_log.level
-    try:
-        beam_log.setLevel(logging.ERROR)
-        with contextlib.redirect_stderr(usage):
-            retained = options.get_all_options(retain_unknown_options=True)
-            known = options.get_all_options()
-    except SystemExit:
-        said = usage.getvalue().strip().splitlines() or ["invalid Beam pipeline option"]
-        raise KepKreatorError(said[-1].split("error: ", 1)[-1]) from None
-    finally:
-        beam_log.setLevel(level)
-    unknown = sorted(set(retained) - set(known))
-    if unknown:
-        raise KepKreatorError(f"unknown option --{unknown[0]} (not a generate option and not a "
-                              "Beam pipeline option)")
-    runner = options.view_as(StandardOptions).runner
-    if runner in (None, "DirectRunner", "direct"):
-        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-        return options, FnApiRunner()
-    from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
-    from apache_beam.runners.runner import create_runner
-    # Both checks here, before the output directory is prepared; beam.Pipeline would raise them
-    # as tracebacks.
-    try:
-        runner = create_runner(runner)
-    except ValueError:
-        raise KepKreatorError(f"unknown --runner {runner!r}") from None
-    missing = [line.strip().rstrip(".") for line in
-               PipelineOptionsValidator(options, runner).validate()]
-    if missing:
-        raise KepKreatorError(f"{type(runner).__name__}: {'; '.join(missing)}")
-    return options, runner
 
 
 def check_bundles(job: JobSpec) -> tuple[dict, dict]:
@@ -185,7 +62,6 @@ def check_bundles(job: JobSpec) -> tuple[dict, dict]:
     if generator.class_set.name != job.class_set:
         raise KepKreatorError(f"spec class_set {job.class_set!r} differs from the bundles' "
                               f"{generator.class_set.name!r}")
-    job.resolve_defaults(generator.card, job.generator)  # so the manifest records what was used
     if job.realism is not None and validator.reference_bank() is None:
         raise KepKreatorError(f"realism needs a reference bank in the validator {job.validator} "
                               "(kepkreator reference BUNDLE --data REAL)")
@@ -201,12 +77,8 @@ def check_bundles(job: JobSpec) -> tuple[dict, dict]:
 
 
 def _judge(job: JobSpec):
-    """The judge bundle the spec names (``default``: the class set's shipped one, if any), with
-    ``job.judge`` resolved to its reference; None where there is none."""
-    from kepkreator.models.bundle import ASSETS, load_bundle
-    if job.judge == "default":
-        shipped = ASSETS / job.class_set / "judge"
-        job.judge = f"default:{job.class_set}" if (shipped / "card.json").is_file() else ""
+    """The judge bundle the (resolved) spec names; None where there is none."""
+    from kepkreator.models.bundle import load_bundle
     if not job.judge:
         return None
     judge = load_bundle(job.judge, "judge")
@@ -261,14 +133,14 @@ def _finalize(shard_infos, totals, grid, first_features, job: JobSpec, bundles: 
 
 
 def build_pipeline(p, job: JobSpec, bundles: dict, staging: str, publish_root: str,
-                   known) -> None:
+                   settings: GenerateOptions) -> None:
     """Every file goes to ``staging`` (this run's own folder); shards and samples.png under
     ``publish_root``, with the relative names they are published under."""
     progress = None
     if fileio.is_local(staging):  # workers on this machine report progress through small files
         progress = Path(staging) / "progress"
         progress.mkdir(parents=True, exist_ok=True)
-    threads = (known.max_units_per_batch, known.intra_op_threads)
+    threads = (settings.max_units_per_batch, settings.intra_op_threads)
     handlers = {
         "generator": GeneratorHandler(bundles["generator"]["path"], *threads, job.latent_scale),
         "validator": ValidatorHandler(bundles["validator"]["path"], *threads, job.realism,
@@ -286,7 +158,7 @@ def build_pipeline(p, job: JobSpec, bundles: dict, staging: str, publish_root: s
         return fragments, grid, features
 
     parts, reports = run_rounds(p, job, handlers, consume,
-                                str(progress) if progress else None, known.accelerator)
+                                str(progress) if progress else None, settings.accelerator)
     metrics = reports | "ComputeClassMetrics" >> ComputeClassMetrics(job.classes.num_classes)
     grid = parts[1] | "SampleGrid" >> FirstPerClass(SAMPLES_PER_CLASS_IN_GRID)
     features = (parts[2] | "FeatureSample" >> FirstPerClass(feature_sample) if feature_sample
@@ -355,31 +227,46 @@ class Progress:
 
 
 def run(argv=None, show_progress=None, note=None) -> JobResult:
-    """The job: ``note`` gets notices for the user (taking over an interrupted run's folder)."""
-    known, pipeline_args = parse_args(argv)
-    if not known.out.strip():
+    """The job from command-line arguments (``generate``'s and Beam's, pipeline.options)."""
+    options = parse_options(sys.argv[1:] if argv is None else argv)
+    settings = options.view_as(GenerateOptions)
+    for name in ("spec", "out"):
+        if getattr(settings, name) is None:
+            raise KepKreatorError(f"the following arguments are required: --{name}")
+    return run_job(load_specs(settings.spec), settings.out, options, show_progress, note)
+
+
+def run_job(job: JobSpec, out: str, options: PipelineOptions | None = None, show_progress=None,
+            note=None) -> JobResult:
+    """Generate ``job`` into ``out``: the function the CLI, the studies and the Dataflow job
+    all call. ``options``: Beam's and the job's (``GenerateOptions``: --overwrite and the
+    rest); ``show_progress(accepted, requested, generated, labels)`` is called about once a
+    second on a local run, ``note`` gets notices for the user."""
+    options = options or PipelineOptions([])
+    settings = options.view_as(GenerateOptions)
+    if not str(out).strip():
         raise KepKreatorError("--out is empty")
-    out = known.out.rstrip("/") or "/"
+    out = str(out).rstrip("/") or "/"
     scheme = remote_scheme(out)
     if scheme not in (None, "gs"):  # Beam knows more schemes, but only gs:// is installed
         raise KepKreatorError(f"--out {out}: {scheme}:// is not supported (a local directory, "
                               "or gs://BUCKET/… on Google Cloud)")
-    job = load_specs(known.spec)
+    job = resolve(job)
     bundles, generator_card = check_bundles(job)
-    options, runner = pipeline_options(pipeline_args)
+    runner = runner_for(options)
     if options.view_as(TestOptions).dry_run:  # build and hand to the runner; touch no output
         p = beam.Pipeline(runner=runner, options=options)
         staging = fileio.join(out, STAGING_PREFIX + "dry-run")
-        build_pipeline(p, job, bundles, staging, fileio.join(staging, "publish"), known)
+        build_pipeline(p, job, bundles, staging, fileio.join(staging, "publish"), settings)
         p.run()
         return JobResult(out, None, None, pipeline=p)
     started = time.time()
-    with OutputFolder(out, sinks.planned_files(job), known.overwrite, note) as folder:
+    with OutputFolder(out, sinks.planned_files(job), settings.overwrite, note) as folder:
         local = fileio.is_local(out)
         progress = Path(folder.staging) / "progress" if local else None
         with Progress(progress, job, show_progress if local else None):
             p = beam.Pipeline(runner=runner, options=options)
-            build_pipeline(p, job, bundles, folder.staging, folder.publish_root, known)
+            build_pipeline(p, job, bundles, folder.staging, folder.publish_root, settings)
             # The runner wraps a Ctrl-C as RuntimeError("KeyboardInterrupt [while running
             # 'STEP']"), which would read as a crash.
             try:
@@ -393,7 +280,7 @@ def run(argv=None, show_progress=None, note=None) -> JobResult:
         metrics = _split_metrics(job, result, seconds)
         fileio.write_bytes(folder.stage("metrics.json"),
                            (json.dumps(metrics, indent=2) + "\n").encode())
-        failed = _shortfall(job, metrics, known.shortfall_tolerance)
+        failed = _shortfall(job, metrics, settings.shortfall_tolerance)
         if failed:  # metrics.json says what fell short; no shard a reader could take as data
             folder.publish(["metrics.json"])
             folder.fail()
@@ -415,7 +302,7 @@ def run(argv=None, show_progress=None, note=None) -> JobResult:
         folder.publish(shard_files + records)
         kill_point("manifest")
         manifest = _manifest(job, metrics, result["shards"], bundles, metadata, seconds,
-                             pipeline_args)
+                             beam_arguments(options))
         text = manifest_bytes(manifest)
         fileio.write_bytes(folder.stage(MANIFEST), text)
         folder.publish([MANIFEST])  # last: from here on the folder is a dataset
@@ -463,7 +350,7 @@ def _shortfall(job: JobSpec, metrics: dict, tolerance: float) -> str:
 
 
 def _manifest(job: JobSpec, metrics: dict, shards: list[dict], bundles: dict, metadata: dict,
-              seconds: float, pipeline_args) -> dict:
+              seconds: float, beam_options: list[str]) -> dict:
     labels = list(job.classes.chars)
     counts = np.sum([s["class_counts"] for s in shards], axis=0)
     return {
@@ -478,7 +365,7 @@ def _manifest(job: JobSpec, metrics: dict, shards: list[dict], bundles: dict, me
         "shortfall": {label: row["shortfall"] for label, row in metrics["per_class"].items()
                       if row["shortfall"]},
         "shards": shards, "metadata": metadata, "seconds": round(seconds, 2),
-        "beam_options": list(pipeline_args)}
+        "beam_options": beam_options}
 
 
 def split_counts(job: JobSpec, shards: list[dict]) -> dict[str, np.ndarray]:

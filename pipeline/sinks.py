@@ -29,34 +29,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from kepkreator.data.schema import FEATURES, example_bytes, parquet_schema, tfds_features
 from kepkreator.faults import kill_point
 from kepkreator.imageio import encode_png_batch
 from pipeline import fileio
-from pipeline.specs import JobSpec
+from pipeline.job import JobSpec
 from pipeline.transforms import AcceptedBatch
 
 TFRECORD_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
 FRAGMENTS = "fragments"
-
-
-def parquet_schema(labels: list[str]) -> pa.Schema:
-    features = {
-        "image": {"_type": "Image"},
-        "label": {"names": labels, "_type": "ClassLabel"},
-        "label_name": {"dtype": "string", "_type": "Value"},
-        "confidence": {"dtype": "float32", "_type": "Value"},
-        "sample_id": {"dtype": "string", "_type": "Value"},
-        "split": {"dtype": "string", "_type": "Value"},
-    }
-    return pa.schema([
-        pa.field("image", pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])),
-        pa.field("label", pa.int64()),
-        pa.field("label_name", pa.string()),
-        pa.field("confidence", pa.float32()),
-        pa.field("sample_id", pa.string()),
-        # pandas and pyarrow read data/ as one table: this tells the splits apart there.
-        pa.field("split", pa.string()),
-    ], metadata={b"huggingface": json.dumps({"info": {"features": features}}).encode()})
 
 
 def parquet_name(split: str, shard: int, shards: int) -> str:
@@ -98,15 +79,16 @@ class _WriteFragmentDoFn(beam.DoFn):
         if self.job.orientation == "emnist":
             images = np.ascontiguousarray(images.transpose(0, 2, 1))
         pngs = encode_png_batch(images)
-        table = pa.Table.from_arrays([
-            pa.StructArray.from_arrays([pa.array(pngs, pa.binary()),
-                                        pa.nulls(len(pngs), pa.string())], ["bytes", "path"]),
-            pa.array(batch.labels, pa.int64()),
-            pa.array(self.label_names[batch.labels], pa.string()),
-            pa.array(batch.confidence, pa.float32()),
-            pa.array(batch.sample_ids(), pa.string()),
-            pa.array([batch.split] * len(pngs), pa.string()),
-        ], schema=self.schema)
+        columns = {
+            "image": pa.StructArray.from_arrays([pa.array(pngs, pa.binary()),
+                                                 pa.nulls(len(pngs), pa.string())],
+                                                ["bytes", "path"]),
+            "label": pa.array(batch.labels, pa.int64()),
+            "label_name": pa.array(self.label_names[batch.labels], pa.string()),
+            "confidence": pa.array(batch.confidence, pa.float32()),
+            "sample_id": pa.array(batch.sample_ids(), pa.string()),
+            "split": pa.array([batch.split] * len(pngs), pa.string())}
+        table = pa.Table.from_arrays([columns[f.name] for f in FEATURES], schema=self.schema)
         path = fileio.join(self.tmp_dir, FRAGMENTS, f"{batch.unit_id}-r{batch.round}.parquet")
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="none")
@@ -141,18 +123,6 @@ class _WriteShardDoFn(beam.DoFn):
     def __init__(self, job: JobSpec, out_dir: str):
         self.job, self.out_dir = job, out_dir
 
-    def setup(self):
-        from tensorflow.core.example import example_pb2, feature_pb2
-        self.example_pb2, self.feature_pb2 = example_pb2, feature_pb2
-
-    def _example(self, png: bytes, label: int) -> bytes:
-        f = self.feature_pb2
-        example = self.example_pb2.Example(features=f.Features(feature={
-            "image": f.Feature(bytes_list=f.BytesList(value=[png])),
-            "label": f.Feature(int64_list=f.Int64List(value=[label]))}))
-        # deterministic: map fields otherwise serialise in a per-process hash order
-        return example.SerializeToString(deterministic=True)
-
     def process(self, element):
         split, index, ranges = element
         job = self.job
@@ -176,7 +146,7 @@ class _WriteShardDoFn(beam.DoFn):
             if "tfrecord" in writers:
                 pngs = table.column("image").combine_chunks().field("bytes").to_pylist()
                 writers["tfrecord"].write(b"".join(
-                    fileio.tfrecord_frame(self._example(png, label))
+                    fileio.tfrecord_frame(example_bytes({"image": png, "label": label}))
                     for png, label in zip(pngs, labels.tolist())))
             kill_point("shard")  # files half written
         if "parquet" in writers:
@@ -221,17 +191,6 @@ class WriteShards(beam.PTransform):
                 | "PlanShards" >> beam.FlatMap(lambda frags: plan_split_shards(frags, job))
                 | "SpreadShards" >> beam.Reshuffle()
                 | "WriteShard" >> beam.ParDo(_WriteShardDoFn(self.job, self.out_dir)))
-
-
-def tfds_features(num_classes: int) -> dict:
-    return {"featuresDict": {"features": {
-        "image": {"image": {"dtype": "uint8", "encodingFormat": "png",
-                            "shape": {"dimensions": ["28", "28", "1"]}},
-                  "pythonClassName": "tensorflow_datasets.core.features.image_feature.Image"},
-        "label": {"classLabel": {"numClasses": str(num_classes)},
-                  "pythonClassName":
-                      "tensorflow_datasets.core.features.class_label_feature.ClassLabel"}}},
-        "pythonClassName": "tensorflow_datasets.core.features.features_dict.FeaturesDict"}
 
 
 def shards_by_split(job: JobSpec, shards: list[dict]) -> dict[str, list[dict]]:

@@ -6,7 +6,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from kepkreator.models.bundle import write_bundle
+from kepkreator.models.writing import write_bundle
 
 
 def make_tiny_bundles(root: Path, class_set: str = "digits", num_classes: int = 10,

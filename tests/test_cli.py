@@ -28,13 +28,16 @@ def test_bad_source_string(tmp_path):
 
 
 def test_threshold_option_forms(tmp_path):
-    from kepkreator.cli import _confidence
+    from kepkreator.cli.options import confidence_option as _confidence
     assert _confidence(None, None, "0.5") == 0.5
     assert _confidence(None, None, "0.9,I=0.5,L=0") == {"default": 0.9, "I": 0.5, "L": 0.0}
-    for bad in ("0.9,I=high", "1", "0.9,I=1.5"):
+    for bad, message in (("0.9,I=high", "optionally followed by CLASS=threshold pairs"),
+                         ("1", "min_confidence must be a number in [0, 1), got 1.0"),
+                         ("0.9,I=1.5", "min_confidence.I must be a number in [0, 1), got 1.5"),
+                         ("I=0.5", "needs a default threshold first")):
         result = run_cli("tune-sampling", "--class-set", "letters", "--data",
                          f"folder@{tmp_path}", "--out", tmp_path / "s", "--min-confidence", bad)
-        assert_one_line_error(result, "optionally followed by CLASS=threshold pairs")
+        assert_one_line_error(result, message)
 
 
 def test_scan_grid_is_checked_before_any_data_is_read(tmp_path):

@@ -10,7 +10,7 @@ from kepkreator.cli import cli
 from tests.conftest import ROOT
 
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
-             *sorted((ROOT / "jobs").glob("*.sh"))]
+             *sorted((ROOT / "jobs").glob("*.sh")), *sorted((ROOT / "experiments").glob("*.sh"))]
 
 
 def command_lines(text: str, shell: bool) -> list[str]:
@@ -26,14 +26,14 @@ def command_lines(text: str, shell: bool) -> list[str]:
 
 @functools.cache
 def generate_options() -> set[str]:
-    """generate passes what it does not know to the pipeline's parser, and the rest to Beam."""
+    """generate's options are Beam pipeline options (pipeline.options.GenerateOptions)."""
     from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
-    from pipeline.run import argument_parser
+    import pipeline.options  # noqa: F401 (registers GenerateOptions)
     beam = _BeamArgumentParser(allow_abbrev=False)
     for options in PipelineOptions.__subclasses__():
         options._add_argparse_args(beam)
-    return set(beam._option_string_actions) | set(argument_parser()._option_string_actions)
+    return set(beam._option_string_actions)
 
 
 def unknown_options(line: str) -> list[str]:

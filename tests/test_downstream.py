@@ -5,8 +5,8 @@ import pytest
 import json
 
 from kepkreator.data import Dataset, load_sources, write_idx
-from kepkreator.downstream import (concat, markdown_table, per_class_subset, read_dataset,
-                                   summarise, train_and_test, ReferenceTraining)
+from kepkreator.cas import ReferenceTraining, train_and_test
+from kepkreator.downstream import concat, markdown_table, per_class_subset, read_dataset, summarise
 from kepkreator.errors import DataError
 from pipeline.run import run
 from tests.conftest import assert_one_line_error, run_cli
@@ -54,7 +54,7 @@ def test_a_study_of_many_classifiers_reads_no_retracing_warning():
     import keras
 
     from kepkreator.classsets import get_class_set
-    from kepkreator.downstream import build_reference_classifier
+    from kepkreator.cas import build_reference_classifier
     from kepkreator.models.bundle import predict_in_batches
     rng = np.random.default_rng(0)
     digits = get_class_set("digits")
@@ -242,7 +242,7 @@ def test_tune_sampling_chooses_on_validation_and_sets_the_pipeline_default(tmp_p
                     "--shortfall_tolerance", "1"]).manifest["spec"]["latent_scale"] == scale
     # With --thresholds the scan is a grid (the shipped models: the untrained tiny validator is
     # never confident), and the card entry records the threshold chosen too.
-    from kepkreator.downstream import sampling_card_entry
+    from kepkreator.sampling import sampling_card_entry
     result = run_cli("tune-sampling", "--class-set", "digits", "--data", f"mnist:train@{small}",
                      "--holdout", 0.25, "--out", tmp_path / "grid", "--seeds", "0", "--steps", 8,
                      "--scales", "1", "--thresholds", "0.5,0.999")
@@ -267,11 +267,11 @@ def test_tune_sampling_chooses_on_validation_and_sets_the_pipeline_default(tmp_p
 
 
 def test_probe_e_job_runs_on_validation_data_only(tmp_path, mnist_dir):
-    """jobs/probe_e.py: the README's (e) probes, runnable; its validation set is never the subset."""
+    """experiments/probe_e.py: the README's (e) probes, runnable; its validation set is never the subset."""
     import subprocess
     import sys
 
-    from jobs.probe_e import validation_split
+    from experiments.probe_e import validation_split
     from tests.conftest import ROOT
     train = load_sources([f"mnist:train@{mnist_dir}"], "digits")
     subset, validation = validation_split(train, 20, 0, size=500)
@@ -280,7 +280,7 @@ def test_probe_e_job_runs_on_validation_data_only(tmp_path, mnist_dir):
     assert not any(img.tobytes() in seen for img in validation.images)
 
     gen, val = make_tiny_bundles(tmp_path)
-    probe = [sys.executable, "-m", "jobs.probe_e", str(gen), str(val), "--data", str(mnist_dir),
+    probe = [sys.executable, "-m", "experiments.probe_e", str(gen), str(val), "--data", str(mnist_dir),
              "--steps", "5", "--validation-size", "100", "--no-augment"]
     result = subprocess.run(probe + ["--per-class", "3,6", "--min-confidence", "0"],
                             capture_output=True, text=True, cwd=ROOT, timeout=600)
@@ -295,7 +295,8 @@ def test_probe_e_job_runs_on_validation_data_only(tmp_path, mnist_dir):
 def test_scan_split_keeps_another_studys_test_holdout_out(mnist_dir):
     """Letters: the study tests on the data's 10% hash holdout, so the scan must choose elsewhere."""
     from kepkreator.data.splits import hash_split, image_hashes
-    from kepkreator.downstream import DownstreamConfig, scan_split
+    from kepkreator.downstream import DownstreamConfig
+    from kepkreator.sampling import scan_split
     cfg = DownstreamConfig(class_set="digits", data=[f"mnist:test@{mnist_dir}"], holdout=0.1,
                            out="unused", reserve_holdout=0.2)
     train, validation, info = scan_split(cfg)

@@ -40,7 +40,7 @@ def case_renderer():
 
 
 def test_case_validator_writes_each_letter_in_the_typed_case(renderer, case_renderer):
-    text = "AaBbDdEeGgHhNnQqRrTt"  # letters whose two cases look different (jobs/case_render)
+    text = "AaBbDdEeGgHhNnQqRrTt"  # letters whose two cases look different (experiments/case_render)
     either = renderer.render(text, best_of=16, seed=3)
     typed = case_renderer.render(text, best_of=16, seed=3)
     assert all("case_confidence" not in c for c in either.characters)
@@ -52,7 +52,7 @@ def test_case_validator_writes_each_letter_in_the_typed_case(renderer, case_rend
     assert all(c["candidates"] == 16 for c in either.characters)
     # The generator seldom draws a capital E: where the pick of the first 4 is not surely one,
     # more are drawn, until it is or the candidates reach MAX_BEST_OF (borderline picks are
-    # where a second validator disagrees: jobs/case_render).
+    # where a second validator disagrees: experiments/case_render).
     assert case_renderer.render(text, best_of=4, seed=3).characters[text.index("E")][
         "candidates"] > 4
     # Seed 6 stopped at a borderline A and q when 0.5 was enough, and at a borderline q (a sure

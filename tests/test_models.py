@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from kepkreator.errors import BundleError, KepKreatorError
-from kepkreator.models.bundle import import_model, load_bundle
+from kepkreator.models.bundle import load_bundle
+from kepkreator.models.writing import import_model
 from kepkreator.models.card import sha256_file
 from kepkreator.models.networks import build_discriminator, build_generator, build_validator
 from tests.conftest import ROOT

@@ -198,7 +198,7 @@ def test_dataset_card_describes_what_made_the_data(dataset):
 
 
 def test_dataset_card_carries_the_generators_evidence():
-    from kepkreator.models.bundle import read_card
+    from kepkreator.models.card import read_card
     from pipeline.datacard import generator_evidence, size_category
     card = read_card(ASSETS / "digits" / "generator")
     cas, copying = generator_evidence(card)

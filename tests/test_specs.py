@@ -7,8 +7,9 @@ import pytest
 
 from kepkreator.data import write_idx
 from pipeline.handlers import ScoredBatch
-from pipeline.specs import (MAX_PER_CLASS, TOP_UP_QUANTUM, SpecError, WorkUnit, apportion,
-                            candidate_labels, expand, load_specs, parse_spec, top_up)
+from pipeline.job import SpecError, apportion
+from pipeline.specs import MAX_PER_CLASS, parse_spec, read_specs
+from pipeline.units import TOP_UP_QUANTUM, WorkUnit, candidate_labels, expand, top_up
 from pipeline.transforms import select_accepted
 
 BASE = {"class_set": "digits", "generator": "g", "validator": "v", "counts": {"per_class": 10}}
@@ -23,7 +24,7 @@ def test_defaults_and_count_forms():
     job = spec()
     assert job.counts == {c: 10 for c in range(10)} and job.formats == ("parquet", "tfrecord")
     assert job.min_confidence is None and job.latent_scale is None  # the generator card's
-    job.resolve_defaults({}, "g")
+    job = job.with_card_defaults({}, "g")
     assert job.min_confidence == 0.9 and job.latent_scale == 1.0
     assert job.splits == (("train", 1.0),) and job.orientation == "upright"
     assert spec(counts={"7": 5, 3: 2}).counts == {7: 5, 3: 2}
@@ -76,17 +77,17 @@ def test_bad_specs(changes, message):
 def test_malformed_files(tmp_path):
     (tmp_path / "a.yaml").write_text("class_set: digits\ncounts: [1, 2\n")
     with pytest.raises(SpecError, match="malformed YAML at line"):
-        load_specs(str(tmp_path / "a.yaml"))
+        read_specs(str(tmp_path / "a.yaml"))
     (tmp_path / "b.json").write_text('{"class_set": "digits",}')
     with pytest.raises(SpecError, match="malformed JSON"):
-        load_specs(str(tmp_path / "b.json"))
+        read_specs(str(tmp_path / "b.json"))
     (tmp_path / "c.yaml").write_text("- just\n- a list\n")
     with pytest.raises(SpecError, match="must be a mapping"):
-        load_specs(str(tmp_path / "c.yaml"))
+        read_specs(str(tmp_path / "c.yaml"))
     with pytest.raises(SpecError, match="spec file not found"):
-        load_specs(str(tmp_path / "missing.yaml"))
+        read_specs(str(tmp_path / "missing.yaml"))
     with pytest.raises(SpecError, match="no spec files match"):
-        load_specs(str(tmp_path / "none-*.yaml"))
+        read_specs(str(tmp_path / "none-*.yaml"))
 
 
 def test_a_key_given_twice_is_refused(tmp_path):
@@ -95,13 +96,13 @@ def test_a_key_given_twice_is_refused(tmp_path):
     head = "class_set: digits\ngenerator: default:digits\nvalidator: default:digits\n"
     (tmp_path / "a.yaml").write_text(head + "counts: {per_class: 5}\ncounts: {per_class: 7}\n")
     with pytest.raises(SpecError, match=r"a.yaml: key 'counts' is given twice \(line 5\)$"):
-        load_specs(str(tmp_path / "a.yaml"))
+        read_specs(str(tmp_path / "a.yaml"))
     (tmp_path / "b.yaml").write_text(head + "counts: {'1': 5, '1': 9}\n")
     with pytest.raises(SpecError, match=r"key '1' is given twice \(line 4\)"):
-        load_specs(str(tmp_path / "b.yaml"))
+        read_specs(str(tmp_path / "b.yaml"))
     (tmp_path / "c.json").write_text('{"class_set": "digits", "counts": {"1": 5, "1": 9}}')
     with pytest.raises(SpecError, match="c.json: key '1' is given twice$"):
-        load_specs(str(tmp_path / "c.json"))
+        read_specs(str(tmp_path / "c.json"))
     (tmp_path / "counts.json").write_text('{"0": 5, "0": 1}')
     with pytest.raises(SpecError, match="unreadable: key '0' is given twice"):
         spec(counts={"balance_to": {"labels": str(tmp_path / "counts.json"), "target": 4}})
@@ -109,7 +110,7 @@ def test_a_key_given_twice_is_refused(tmp_path):
     (tmp_path / "d.yaml").write_text(head + "base: &base {per_class: 5}\n"
                                             "counts: {<<: *base, per_class: 3}\n")
     with pytest.raises(SpecError, match="unknown key 'base'"):  # got past the YAML reader
-        load_specs(str(tmp_path / "d.yaml"))
+        read_specs(str(tmp_path / "d.yaml"))
 
 
 def test_balance_to_from_idx_json_and_unreadable(tmp_path):
@@ -131,7 +132,7 @@ def test_the_shipped_example_specs_parse():
     specs = sorted((Path(__file__).parent.parent / "jobs").glob("**/*.yaml"))
     assert specs
     for path in specs:
-        assert expand(load_specs(str(path))), path
+        assert expand(read_specs(str(path))), path
 
 
 def test_relative_paths_are_read_from_the_spec_files_folder(tmp_path, monkeypatch):
@@ -144,28 +145,28 @@ def test_relative_paths_are_read_from_the_spec_files_folder(tmp_path, monkeypatc
         **BASE, "generator": "bundles/gen", "validator": "default:digits",
         "counts": {"balance_to": {"labels": "counts.json", "target": 2}}}))
     monkeypatch.chdir(tmp_path)
-    job = load_specs("jobs/mine/spec.yaml")
+    job = read_specs("jobs/mine/spec.yaml")
     assert job.generator == str(Path("jobs/mine/bundles/gen")) and job.validator == "default:digits"
     assert job.counts[0] == 1 and job.counts[5] == 2
-    job = load_specs(str(job_dir / "spec.yaml"))
+    job = read_specs(str(job_dir / "spec.yaml"))
     assert job.generator == str(job_dir / "bundles" / "gen")
 
 
 def test_glob_of_specs_adds_counts_and_rejects_disagreement(tmp_path):
     (tmp_path / "a.yaml").write_text(json.dumps({**BASE, "counts": {"1": 5}}))
     (tmp_path / "b.yaml").write_text(json.dumps({**BASE, "counts": {"1": 2, "2": 3}, "seed": 9}))
-    job = load_specs(str(tmp_path / "*.yaml"))
+    job = read_specs(str(tmp_path / "*.yaml"))
     assert job.counts == {1: 7, 2: 3} and len(job.sources) == 2
     units = expand(job)
     assert {u.spec_index for u in units} == {0, 1}
     assert len({u.seed for u in units}) == len(units)  # every unit draws its own stream
     (tmp_path / "c.yaml").write_text(json.dumps({**BASE, "validator": "other"}))
     with pytest.raises(SpecError, match="validator differs"):
-        load_specs(str(tmp_path / "*.yaml"))
+        read_specs(str(tmp_path / "*.yaml"))
     (tmp_path / "c.yaml").write_text(json.dumps({**BASE, "split": {"train": 0.5, "test": 0.5}}))
     with pytest.raises(SpecError, match=r'split differs from .*a.yaml \(\{"train": 0.5, "test": '
                                         r'0.5\} vs .train.\)'):
-        load_specs(str(tmp_path / "*.yaml"))
+        read_specs(str(tmp_path / "*.yaml"))
 
 
 def test_units_cover_counts_exactly():
@@ -215,13 +216,13 @@ def test_splits_cut_every_class_exactly_and_draw_their_own_seeds(tmp_path):
     (tmp_path / "tiny.yaml").write_text(json.dumps(
         {**BASE, "counts": {"3": 5}, "split": {"train": 0.95, "test": 0.05}}))
     with pytest.raises(SpecError, match="split 'test' gets no samples"):
-        load_specs(str(tmp_path / "tiny.yaml"))
+        read_specs(str(tmp_path / "tiny.yaml"))
     # More shards than samples: empty shard files that only look like data.
     (tmp_path / "thin.yaml").write_text(json.dumps(
         {**BASE, "counts": {"3": 20}, "split": {"train": 0.5, "test": 0.5}, "shards": 12}))
     with pytest.raises(SpecError, match=r"thin.yaml: shards 12 would give split 'train' 12 "
                                         r"shards for 10 samples, some of them empty"):
-        load_specs(str(tmp_path / "thin.yaml"))
+        read_specs(str(tmp_path / "thin.yaml"))
 
 
 def test_apportion_is_exact_and_proportional():
@@ -265,12 +266,12 @@ def test_confidence_threshold_per_class():
     by the label a sample would get (requested, or the validator's under relabel)."""
     job = spec(class_set="letters", counts={"I": 4, "L": 4},
                min_confidence={"default": 0.95, "I": 0.5, "L": 0.95, "Q": 0})
-    job.resolve_defaults({}, "g")
+    job = job.with_card_defaults({}, "g")
     assert job.min_confidence == 0.95 and job.min_confidence_per_class == {8: 0.5, 16: 0.0}
     assert job.confidence_text() == "0.95 (I: 0.5, Q: 0)"
     assert job.to_json()["min_confidence"] == {"default": 0.95, "I": 0.5, "Q": 0.0}
     only_3 = spec(min_confidence={"3": 0.5})
-    only_3.resolve_defaults({}, "g")
+    only_3 = only_3.with_card_defaults({}, "g")
     assert only_3.thresholds().tolist() == [0.9] * 3 + [0.5] + [0.9] * 6
     thresholds = np.array([0.95, 0.6, 0.0])
     unit = WorkUnit("u", 0, 0, (5, 5, 5), 6, (0,), (5, 5, 5))
@@ -281,11 +282,11 @@ def test_confidence_threshold_per_class():
     for given, default, per_class in ((None, 0.5, {8: 0.3}), ({"L": 0.7}, 0.5, {8: 0.3, 11: 0.7}),
                                       (0.8, 0.8, {}), ({"default": 0.3}, 0.3, {})):
         job = spec(class_set="letters", counts={"I": 4}, min_confidence=given)
-        job.resolve_defaults(card, "g")
+        job = job.with_card_defaults(card, "g")
         assert (job.min_confidence, job.min_confidence_per_class) == (default, per_class), given
         assert job.latent_scale == 2.0
     with pytest.raises(SpecError, match="generator card of g: min_confidence must be a number"):
-        spec(counts={"3": 1}).resolve_defaults({"sampling": {"min_confidence": 2}}, "g")
+        spec(counts={"3": 1}).with_card_defaults({"sampling": {"min_confidence": 2}}, "g")
     index, *_ = select_accepted(_scored(probs, [0, 1, 0, 1, 2, 2], unit), unit.quota,
                                      "conditioned", thresholds)
     assert index.tolist() == [1, 2, 3, 4, 5]  # 0 misses 0.95; class 2 is unfiltered

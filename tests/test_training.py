@@ -238,7 +238,7 @@ def test_warm_start_copies_every_layer_but_a_new_class_sets_embedding(mnist_dir,
     with pytest.raises(KepKreatorError, match="shares no layer shapes|weighted layers"):
         warm_start(build_generator(10, "default"), letters)
 
-    from kepkreator.models.bundle import write_bundle
+    from kepkreator.models.writing import write_bundle
     source = write_bundle(tmp_path / "letters", letters, {
         "kind": "generator", "name": "letters", "class_set": "letters",
         "signature": {"inputs": ["z", "label"], "latent_dim": int(letters.inputs[0].shape[-1]),
@@ -253,7 +253,8 @@ def test_warm_start_copies_every_layer_but_a_new_class_sets_embedding(mnist_dir,
 def test_augmented_training_is_reproducible(mnist_dir):
     """c_aug and e_aug are seeded settings: the same seed must give the same classifier."""
     from kepkreator.data import load_sources
-    from kepkreator.downstream import ReferenceTraining, per_class_subset, train_and_test
+    from kepkreator.cas import ReferenceTraining, train_and_test
+    from kepkreator.downstream import per_class_subset
     train = per_class_subset(load_sources([f"mnist:train@{mnist_dir}"], "digits"), 30, 0)
     test = load_sources([f"mnist:test@{mnist_dir}"], "digits").subset(np.arange(1000))
     schedule = ReferenceTraining(steps=40)

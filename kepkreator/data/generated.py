@@ -253,9 +253,9 @@ def _parquet_rows(data: bytes, class_set: ClassSet, directory: Path):
     import pyarrow.parquet as pq
 
     from kepkreator.imageio import decode_png
+    from kepkreator.data.schema import hf_label_names
     table = pq.read_table(pa.BufferReader(data), columns=["image", "label"])
-    features = json.loads((table.schema.metadata or {}).get(b"huggingface", b"{}") or b"{}")
-    names = features.get("info", {}).get("features", {}).get("label", {}).get("names")
+    names = hf_label_names(table.schema.metadata)
     if names is not None and names != list(class_set.chars):
         raise DataError(f"{directory} has labels {''.join(names)} in its Parquet files, not "
                         f"those of its manifest's class set {class_set.name!r}")
@@ -266,17 +266,15 @@ def _parquet_rows(data: bytes, class_set: ClassSet, directory: Path):
 
 def _tfrecord_rows(data: bytes):
     """tf.train.Example {image: PNG, label: int64} records; framing CRCs are left to the sha256."""
-    from tensorflow.core.example import example_pb2
-
+    from kepkreator.data.schema import parse_example
     from kepkreator.imageio import decode_png
     images, labels, pos = [], [], 0
     while pos < len(data):
         (length,) = struct.unpack_from("<Q", data, pos)
         record = data[pos + 12:pos + 12 + length]
         pos += 12 + length + 4
-        example = example_pb2.Example.FromString(record)
-        features = example.features.feature
-        images.append(decode_png(features["image"].bytes_list.value[0]))
-        labels.append(features["label"].int64_list.value[0])
+        values = parse_example(record)
+        images.append(decode_png(values["image"]))
+        labels.append(values["label"])
     return (np.stack(images) if images else np.zeros((0, 28, 28), np.uint8),
             np.asarray(labels, np.int64))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import platform
+from dataclasses import dataclass, field
 import shlex
 import sys
 from pathlib import Path
@@ -11,6 +12,17 @@ import numpy as np
 from kepkreator.data import Dataset, hash_split, load_sources, per_class_subset
 from kepkreator.errors import DataError
 from kepkreator.imageio import grid_png
+
+
+@dataclass
+class DataChoice:
+    """Which real data a run reads and where its result goes: the fields every trainer and
+    study shares (``split_data`` reads them)."""
+    class_set: str
+    data: list[str]
+    out: str
+    eval_data: list[str] = field(default_factory=list)
+    holdout: float = 0.0
 
 
 def split_data(sources: list[str], class_set: str, holdout: float, eval_sources: list[str],
@@ -216,7 +228,7 @@ def check_bundle_out(out) -> None:
     """Training writes its bundle into --out and replaces an earlier bundle there; a folder of
     other files (the working directory, a dataset) is refused before any training."""
     from kepkreator.errors import KepKreatorError
-    from kepkreator.models.bundle import CARD_NAME, MODEL_FILE
+    from kepkreator.models.card import CARD_NAME, MODEL_FILE
     out = Path(out)
     names = {p.name for p in out.iterdir()} if out.is_dir() else set()
     # A model file without its card is a save that was cut short: the re-run replaces it.

@@ -8,14 +8,14 @@ the trained one, which is steadier and sharper than the last step's weights.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from kepkreator.classsets import get_class_set
 from kepkreator.training.modes import PCA_DIMS, split_into_modes
-from kepkreator.training.common import (announce_start, check_bundle_out, check_resume,
+from kepkreator.training.common import (DataChoice, announce_start, check_bundle_out, check_resume,
                                         command_line, completed_epochs, environment,
                                         epoch_batches, keras_verbosity, require_every_class,
                                         reseed_each_epoch, save_grid, stop_on_divergence,
@@ -23,12 +23,7 @@ from kepkreator.training.common import (announce_start, check_bundle_out, check_
 
 
 @dataclass
-class GANHParams:
-    class_set: str
-    data: list[str]
-    out: str
-    eval_data: list[str] = field(default_factory=list)
-    holdout: float = 0.0
+class GANHParams(DataChoice):
     generator_preset: str = "default"
     discriminator_preset: str = "default"
     latent_dim: int | None = None  # preset overrides
@@ -349,7 +344,8 @@ def train_gan(hp: GANHParams, callbacks=()) -> Path:
     """
     import keras
 
-    from kepkreator.models.bundle import load_validator_for, write_bundle
+    from kepkreator.models.bundle import load_validator_for
+    from kepkreator.models.writing import write_bundle
     from kepkreator.models.networks import check_presets, with_mode_choice
 
     keras.utils.set_random_seed(hp.seed)

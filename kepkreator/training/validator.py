@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from kepkreator.classsets import get_class_set
-from kepkreator.training.common import (announce_start, check_bundle_out, check_resume,
+from kepkreator.training.common import (DataChoice, announce_start, check_bundle_out, check_resume,
                                         command_line, completed_epochs, environment,
                                         epoch_batches, keras_verbosity, require_every_class,
                                         reseed_each_epoch, stop_on_divergence, to_model_input,
@@ -17,12 +17,7 @@ from kepkreator.training.common import (announce_start, check_bundle_out, check_
 
 
 @dataclass
-class ValidatorHParams:
-    class_set: str
-    data: list[str]
-    out: str
-    eval_data: list[str] = field(default_factory=list)
-    holdout: float = 0.0
+class ValidatorHParams(DataChoice):
     preset: str = "default"
     epochs: int = 12
     batch_size: int = 128
@@ -46,7 +41,7 @@ def train_validator(hp: ValidatorHParams, callbacks=()) -> Path:
     import keras
     import tensorflow as tf
 
-    from kepkreator.models.bundle import write_bundle
+    from kepkreator.models.writing import write_bundle
     from kepkreator.models.networks import build_validator, check_presets
 
     keras.utils.set_random_seed(hp.seed)

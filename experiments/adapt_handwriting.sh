@@ -5,7 +5,7 @@
 # image hash; the shipped letters generator is fine-tuned on the rest (--init-from) and, for
 # comparison, the same GAN is trained from scratch; all three are measured against the held-out
 # photos by the shipped letters validator. Re-running resumes from checkpoints.
-#   bash jobs/adapt_handwriting.sh
+#   bash experiments/adapt_handwriting.sh
 # The README's figures were measured when default:letters was the 8-epoch letters generator
 # (sha256 6540d457...); INIT=runs/letters-modes/generator (jobs/train_shipped.sh letters makes
 # it) repeats them, the default fine-tunes today's shipped generator.

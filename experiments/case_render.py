@@ -1,6 +1,6 @@
 """How often the renderer writes a letter in the case that was typed (README, *Handwritten text*).
 
-    .venv/bin/python -m jobs.case_render --judge runs/letters52/judge [--seeds 20] [--update-card]
+    .venv/bin/python -m experiments.case_render --judge runs/letters52/judge [--seeds 20] [--update-card]
 
 The letters generator is case-merged: asked for "e" it draws "e" or "E" (class splitting keeps
 both). The case validator picks among the best-of-N candidates; this measures the effect with a

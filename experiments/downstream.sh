@@ -4,7 +4,7 @@
 # tested on real data, the subset-only generator trained, run through the pipeline and read
 # back from its Parquet output on the way. Everything lands in runs/downstream-<set>/;
 # re-running resumes.
-#   bash jobs/downstream.sh digits|letters
+#   bash experiments/downstream.sh digits|letters
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KK=".venv/bin/kepkreator"

@@ -4,7 +4,7 @@ docs/downstream-study.md).
 
 The reference classifier (seed 0, the study's schedule) trains on the 200-per-class MNIST subset
 plus N accepted samples per class and is tested on 10,000 MNIST-train images outside the subset.
-    .venv/bin/python -m jobs.probe_e GENERATOR VALIDATOR --per-class 50,200,2000 [--augment]
+    .venv/bin/python -m experiments.probe_e GENERATOR VALIDATOR --per-class 50,200,2000 [--augment]
 GENERATOR none: the subset alone (c / c_aug); elastic:ALPHA,SIGMA: random elastic distortions
 (Simard et al. 2003) of the subset's own images instead of a generator — the unlearnt control for
 a generator that redraws them (the warp preset); real: more real images (from neither the
@@ -105,7 +105,8 @@ def elastic_distortions(images: np.ndarray, alpha: float, sigma: float, seed: in
 def main(generator, validator, data, per_class, min_confidence, latent_scale, augment, steps,
          subset_per_class, validation_size):
     from kepkreator.data import Dataset, load_sources
-    from kepkreator.downstream import ReferenceTraining, concat, train_and_test
+    from kepkreator.cas import ReferenceTraining, train_and_test
+    from kepkreator.downstream import concat
     from kepkreator.models.bundle import load_bundle
     amounts = [int(n) for n in per_class.split(",")]
     train = load_sources([f"mnist:train@{data}"], "digits")

@@ -1,0 +1,1 @@
+"""Research scripts behind docs/ (not part of the product): probes, measurements, studies."""

@@ -1,0 +1,6 @@
+"""``python -m kepkreator.cli``."""
+import sys
+
+from kepkreator.cli import main
+
+sys.exit(main())

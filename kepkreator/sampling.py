@@ -1,0 +1,146 @@
+"""``kepkreator tune-sampling``: the latent scale and filter threshold chosen by the
+Classification Accuracy Score on held-out validation data, among the settings whose kept samples
+meet a fidelity floor."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from kepkreator.classsets import get_class_set
+from kepkreator.data import Dataset
+from kepkreator.cas import train_and_test
+from kepkreator.downstream import (DownstreamConfig, GenerateFn, _check_same_study, _generated,
+                                   _pipeline_spec, _record_study, first_per_class)
+from kepkreator.errors import DataError
+from kepkreator.thresholds import format_thresholds
+
+
+def scan_split(cfg: DownstreamConfig) -> tuple[Dataset, Dataset, dict]:
+    """(train, validation, info) for a scan: the --holdout of the data, or of what is left once
+    another study's test holdout (``reserve_holdout``) is set aside."""
+    from kepkreator.training.common import split_data
+    if not cfg.reserve_holdout:
+        return split_data(list(cfg.data), cfg.class_set, cfg.holdout, [], cfg.split_seed)
+    from kepkreator.data import load_sources
+    from kepkreator.data.splits import hash_split
+    data = load_sources(list(cfg.data), cfg.class_set)
+    rest = data.subset(~hash_split(data.images, cfg.reserve_holdout, cfg.split_seed))
+    held = hash_split(rest.images, cfg.holdout, cfg.split_seed + 1)
+    return rest.subset(~held), rest.subset(held), {
+        "sources": list(cfg.data), "provenance": data.provenance,
+        "reserved_holdout": cfg.reserve_holdout, "reserved": len(data) - len(rest),
+        "holdout_fraction": cfg.holdout, "split_seed": cfg.split_seed + 1}
+
+
+def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generate: GenerateFn,
+                       log=print, thresholds: tuple[float, ...] = (),
+                       floor: dict | None = None) -> dict:
+    """Setting b (synthetic only, the real train set's size) per latent scale, and per filter
+    threshold where ``thresholds`` are given (else at ``cfg.min_confidence``), tested on the
+    --holdout part of the training source; every run is cached like the study's runs.
+
+    The choice is the highest CAS among the settings whose kept samples meet ``floor``: the
+    independent judge's agreement and the density against real images (``metrics.json`` of
+    each generated set), so a setting cannot win on samples a person would label otherwise.
+    Where none meets it, the most faithful one (judge agreement) is chosen, and the report
+    says the floor was missed."""
+    from kepkreator.training.common import require_every_class, write_json
+    if cfg.eval_data or not cfg.holdout:
+        raise DataError("the scan chooses on validation data: give --holdout and no --eval-data, "
+                        "so the test set stays unseen")
+    # checked before any data is read; ``not 0 < x`` also catches NaN
+    if not scales or not all(0 < s <= 10 for s in scales):
+        raise DataError(f"latent scales must be numbers in (0, 10], got {list(scales)}")
+    if not all(0 <= t < 1 for t in thresholds):
+        raise DataError(f"thresholds must be numbers in [0, 1), got {list(thresholds)}")
+    for name, values in (("latent scale", scales), ("threshold", thresholds)):
+        if len(set(values)) < len(values):  # the same run twice: a duplicate row, hours wasted
+            raise DataError(f"a {name} is listed twice: {list(values)}")
+    class_set = get_class_set(cfg.class_set)
+    out = Path(cfg.out)
+    protocol = _check_same_study(cfg, out)
+    train, validation, data_info = scan_split(cfg)
+    # Setting b draws as many samples of a class as it has real images: none is no spec at all.
+    require_every_class(train)
+    _record_study(out, protocol)
+    counts = train.class_counts()
+    grid = [(scale, threshold) for scale in scales
+            for threshold in (thresholds or (cfg.min_confidence,))]
+    rows = []
+    for scale, threshold in grid:
+        # A threshold of the grid is in every cached name; a lone --min-confidence is not, so
+        # scans from before the grid resume.
+        name = f"scale{scale:g}" + (f"-conf{threshold:g}" if thresholds else "")
+        spec = _pipeline_spec(cfg, class_set, counts, latent_scale=scale, min_confidence=threshold)
+        where = out / f"synthetic-{name}"
+        synthetic = first_per_class(_generated(generate, spec, where, class_set.name, log), counts)
+        generated = json.loads((where / "metrics.json").read_text())
+        accs = []
+        for seed in cfg.seeds:
+            cached = out / "runs" / f"{name}-seed{seed}.json"
+            if cached.is_file():
+                result = json.loads(cached.read_text())
+            else:
+                result = train_and_test(synthetic, validation, seed, schedule=cfg.training)
+                write_json(cached, result)
+            log(f"latent scale {scale:g}, min_confidence {format_thresholds(threshold)}, seed "
+                f"{seed}: validation accuracy {100 * result['accuracy']:.2f}%")
+            accs.append(result["accuracy"])
+        rows.append({"latent_scale": scale, "min_confidence": threshold,
+                     "cas_mean": float(np.mean(accs)),
+                     "cas_spread": float(np.max(accs) - np.min(accs)), "seeds": len(accs),
+                     "acceptance_rate": generated["accepted"] / max(generated["generated"], 1),
+                     "judge_agreement": (generated.get("judge") or {}).get("agreement_accepted"),
+                     "density": (generated.get("fidelity") or {}).get("density"),
+                     "coverage": (generated.get("fidelity") or {}).get("coverage")})
+    floor = dict(floor or {})
+    meets = lambda r: all(r.get(key) is not None and r[key] >= value
+                          for key, value in floor.items() if value)
+    eligible = [r for r in rows if meets(r)]
+    best = (max(eligible, key=lambda r: r["cas_mean"]) if eligible
+            else max(rows, key=lambda r: (r["judge_agreement"] or 0, r["cas_mean"])))
+    report = {"config": asdict(cfg), "data": data_info, "validation_samples": len(validation),
+              "scales": rows, "best_latent_scale": best["latent_scale"],
+              "best_min_confidence": best["min_confidence"], "fidelity_floor": floor,
+              "floor_met": bool(eligible)}
+    write_json(out / "sampling.json", report)
+    percent = lambda x, d=2: "-" if x is None else f"{100 * x:.{d}f}%"
+    number = lambda x: "-" if x is None else f"{x:.3f}"
+    lines = ["| latent scale | min_confidence | acceptance rate | judge agrees | density | "
+             "coverage | CAS on validation, mean ± half-spread |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['latent_scale']:g}{' (chosen)' if r is best else ''} | "
+              f"{format_thresholds(r['min_confidence'])} | "
+              f"{percent(r['acceptance_rate'], 1)} | {percent(r['judge_agreement'])} | "
+              f"{number(r['density'])} | {number(r['coverage'])} | "
+              f"{100 * r['cas_mean']:.2f}% ± "
+              f"{100 * r['cas_spread'] / 2:.2f} ({r['seeds']} seed{'s' * (r['seeds'] > 1)}) |"
+              for r in rows]
+    floor_text = ", ".join(f"{key} ≥ {value:g}" for key, value in floor.items() if value)
+    if floor_text:
+        lines += ["", f"Fidelity floor: {floor_text}: "
+                  + ("the chosen setting has the highest CAS of those that meet it." if eligible
+                     else "no setting meets it; the chosen one is the most faithful.")]
+    (out / "sampling.md").write_text(
+        f"# Sampling scan: {class_set.name}\n\nSynthetic-only reference classifier "
+        f"({len(synthetic):,} samples, {cfg.training.steps} steps), tested on "
+        f"{len(validation):,} held-out real validation images.\n\n" + "\n".join(lines) + "\n")
+    return report
+
+
+def sampling_card_entry(report: dict) -> dict:
+    cfg = report["config"]
+    floor = report.get("fidelity_floor") or {}
+    return {"latent_scale": report["best_latent_scale"],
+            "min_confidence": report.get("best_min_confidence", cfg["min_confidence"]),
+            "chosen_by": "highest CAS (synthetic-only reference classifier) on held-out real "
+                         "validation data" + (", among the settings whose kept samples meet the "
+                                              "fidelity floor" if floor else "")
+                         + "; `kepkreator tune-sampling`",
+            "fidelity_floor": floor, "floor_met": report.get("floor_met", True),
+            "validation": {k: cfg[k] for k in ("data", "holdout", "split_seed", "reserve_holdout")
+                           if k in cfg},
+            "validation_samples": report["validation_samples"], "scan": report["scales"]}
