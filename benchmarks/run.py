@@ -8,9 +8,12 @@ All figures come from ONE run on one machine and are reported as ratios beside t
   (e) scale-out: one TensorFlow thread per process, 2 local worker processes vs 1
   (f) GAN training speed
   (g) serve: a light request's p50/p95 alone and under 4 concurrent heaviest-allowed requests
+  (h) Dask: 1 vs 2 local Dask workers (one thread each) on (e)'s job, and 2 Dask workers vs
+      (e)'s 2 DirectRunner worker processes
 The result goes to benchmarks/results/<timestamp>.json and a table is printed.
 
     python -m benchmarks.run [--quick]     # --quick: 10x smaller runs, for trying the harness
+    python -m benchmarks.run --only scaleout|serve   # one part, printed
 """
 from __future__ import annotations
 
@@ -102,14 +105,39 @@ def pipeline_run(per_class: int, extra: list[str], env: dict | None = None) -> d
             "peak_rss_mb": usage.ru_maxrss / 1024, "args": extra}
 
 
+def scale_out(per_class: int) -> dict:
+    """(e) and (h): the same job on 1 and 2 local worker processes of the DirectRunner and of a
+    local Dask cluster, one TensorFlow thread each."""
+    one_thread = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+    direct = lambda n: ["--direct_num_workers", str(n), "--direct_running_mode",
+                        "multi_processing", "--intra_op_threads", "1"]
+    dask = lambda n: ["--runner", "dask", "--dask_workers", str(n), "--intra_op_threads", "1"]
+    out = {}
+    for name, args in (("e_one_worker", direct(1)), ("e_two_workers", direct(2)),
+                       ("h_dask_one", dask(1)), ("h_dask_two", dask(2))):
+        print(f"  {name} ...", flush=True)
+        out[name] = pipeline_run(per_class, args, one_thread)
+    rate = lambda name: out[name]["generated_per_s"]
+    out["e_speedup"] = rate("e_two_workers") / rate("e_one_worker")
+    out["h_speedup"] = rate("h_dask_two") / rate("h_dask_one")
+    out["h_dask_vs_direct"] = rate("h_dask_two") / rate("e_two_workers")
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=["scaleout", "serve"])
     args = parser.parse_args(argv)
     from kepkreator.quiet import quiet_tensorflow_import
     quiet_tensorflow_import()
     scale = 10 if args.quick else 1
-    one_thread = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+    if args.only:
+        from benchmarks.serve import serve_fairness
+        part = (scale_out(10_000 // scale) if args.only == "scaleout"
+                else serve_fairness(ROOT, light_requests=30 // scale))
+        print(json.dumps(part, indent=2))
+        return
     result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "python": platform.python_version()},
               "command": "make bench" + (" (--quick)" if args.quick else "")}
@@ -122,13 +150,8 @@ def main(argv=None):
     print("(d) 500k samples ...", flush=True)
     result["d_rss_500k"] = pipeline_run(50_000 // scale, [])
     result["c_ratio"] = result["b_pipeline"]["generated_per_s"] / result["a_limit"]["samples_per_s"]
-    print("(e) scale-out, 1 thread per process ...", flush=True)
-    workers = lambda n: ["--direct_num_workers", str(n), "--direct_running_mode",
-                         "multi_processing", "--intra_op_threads", "1"]
-    result["e_one_worker"] = pipeline_run(10_000 // scale, workers(1), one_thread)
-    result["e_two_workers"] = pipeline_run(10_000 // scale, workers(2), one_thread)
-    result["e_speedup"] = (result["e_two_workers"]["generated_per_s"]
-                           / result["e_one_worker"]["generated_per_s"])
+    print("(e), (h) scale-out, 1 thread per process ...", flush=True)
+    result.update(scale_out(10_000 // scale))
     print("(f) GAN training speed ...", flush=True)
     result["f_gan_training"] = gan_epoch_seconds(ROOT.parent / "shared" / "data" / "mnist")
     print("(g) serve under load ...", flush=True)
@@ -148,7 +171,9 @@ def main(argv=None):
             ("(d) peak RSS 50k / 500k, MB", f"{rss50 or 0:,.0f} / {rss500 or 0:,.0f}",
              f"ratio {result['d_rss_ratio'] or float('nan'):.3f}, target <= 1.10"),
             ("(e) 2 workers vs 1 (1 thread each)", f"{result['e_speedup']:.2f}x",
-             "target >= 1.7x")]
+             "target >= 1.7x"),
+            ("(h) Dask: 2 workers vs 1", f"{result['h_speedup']:.2f}x", "target >= 1.7x"),
+            ("(h) Dask 2 workers / DirectRunner 2", f"{result['h_dask_vs_direct']:.2f}", "")]
     if result["f_gan_training"]:
         rows.append(("(f) default GAN, s per MNIST epoch",
                      f"{result['f_gan_training']['seconds_per_mnist_epoch']:,.0f}",

@@ -75,9 +75,15 @@ class _BundleHandler(ModelHandler):
     kind = ""
 
     def __init__(self, bundle_ref: str, max_units_per_batch: int = 8, intra_op_threads: int = 0):
-        super().__init__(min_batch_size=1, max_batch_size=max_units_per_batch)
+        """``max_units_per_batch`` 0: no batching by RunInference; its input is then one-unit
+        lists (``_Inference`` makes them)."""
+        super().__init__(min_batch_size=1, max_batch_size=max(max_units_per_batch, 1))
         self.bundle_ref = bundle_ref
         self.intra_op_threads = intra_op_threads
+        self.batching = max_units_per_batch > 0
+
+    def should_skip_batching(self) -> bool:
+        return not self.batching
 
     def load_model(self):
         """One loaded bundle per process, shared by every round's RunInference."""

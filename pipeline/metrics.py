@@ -139,7 +139,7 @@ class ComputeClassMetrics(beam.PTransform):
 
     def expand(self, reports):
         return reports | "CombineClassStats" >> beam.CombineGlobally(
-            ClassMetricsFn(self.num_classes))
+            ClassMetricsFn(self.num_classes)).without_defaults()
 
 
 @dataclass

@@ -30,15 +30,13 @@ from kepkreator.faults import kill_point
 from kepkreator.paths import remote_scheme
 from pipeline import fileio, sinks
 from pipeline.datacard import dataset_card
-from pipeline.handlers import GeneratorHandler, JudgeHandler, ValidatorHandler
+from pipeline.build import build_pipeline, check_bundles
 from pipeline.manifest import MANIFEST, manifest_bytes, package_versions
-from pipeline.options import GenerateOptions, beam_arguments, parse_options, runner_for
+from pipeline.options import (GenerateOptions, beam_arguments, check_dask_cluster,
+                              dask_cluster, parse_options, runner_for)
 from pipeline.output import STAGING_PREFIX, OutputFolder
 from pipeline.job import JobSpec
 from pipeline.specs import load_specs, resolve
-from pipeline.metrics import ComputeClassMetrics, class_metrics
-from pipeline.transforms import (SAMPLES_PER_CLASS_IN_GRID, FirstPerClass, FirstPerClassPart,
-                                 run_rounds)
 
 @dataclass
 class JobResult:
@@ -47,138 +45,6 @@ class JobResult:
     manifest: dict | None
     failed: str = ""
     pipeline: object = None  # the beam.Pipeline, for --dry_run inspection
-
-
-def check_bundles(job: JobSpec) -> tuple[dict, dict]:
-    """Load both bundles once here, so a bad bundle fails before any worker starts. Returns what
-    the manifest records of them and the generator's card as read now, beside its sha256, so the
-    dataset card quotes the card that the sha256 names."""
-    from kepkreator.models.bundle import load_bundle
-    generator = load_bundle(job.generator, "generator")
-    validator = load_bundle(job.validator, "validator")
-    if generator.class_set != validator.class_set:
-        raise KepKreatorError(f"generator class set {generator.class_set.name!r} differs from "
-                              f"validator class set {validator.class_set.name!r}")
-    if generator.class_set.name != job.class_set:
-        raise KepKreatorError(f"spec class_set {job.class_set!r} differs from the bundles' "
-                              f"{generator.class_set.name!r}")
-    if job.realism is not None and validator.reference_bank() is None:
-        raise KepKreatorError(f"realism needs a reference bank in the validator {job.validator} "
-                              "(kepkreator reference BUNDLE --data REAL)")
-    loaded = [("generator", job.generator, generator), ("validator", job.validator, validator)]
-    judge = _judge(job)
-    if judge is not None:
-        loaded.append(("judge", job.judge, judge))
-    # load_bundle verified each model file against its card's model_sha256.
-    return ({kind: {"ref": ref, "path": str(b.path.resolve()), "card_sha256": b.card_sha256,
-                    "model_sha256": b.card["model_sha256"], "model_verified": True,
-                    "name": b.card.get("name", "")}
-             for kind, ref, b in loaded}, generator.card)
-
-
-def _judge(job: JobSpec):
-    """The judge bundle the (resolved) spec names; None where there is none."""
-    from kepkreator.models.bundle import load_bundle
-    if not job.judge:
-        return None
-    judge = load_bundle(job.judge, "judge")
-    if judge.class_set.name != job.class_set:
-        raise KepKreatorError(f"judge class set {judge.class_set.name!r} differs from the spec's "
-                              f"{job.class_set!r}")
-    return judge
-
-
-def sample_fidelity(first_features: dict, job: JobSpec, judge_path: str) -> dict | None:
-    """Density and coverage (kepkreator.manifold) of the first M accepted samples of each class
-    against the judge's reference bank of M real images per class, with the bank's yardstick
-    (M other real images per class) beside them; None without a judge bank."""
-    from kepkreator.models.bundle import load_bundle
-    judge = load_bundle(judge_path, "judge")
-    bank = judge.reference_bank()
-    if bank is None or not first_features:
-        return None
-    labels = np.concatenate([[c] * len(rows) for c, rows in sorted(first_features.items())])
-    features = np.stack([f for _, rows in sorted(first_features.items()) for _, f in rows])
-    report = bank.density_coverage(features, labels)
-    chars = job.classes.chars
-    reference = judge.card["reference"]
-    return {"density": report["density"], "coverage": report["coverage"],
-            "samples_per_class": reference["per_class"],
-            "real_vs_real": {k: reference["yardstick"][k] for k in ("density", "coverage")},
-            "per_class": {chars[c]: row for c, row in report["per_class"].items()}}
-
-
-def _finalize(shard_infos, totals, grid, first_features, job: JobSpec, bundles: dict,
-              publish_root: str, staging: str):
-    """Last pipeline step: samples.png (staged), and the metrics and shard list for run()."""
-    from kepkreator.imageio import grid_png
-    judge = bundles.get("judge")
-    fidelity = sample_fidelity(first_features, job, judge["path"]) if judge else None
-    metrics = class_metrics(totals, list(job.classes.chars), judged=judge is not None,
-                            fidelity=fidelity)
-    rows = [c for c in range(job.classes.num_classes) if c in grid]
-    if rows:
-        width = SAMPLES_PER_CLASS_IN_GRID
-        images = np.zeros((len(rows) * width, 28, 28), np.uint8)
-        for r, c in enumerate(rows):
-            for i, (_, image) in enumerate(grid[c]):
-                images[r * width + i] = image.T if job.orientation == "emnist" else image
-        fileio.write_bytes(fileio.join(publish_root, "samples.png"), grid_png(images, len(rows)))
-    order = {split: i for i, split in enumerate(job.split_names)}
-    result = {"metrics": metrics, "shards": [
-        {"split": s.split, "index": s.index, "records": s.rows, "class_counts": s.class_counts,
-         "files": s.files}
-        for s in sorted(shard_infos, key=lambda s: (order[s.split], s.index))]}
-    fileio.write_bytes(fileio.join(staging, "result.json"), json.dumps(result).encode())
-
-
-def build_pipeline(p, job: JobSpec, bundles: dict, staging: str, publish_root: str,
-                   settings: GenerateOptions) -> None:
-    """Every file goes to ``staging`` (this run's own folder); shards and samples.png under
-    ``publish_root``, with the relative names they are published under."""
-    progress = None
-    if fileio.is_local(staging):  # workers on this machine report progress through small files
-        progress = Path(staging) / "progress"
-        progress.mkdir(parents=True, exist_ok=True)
-    threads = (settings.max_units_per_batch, settings.intra_op_threads)
-    handlers = {
-        "generator": GeneratorHandler(bundles["generator"]["path"], *threads, job.latent_scale),
-        "validator": ValidatorHandler(bundles["validator"]["path"], *threads, job.realism,
-                                      job.label_policy),
-        "judge": JudgeHandler(bundles["judge"]["path"], *threads) if "judge" in bundles else None}
-    feature_sample = _feature_sample_size(bundles)
-
-    def consume(accepted, r):  # inside round r's fused stage: only small results leave it
-        fragments = accepted | f"Sinks{r}" >> sinks.WriteFragments(job, staging)
-        grid = accepted | f"GridPart{r}" >> FirstPerClassPart(SAMPLES_PER_CLASS_IN_GRID, "images")
-        if not feature_sample:
-            return fragments, grid
-        features = accepted | f"FeaturePart{r}" >> FirstPerClassPart(feature_sample,
-                                                                      "judge_features")
-        return fragments, grid, features
-
-    parts, reports = run_rounds(p, job, handlers, consume,
-                                str(progress) if progress else None, settings.accelerator)
-    metrics = reports | "ComputeClassMetrics" >> ComputeClassMetrics(job.classes.num_classes)
-    grid = parts[1] | "SampleGrid" >> FirstPerClass(SAMPLES_PER_CLASS_IN_GRID)
-    features = (parts[2] | "FeatureSample" >> FirstPerClass(feature_sample) if feature_sample
-                else p | "NoFeatureSample" >> beam.Create([{}]))
-    shards = parts[0] | "Sinks" >> sinks.WriteShards(job, publish_root)
-    _ = (shards | "AllShards" >> beam.combiners.ToList()
-         | "Finalize" >> beam.Map(_finalize, beam.pvalue.AsSingleton(metrics),
-                                  beam.pvalue.AsSingleton(grid),
-                                  beam.pvalue.AsSingleton(features), job, bundles, publish_root,
-                                  staging))
-
-
-def _feature_sample_size(bundles: dict) -> int:
-    """M, the accepted samples per class whose judge features density and coverage compare
-    with the judge's bank of M real images per class; 0 without a judge bank."""
-    if "judge" not in bundles:
-        return 0
-    from kepkreator.models.card import read_card
-    card = read_card(Path(bundles["judge"]["path"]))
-    return int(card.get("reference", {}).get("per_class", 0))
 
 
 class Progress:
@@ -260,21 +126,15 @@ def run_job(job: JobSpec, out: str, options: PipelineOptions | None = None, show
         build_pipeline(p, job, bundles, staging, fileio.join(staging, "publish"), settings)
         p.run()
         return JobResult(out, None, None, pipeline=p)
-    started = time.time()
+    started, given = time.time(), beam_arguments(options)  # as given, before a cluster starts
+    check_dask_cluster(options)
     with OutputFolder(out, sinks.planned_files(job), settings.overwrite, note) as folder:
         local = fileio.is_local(out)
         progress = Path(folder.staging) / "progress" if local else None
-        with Progress(progress, job, show_progress if local else None):
+        with Progress(progress, job, show_progress if local else None), dask_cluster(options):
             p = beam.Pipeline(runner=runner, options=options)
             build_pipeline(p, job, bundles, folder.staging, folder.publish_root, settings)
-            # The runner wraps a Ctrl-C as RuntimeError("KeyboardInterrupt [while running
-            # 'STEP']"), which would read as a crash.
-            try:
-                p.run().wait_until_finish()
-            except RuntimeError as exc:
-                if str(exc).startswith("KeyboardInterrupt"):
-                    raise KeyboardInterrupt from None
-                raise
+            _run_to_the_end(p)
         result = json.loads(fileio.read_bytes(fileio.join(folder.staging, "result.json")))
         seconds = time.time() - started
         metrics = _split_metrics(job, result, seconds)
@@ -302,12 +162,30 @@ def run_job(job: JobSpec, out: str, options: PipelineOptions | None = None, show
         folder.publish(shard_files + records)
         kill_point("manifest")
         manifest = _manifest(job, metrics, result["shards"], bundles, metadata, seconds,
-                             beam_arguments(options))
+                             given)
         text = manifest_bytes(manifest)
         fileio.write_bytes(folder.stage(MANIFEST), text)
         folder.publish([MANIFEST])  # last: from here on the folder is a dataset
         folder.finish()
     return JobResult(out, metrics, json.loads(text))
+
+
+def _run_to_the_end(p) -> None:
+    """Run ``p`` and wait for it. The runner wraps a Ctrl-C as RuntimeError("KeyboardInterrupt
+    [while running 'STEP']"), which would read as a crash; a Dask run's client is closed after
+    (it would otherwise outlive the cluster and log its failed reconnections)."""
+    try:
+        result = p.run()
+        try:
+            result.wait_until_finish()
+        finally:
+            client = getattr(result, "client", None)
+            if client is not None:
+                client.close()
+    except RuntimeError as exc:
+        if str(exc).startswith("KeyboardInterrupt"):
+            raise KeyboardInterrupt from None
+        raise
 
 
 def _file_record(path: str) -> dict:

@@ -177,6 +177,13 @@ def plan_split_shards(fragments: list[Fragment], job: JobSpec):
             yield split, index, ranges
 
 
+def all_in_one_list():
+    """``beam.combiners.ToList`` without its default: that is injected as a side input, which
+    Beam's DaskRunner recomputes from scratch wherever it is read. An empty input gives no
+    list."""
+    return beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
+
+
 class WriteShards(beam.PTransform):
     """Fragments -> planned shards, each written by its own worker in every requested format."""
 
@@ -187,7 +194,7 @@ class WriteShards(beam.PTransform):
     def expand(self, fragments):
         job = self.job
         return (fragments
-                | "AllFragments" >> beam.combiners.ToList()
+                | "AllFragments" >> all_in_one_list()
                 | "PlanShards" >> beam.FlatMap(lambda frags: plan_split_shards(frags, job))
                 | "SpreadShards" >> beam.Reshuffle()
                 | "WriteShard" >> beam.ParDo(_WriteShardDoFn(self.job, self.out_dir)))

@@ -105,6 +105,8 @@ class _Inference(beam.PTransform):
         self.handler = handler
 
     def expand(self, pcoll):
+        if self.handler.should_skip_batching():  # RunInference then takes ready-made batches
+            pcoll = pcoll | f"{self.step}_OneUnitBatches" >> beam.Map(lambda unit: [unit])
         return pcoll | self.step >> RunInference(self.handler)
 
 
@@ -123,9 +125,16 @@ class Judge(_Inference):
     step = "RunJudge"
 
 
-class _FilterDoFn(beam.DoFn):
-    TOP_UP, REPORT = "top_up", "report"
+@dataclass
+class FilterOutcome:
+    """What filtering one scored unit gives: its kept samples (None: none kept), its report,
+    and the top-up unit that asks for its shortfall (None: no shortfall)."""
+    accepted: AcceptedBatch | None
+    report: UnitReport
+    top_up: object | None
 
+
+class _FilterDoFn(beam.DoFn):
     def __init__(self, job: JobSpec, progress_dir: str | None):
         self.job = job
         self.thresholds = job.thresholds()
@@ -143,12 +152,14 @@ class _FilterDoFn(beam.DoFn):
         self.generated_counter.inc(len(scored.images))
         self.accepted_counter.inc(len(index))
         judged = scored.judge_probabilities
+        accepted = None
         if len(index):
-            yield AcceptedBatch(unit.unit_id, unit.round, index.astype(np.int64),
-                                scored.images[index], labels.astype(np.int64), confidence,
-                                unit.split, None if judged is None else scored.judge_features[index])
+            accepted = AcceptedBatch(unit.unit_id, unit.round, index.astype(np.int64),
+                                     scored.images[index], labels.astype(np.int64), confidence,
+                                     unit.split,
+                                     None if judged is None else scored.judge_features[index])
         probs = scored.probabilities
-        yield beam.pvalue.TaggedOutput(self.REPORT, UnitReport(
+        report = UnitReport(
             unit.unit_id, unit.round, unit.quota, per_class, passed,
             ClassStats.from_probabilities(probs, scored.requested, num_classes),
             ClassStats.from_probabilities(probs[index], labels, num_classes),
@@ -156,13 +167,11 @@ class _FilterDoFn(beam.DoFn):
             None if judged is None else ClassStats.from_probabilities(
                 judged, scored.requested, num_classes),
             None if judged is None else ClassStats.from_probabilities(
-                judged[index], labels, num_classes)))
-        follow_up = top_up(job, unit, shortfall, per_class)
-        if follow_up is not None:
-            yield beam.pvalue.TaggedOutput(self.TOP_UP, follow_up)
+                judged[index], labels, num_classes))
         if self.progress_dir:
             _append_progress(self.progress_dir, per_class, len(scored.images))
         kill_point("round")
+        yield FilterOutcome(accepted, report, top_up(job, unit, shortfall, per_class))
 
 
 def _append_progress(directory: str, per_class: np.ndarray, generated: int) -> None:
@@ -180,9 +189,20 @@ class Filter(beam.PTransform):
         self.progress_dir = progress_dir
 
     def expand(self, scored):
-        return scored | "SelectAccepted" >> beam.ParDo(
-            _FilterDoFn(self.job, self.progress_dir)).with_outputs(
-            _FilterDoFn.TOP_UP, _FilterDoFn.REPORT, main="accepted")
+        """{"accepted": batches, "report": unit reports, "top_up": next round's units}.
+
+        One output, split by three FlatMaps (fused into the same stage), rather than a
+        multi-output ParDo: Beam's DaskRunner hands every consumer of a multi-output ParDo all
+        of its outputs, tags ignored."""
+        outcomes = scored | "SelectAccepted" >> beam.ParDo(_FilterDoFn(self.job,
+                                                                       self.progress_dir))
+        return {name: outcomes | f"Take_{name}" >> beam.FlatMap(_take, name)
+                for name in ("accepted", "report", "top_up")}
+
+
+def _take(outcome: FilterOutcome, name: str):
+    part = getattr(outcome, name)
+    return [] if part is None else [part]
 
 
 class GenerationRound(beam.PTransform):
@@ -272,7 +292,8 @@ class FirstPerClass(beam.PTransform):
         self.limit = limit
 
     def expand(self, parts):
-        return parts | "FirstPerClass" >> beam.CombineGlobally(_FirstPerClassFn(self.limit))
+        return parts | "FirstPerClass" >> beam.CombineGlobally(
+            _FirstPerClassFn(self.limit)).without_defaults()
 
 
 def run_rounds(pbegin, job: JobSpec, handlers: dict, consume_accepted, progress_dir=None,
@@ -291,9 +312,9 @@ def run_rounds(pbegin, job: JobSpec, handlers: dict, consume_accepted, progress_
     for r in range(job.max_rounds):
         out = units | f"Round{r}" >> GenerationRound(job, handlers, progress_dir,
                                                      accelerator_hint)
-        consumed.append(consume_accepted(out.accepted, r))
-        reports.append(out[_FilterDoFn.REPORT])
-        units = out[_FilterDoFn.TOP_UP]
+        consumed.append(consume_accepted(out["accepted"], r))
+        reports.append(out["report"])
+        units = out["top_up"]
     flattened = tuple(parts | f"AllRounds{i}" >> beam.Flatten()
                       for i, parts in enumerate(zip(*consumed)))
     return flattened, reports | "AllReports" >> beam.Flatten()

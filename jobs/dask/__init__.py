@@ -1,0 +1,1 @@
+"""Running the generation job on a Dask cluster (SLURM via dask-jobqueue)."""
