@@ -95,17 +95,21 @@ def gan_epoch(steps: int, batch: int) -> dict:
     labels = rng.integers(0, 10, (batch, 1)).astype("int32")
     z = rng.standard_normal((batch, 64)).astype("float32")
     gan_in = keras.Input((64,)), keras.Input((1,), dtype="int32")
-    score, _ = discriminator([generator(list(gan_in)), gan_in[1]])
-    gan = keras.Model(list(gan_in), score)
-    discriminator.compile(d_opt, loss=[keras.losses.BinaryCrossentropy(from_logits=True), None])
-    gan.compile(g_opt, loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    # the auxiliary-classifier GAN's two losses: real/fake and the class
+    losses = [keras.losses.BinaryCrossentropy(from_logits=True),
+              keras.losses.SparseCategoricalCrossentropy(from_logits=True)]
+    gan = keras.Model(list(gan_in), discriminator([generator(list(gan_in)), gan_in[1]]))
     ones, zeros = np.ones((batch, 1), "float32"), np.zeros((batch, 1), "float32")
+    discriminator.compile(d_opt, loss=losses)
+    discriminator.train_on_batch([real, labels], [ones, labels])  # its step, traced trainable
+    discriminator.trainable = False  # the generator's step updates the generator alone
+    gan.compile(g_opt, loss=losses)
 
     def one_step():
         fake = generator.predict_on_batch([z, labels])
         discriminator.train_on_batch([real, labels], [ones, labels])
         discriminator.train_on_batch([fake, labels], [zeros, labels])
-        gan.train_on_batch([z, labels], ones)
+        gan.train_on_batch([z, labels], [ones, labels])
 
     for _ in range(3):
         one_step()

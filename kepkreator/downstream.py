@@ -9,8 +9,8 @@ Settings (issue: Classification Accuracy Score and honest augmentation gains):
   d_aug  d with classic augmentation: do the two kinds of augmentation add up?
   e      the subset + synthetic from a generator trained only on the subset
 
-The classifier is deliberately not the validator: a LeNet-style CNN with fixed epochs, batch
-size and optimiser, so that only the training data differs between settings.
+The classifier is deliberately not the validator: a fixed CNN (``kepkreator.cas``) with fixed
+updates, batch size and optimiser, so that only the training data differs between settings.
 """
 from __future__ import annotations
 
@@ -24,23 +24,10 @@ import numpy as np
 from kepkreator.classsets import ClassSet, get_class_set
 from kepkreator.data import Dataset
 from kepkreator.errors import DataError
-from kepkreator.training.common import DataChoice
 from kepkreator.cas import ReferenceTraining, train_and_test
-
-SETTINGS = {
-    "a": "full real train set",
-    "b": "synthetic only, same size (CAS)",
-    "c": "real subset",
-    "c_aug": "real subset + classic augmentation",
-    "d": "real subset + synthetic (generator saw all real data)",
-    "d_aug": "real subset + synthetic (generator saw all real data) + classic augmentation",
-    "e": "real subset + synthetic (generator trained on the subset only)",
-    "e_aug": "real subset + synthetic (subset-only generator) + classic augmentation",
-    # Opt-in control: the synthetic data replaced by as many *other real* images (a perfect
-    # generator), so (e)'s gap over c_aug can be read against the most any generator could add.
-    "ceiling_aug": "real subset + as many other real images as d/e add + classic augmentation",
-}
-AUGMENTED = {"c_aug", "d_aug", "e_aug", "ceiling_aug"}
+from kepkreator.study_report import (AUGMENTED, SETTINGS, check_targets, markdown_table,
+                                     per_class_markdown, summarise)
+from kepkreator.training.common import DataChoice
 
 
 def per_class_subset(data: Dataset, per_class: int, seed: int) -> Dataset:
@@ -90,87 +77,6 @@ def concat(*parts: Dataset) -> Dataset:
                    [s for p in parts for s in p.provenance])
 
 
-def summarise(runs: dict[str, list[dict]]) -> dict:
-    """Mean and spread (max - min over seeds) per setting, overall and per class."""
-    out = {}
-    for setting, results in runs.items():
-        accs = np.array([r["accuracy"] for r in results])
-        classes = results[0]["per_class"]
-        out[setting] = {
-            "description": SETTINGS[setting], "seeds": len(results),
-            "accuracy_mean": float(accs.mean()), "accuracy_spread": float(accs.max() - accs.min()),
-            "accuracy_std": float(accs.std()), "train_samples": results[0]["train_samples"],
-            "per_class_mean": {c: float(np.mean([r["per_class"][c] for r in results]))
-                               for c in classes},
-            "runs": results}
-    return out
-
-
-def check_targets(summary: dict) -> list[dict]:
-    """The issue's two targets, computed from the runs: CAS close to real, and honest gains."""
-    checks = []
-    if {"a", "b"} <= summary.keys():
-        gap = summary["a"]["accuracy_mean"] - summary["b"]["accuracy_mean"]
-        checks.append({"target": "(b) within 0.5 pp of (a)", "value_pp": round(100 * gap, 3),
-                       "met": bool(gap <= 0.005)})
-    for low_data in ("e", "e_aug"):
-        if {low_data, "c_aug"} <= summary.keys():
-            gain = summary[low_data]["accuracy_mean"] - summary["c_aug"]["accuracy_mean"]
-            spread = max(summary[low_data]["accuracy_spread"], summary["c_aug"]["accuracy_spread"])
-            checks.append({"target": f"({low_data}) above (c_aug) by more than the seed spread",
-                           "value_pp": round(100 * gain, 3), "spread_pp": round(100 * spread, 3),
-                           "met": bool(gain > spread)})
-    return checks
-
-
-def card_summary(report: dict) -> dict:
-    """What a model card keeps of a study: the protocol, means and spreads, the target checks."""
-    cfg = report["config"]
-    return {"protocol": {k: cfg.get(k) for k in ("per_class", "seeds", "synthetic_per_class",
-                                                 "min_confidence", "latent_scale", "training",
-                                                 "data", "eval_data", "holdout",
-                                                 "subset_gan_epochs", "subset_modes_per_class",
-                                                 "subset_generator_preset",
-                                                 "subset_mode_seeking")},
-            "test_samples": report["test_samples"],
-            "latent_scales": report.get("latent_scales", {}),
-            "settings": {name: {k: row[k] for k in ("description", "train_samples",
-                                                     "accuracy_mean", "accuracy_spread", "seeds")}
-                         for name, row in report["settings"].items()},
-            "checks": report["checks"]}
-
-
-def markdown_table(summary: dict, checks: list[dict] | None = None) -> str:
-    lines = ["| setting | training data | samples | test accuracy, mean ± half-spread "
-             "(min–max over seeds) |", "|---|---|---|---|"]
-    for setting, row in summary.items():
-        accs = [100 * r["accuracy"] for r in row["runs"]]
-        lines.append(f"| {setting} | {row['description']} | {row['train_samples']:,} | "
-                     f"{100 * row['accuracy_mean']:.2f}% ± {100 * row['accuracy_spread'] / 2:.2f} "
-                     f"({min(accs):.2f}–{max(accs):.2f}, {row['seeds']} seeds) |")
-    if checks:
-        lines.append("")
-    for check in checks or []:
-        extra = f", seed spread {check['spread_pp']:.2f} pp" if "spread_pp" in check else ""
-        lines.append(f"- {check['target']}: {check['value_pp']:+.2f} pp{extra} — "
-                     f"{'met' if check['met'] else 'MISSED'}")
-    if checks is not None and {"ceiling_aug", "c_aug"} <= summary.keys():
-        headroom = summary["ceiling_aug"]["accuracy_mean"] - summary["c_aug"]["accuracy_mean"]
-        lines.append(f"- for scale: real images in place of the synthetic ones (ceiling_aug) "
-                     f"gain {100 * headroom:+.2f} pp over c_aug")
-    return "\n".join(lines)
-
-
-def per_class_markdown(summary: dict) -> str:
-    settings = list(summary)
-    classes = list(next(iter(summary.values()))["per_class_mean"])
-    lines = ["| class | " + " | ".join(settings) + " |", "|---" * (len(settings) + 1) + "|"]
-    for c in classes:
-        lines.append(f"| {c} | " + " | ".join(f"{100 * summary[s]['per_class_mean'][c]:.1f}"
-                                              for s in settings) + " |")
-    return "\n".join(lines)
-
-
 # ----------------------------------------------------------------------------------------------
 # The whole study, from real data to the table. Generation is injected (``generate``) because it
 # runs the Beam pipeline, which lives outside this package: the CLI passes pipeline.run in.
@@ -191,7 +97,8 @@ class DownstreamConfig(DataChoice):
     generator: str = ""  # for b and d; default: the shipped one for the class set
     validator: str = ""
     synthetic_per_class: int = 2000  # synthetic samples per class added to the subset (d, e)
-    min_confidence: float | dict = 0.9  # or per class, as in a spec: {"default": 0.9, "I": 0.5}
+    # or per class, as in a spec: {"default": 0.9, "I": 0.5}; None: the generator card's
+    min_confidence: float | dict | None = None
     training: ReferenceTraining = field(default_factory=ReferenceTraining)
     subset_validator_epochs: int = 40
     subset_validator_preset: str = "default"
@@ -212,21 +119,26 @@ class DownstreamConfig(DataChoice):
     reserve_holdout: float = 0.0
 
 
-def _card_latent_scale(generator: str, class_set: str) -> float:
-    """Read from the card alone: no model load for one number."""
+def _card_latent_scale(generator: str, class_set: str, min_confidence=None) -> float:
+    """The scale a spec with this threshold gets from the generator's card, read from the card
+    alone: no model load for one number."""
     from kepkreator.models.bundle import card_latent_scale, resolve_bundle_path
     from kepkreator.models.card import read_card
-    return card_latent_scale(read_card(resolve_bundle_path(generator or f"default:{class_set}",
-                                                           "generator")))
+    card = read_card(resolve_bundle_path(generator or f"default:{class_set}", "generator"))
+    named = min_confidence if isinstance(min_confidence, (int, float)) else None
+    return card_latent_scale(card, named)
 
 
 def _pipeline_spec(cfg: DownstreamConfig, class_set: ClassSet, counts, **fields) -> dict:
-    """One generation job of a study or scan; ``fields`` add or override spec keys."""
-    return dict(class_set=class_set.name, min_confidence=cfg.min_confidence,
-                seed=cfg.generation_seed, formats=["parquet"], shards=4,
-                generator=cfg.generator or f"default:{class_set.name}",
+    """One generation job of a study or scan; ``fields`` add or override spec keys. A threshold
+    left to the card is left out of the spec."""
+    spec = dict(class_set=class_set.name, seed=cfg.generation_seed, formats=["parquet"],
+                shards=4, generator=cfg.generator or f"default:{class_set.name}",
                 validator=cfg.validator or f"default:{class_set.name}",
-                counts={class_set.chars[c]: int(n) for c, n in enumerate(counts)}) | fields
+                counts={class_set.chars[c]: int(n) for c, n in enumerate(counts)})
+    if cfg.min_confidence is not None:
+        spec["min_confidence"] = cfg.min_confidence
+    return spec | fields
 
 
 def _generated(generate: GenerateFn, spec: dict, out: Path, class_set: str, log) -> Dataset:
@@ -293,6 +205,8 @@ def _check_same_study(cfg: DownstreamConfig, out: Path, resolved: dict | None = 
                          ("subset_mode_seeking", 0.0)):
         if protocol[key] == default:
             protocol.pop(key)
+    if protocol["training"]["classifier"] == "lenet":
+        protocol["training"].pop("classifier")
     protocol["model_sha256"] = _model_fingerprints(cfg)
     protocol.update(resolved or {})
     recorded = out / "study.json"
@@ -339,7 +253,8 @@ def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
                         f"images, fewer than --subset-gan-batch-size {cfg.subset_gan_batch_size}"
                         ": the subset GAN would have no full batch")
     out = Path(cfg.out)
-    shipped_scale = cfg.latent_scale or _card_latent_scale(cfg.generator, class_set.name)
+    shipped_scale = cfg.latent_scale or _card_latent_scale(cfg.generator, class_set.name,
+                                                           cfg.min_confidence)
     protocol = _check_same_study(cfg, out, {"b_d_latent_scale": shipped_scale})
     train, test, data_info = split_data(list(cfg.data), class_set.name, cfg.holdout,
                                         list(cfg.eval_data), cfg.split_seed)
@@ -408,7 +323,7 @@ def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
     write_json(out / "downstream.json", report)
     (out / "downstream.md").write_text(
         f"# Downstream study: {class_set.name}\n\nReference classifier: "
-        f"{cfg.training.steps} steps of batch {cfg.training.batch_size}, tested on "
+        f"{cfg.training.classifier}, {cfg.training.steps} steps of batch {cfg.training.batch_size}, tested on "
         f"{len(test):,} real images; subset {cfg.per_class} per class; latent scale "
         + (", ".join(f"{k} {v:g}" for k, v in latent_scales.items()) or "-") + ".\n\n"
         + markdown_table(summary, checks) + "\n\n## Per class (mean accuracy %)\n\n"

@@ -10,20 +10,6 @@ from kepkreator.errors import KepKreatorError
 from kepkreator.thresholds import format_thresholds, parse_thresholds, thresholds_value
 
 
-def _scale_for_threshold(sampling: dict, threshold: float, chosen: float) -> float:
-    """The latent scale that the card's own scan found best at a threshold the spec names
-    itself: the highest CAS among the settings at that threshold whose kept samples met the
-    scan's fidelity floor. A widened scale that suits a strict filter hands a laxer one
-    malformed samples. The card's choice where the scan has no such row."""
-    floor = {k: v for k, v in (sampling.get("fidelity_floor") or {}).items() if v}
-    rows = [r for r in sampling.get("scan") or []
-            if isinstance(r, dict) and r.get("min_confidence") == threshold
-            and all((r.get(k) or 0) >= v for k, v in floor.items())]
-    if not rows:
-        return chosen
-    return float(max(rows, key=lambda r: r.get("cas_mean", 0))["latent_scale"])
-
-
 class SpecError(KepKreatorError):
     """A spec, or what its generator's card adds to it, that cannot make a job."""
 
@@ -147,11 +133,8 @@ class JobSpec:
         job = replace(self, min_confidence=default, min_confidence_per_class=per_class,
                       judge=(shipped_judge or "") if self.judge == "default" else self.judge)
         if job.latent_scale is None:
-            scale = 1.0
-            if job.filtered:
-                scale = card_latent_scale(generator_card)
-                if self.min_confidence is not None and not per_class:
-                    scale = _scale_for_threshold(sampling, default, scale)
+            named = default if self.min_confidence is not None and not per_class else None
+            scale = card_latent_scale(generator_card, named) if job.filtered else 1.0
             job = replace(job, latent_scale=scale)
         return job
 

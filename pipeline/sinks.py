@@ -184,6 +184,35 @@ def all_in_one_list():
     return beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
 
 
+def _by_shard(plan):
+    split, index, _ = plan
+    return (split, index), plan
+
+
+def _plans_of(grouped):
+    return [plan for plan in grouped[1] if plan is not None]
+
+
+class SpreadShards(beam.PTransform):
+    """Shard plans -> the same plans, spread over the workers. A GroupByKey by shard rather than
+    Reshuffle, which Beam's DaskRunner runs as a no-op: after the one global plan every shard
+    would be written by one task in turn. An empty slot per planned shard, from a Create, gives
+    the grouping as many input partitions as the runner gives a Create."""
+
+    def __init__(self, job: JobSpec):
+        super().__init__()
+        self.job = job
+
+    def expand(self, plans):
+        slots = [((split, index), None) for split in self.job.split_names
+                 for index in range(self.job.shards_of(split))]
+        return ((plans | "KeyByShard" >> beam.Map(_by_shard),
+                 plans.pipeline | "ShardSlots" >> beam.Create(slots))
+                | "PlansAndSlots" >> beam.Flatten()
+                | "GroupByShard" >> beam.GroupByKey()
+                | "Plans" >> beam.FlatMap(_plans_of))
+
+
 class WriteShards(beam.PTransform):
     """Fragments -> planned shards, each written by its own worker in every requested format."""
 
@@ -196,7 +225,7 @@ class WriteShards(beam.PTransform):
         return (fragments
                 | "AllFragments" >> all_in_one_list()
                 | "PlanShards" >> beam.FlatMap(lambda frags: plan_split_shards(frags, job))
-                | "SpreadShards" >> beam.Reshuffle()
+                | "SpreadShards" >> SpreadShards(job)
                 | "WriteShard" >> beam.ParDo(_WriteShardDoFn(self.job, self.out_dir)))
 
 

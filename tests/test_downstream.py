@@ -6,7 +6,8 @@ import json
 
 from kepkreator.data import Dataset, load_sources, write_idx
 from kepkreator.cas import ReferenceTraining, train_and_test
-from kepkreator.downstream import concat, markdown_table, per_class_subset, read_dataset, summarise
+from kepkreator.downstream import concat, per_class_subset, read_dataset
+from kepkreator.study_report import markdown_table, summarise
 from kepkreator.errors import DataError
 from pipeline.run import run
 from tests.conftest import assert_one_line_error, run_cli
@@ -72,6 +73,12 @@ def test_a_study_of_many_classifiers_reads_no_retracing_warning():
         logging.getLogger("tensorflow").removeHandler(handler)
     assert [r["test_samples"] for r in runs] == [30] * 6
     assert not [m for m in messages if "retracing" in m]
+    strong = train_and_test(train, test, seed=0, schedule=ReferenceTraining(
+        steps=4, batch_size=16, classifier="convnet4"))
+    assert strong["classifier"] == "convnet4" and runs[0]["classifier"] == "lenet"
+    convs = lambda m: sum(type(l).__name__ == "Conv2D" for l in m.layers)
+    assert convs(build_reference_classifier(10, "convnet4")) == 4
+    assert convs(build_reference_classifier(10)) == 2
     keras.utils.set_random_seed(0)
     model = build_reference_classifier(10)
     x = rng.uniform(-1, 1, (70, 28, 28, 1)).astype(np.float32)
@@ -404,3 +411,22 @@ def test_a_scan_without_every_class_is_refused_before_out_exists(tmp_path):
                      tmp_path / "scan")
     assert_one_line_error(result, "7 of the 10 classes of 'digits' have no training images")
     assert not (tmp_path / "scan").exists()
+
+
+def test_a_named_threshold_gets_the_scale_the_cards_scan_found_best_there():
+    """A widened scale chosen for a strict filter is not handed to a laxer one: at a threshold
+    the user names, the best CAS among the scan's rows that met the fidelity floor."""
+    from kepkreator.models.bundle import card_latent_scale
+    row = lambda s, t, cas, judge: {"latent_scale": s, "min_confidence": t, "cas_mean": cas,
+                                    "judge_agreement": judge}
+    card = {"sampling": {"latent_scale": 1.5, "min_confidence": 0.99,
+                         "fidelity_floor": {"judge_agreement": 0.998, "density": 0.0},
+                         "scan": [row(1.0, 0.9, 0.976, 0.9999), row(1.25, 0.9, 0.983, 0.9989),
+                                  row(1.5, 0.9, 0.9835, 0.9956), row(1.5, 0.99, 0.984, 0.9982),
+                                  row(2.0, 0.999, 0.9835, 0.9989)]}}
+    assert card_latent_scale(card) == 1.5
+    assert card_latent_scale(card, 0.99) == 1.5
+    assert card_latent_scale(card, 0.9) == 1.25  # 1.5 has the higher CAS but missed the floor
+    assert card_latent_scale(card, 0.999) == 2.0
+    assert card_latent_scale(card, 0.5) == 1.5  # not scanned: the card's choice
+    assert card_latent_scale({}, 0.9) == 1.0

@@ -129,6 +129,8 @@ def confidence_option(ctx, param, value):
     ``min_confidence: {default: 0.9, I: 0.5, L: 0.5}``); class names are checked by the spec."""
     from kepkreator.errors import KepKreatorError
     from kepkreator.thresholds import parse_thresholds, thresholds_value
+    if value == "":
+        return None  # the generator card's
     try:
         default, per_class = parse_thresholds(value, "min_confidence")
     except KepKreatorError as exc:

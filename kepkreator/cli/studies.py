@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from kepkreator.cas import REFERENCE_CLASSIFIERS
 from kepkreator.cli.group import cli
 from kepkreator.cli.options import (DATA_OPTIONS, FiniteRange, LocalPath, confidence_option,
                                     seed_list, with_options)
@@ -40,10 +41,17 @@ STUDY_OPTIONS = [
                  help="Generator for b and d (default: the shipped one)."),
     click.option("--validator", default="",
                  help="Validator for b and d (default: the shipped one)."),
-    click.option("--min-confidence", default="0.9", show_default=True, callback=confidence_option,
-                 help="Filter threshold: a number in [0, 1), or per class, e.g. 0.9,I=0.5."),
+    click.option("--min-confidence", default="", callback=confidence_option,
+                 help="Filter threshold: a number in [0, 1), or per class, e.g. 0.9,I=0.5 "
+                      "(downstream: the generator card's, as a spec that names none; "
+                      "tune-sampling: 0.9)."),
     click.option("--steps", type=click.IntRange(1), default=1500, show_default=True,
                  help="Reference classifier updates, the same for every setting."),
+    click.option("--reference-classifier", type=click.Choice(REFERENCE_CLASSIFIERS),
+                 default="lenet", show_default=True,
+                 help="The classifier every setting trains: lenet (fast), or convnet4 (four "
+                      "3x3 convolutions, ~99.5% on MNIST; give --steps for six epochs, e.g. "
+                      "2800 at batch 128)."),
 ]
 
 
@@ -84,7 +92,7 @@ STUDY_OPTIONS = [
                    "partial study (e.g. --settings c_aug,d,d_aug) beside the full one.")
 def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_class,
                synthetic_per_class, generator, validator, min_confidence, steps,
-               latent_scale, subset_validator_epochs, subset_gan_epochs, subset_gan_batch_size,
+               reference_classifier, latent_scale, subset_validator_epochs, subset_gan_epochs, subset_gan_batch_size,
                subset_presets, subset_aux_weight, subset_modes_per_class, subset_mode_seeking,
                update_card, card_key):
     """Is the synthetic data worth training on? A fixed reference classifier per setting, tested
@@ -101,7 +109,8 @@ def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_cl
         class_set=class_set, data=list(data), eval_data=list(eval_data), holdout=holdout, out=out,
         settings=tuple(s.strip() for s in settings.split(",")), seeds=seeds, per_class=per_class,
         synthetic_per_class=synthetic_per_class, generator=generator, validator=validator,
-        min_confidence=min_confidence, training=ReferenceTraining(steps=steps),
+        min_confidence=min_confidence,
+        training=ReferenceTraining(steps=steps, classifier=reference_classifier),
         subset_validator_epochs=subset_validator_epochs, subset_gan_epochs=subset_gan_epochs,
         subset_gan_batch_size=subset_gan_batch_size, subset_validator_preset=presets[0],
         subset_generator_preset=presets[1], subset_discriminator_preset=presets[2],
@@ -110,7 +119,7 @@ def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_cl
 
     report = run_study(cfg, generate_with_pipeline, log=lambda m: click.echo(m, err=True))
     if update_card:
-        from kepkreator.downstream import card_summary
+        from kepkreator.study_report import card_summary
         from kepkreator.evaluate import record_in_card
         from kepkreator.models.bundle import resolve_bundle_path
         record_in_card(resolve_bundle_path(generator or f"default:{class_set}", "generator"),
@@ -146,8 +155,8 @@ def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_cl
               help="Record the chosen scale (and threshold) in the generator's card: the "
                    "pipeline's defaults.")
 def tune_sampling(class_set, data, eval_data, holdout, out, seeds, generator, validator,
-                  min_confidence, steps, scales, thresholds, reserve_holdout, min_judge_agreement,
-                  min_density, update_card):
+                  min_confidence, steps, reference_classifier, scales, thresholds,
+                  reserve_holdout, min_judge_agreement, min_density, update_card):
     """Choose the generator's latent scale (and filter threshold) by the Classification Accuracy
     Score on held-out real validation data (--holdout of the training source; the test set
     stays unseen)."""
@@ -167,7 +176,9 @@ def tune_sampling(class_set, data, eval_data, holdout, out, seeds, generator, va
     cfg = DownstreamConfig(class_set=class_set, data=list(data), eval_data=list(eval_data),
                            holdout=holdout, out=out, settings=("b",), seeds=seeds,
                            generator=generator, validator=validator,
-                           min_confidence=min_confidence, training=ReferenceTraining(steps=steps),
+                           min_confidence=0.9 if min_confidence is None else min_confidence,
+                           training=ReferenceTraining(steps=steps,
+                                                      classifier=reference_classifier),
                            reserve_holdout=reserve_holdout)
     report = scan_latent_scales(cfg, scale_list, generate_with_pipeline,
                                 log=lambda m: click.echo(m, err=True), thresholds=threshold_list,

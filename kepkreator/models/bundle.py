@@ -115,9 +115,23 @@ def resolve_bundle_path(ref: str | os.PathLike, kind: str | None = None) -> Path
     return path
 
 
-def card_latent_scale(card: dict) -> float:
-    """A generator card's sampling choice (``kepkreator tune-sampling``), else 1."""
-    return float(card.get("sampling", {}).get("latent_scale", 1.0))
+def card_latent_scale(card: dict, threshold: float | None = None) -> float:
+    """A generator card's sampling choice (``kepkreator tune-sampling``), else 1. With a
+    ``threshold`` the caller chose itself: the scale the card's scan found best at that
+    threshold (highest CAS among its settings that met the scan's fidelity floor), since a
+    widened scale that suits a strict filter hands a laxer one malformed samples; the card's
+    choice where the scan has no such row."""
+    sampling = card.get("sampling") or {}
+    chosen = float(sampling.get("latent_scale", 1.0))
+    if threshold is None:
+        return chosen
+    floor = {k: v for k, v in (sampling.get("fidelity_floor") or {}).items() if v}
+    rows = [r for r in sampling.get("scan") or []
+            if isinstance(r, dict) and r.get("min_confidence") == threshold
+            and all((r.get(k) or 0) >= v for k, v in floor.items())]
+    if not rows:
+        return chosen
+    return float(max(rows, key=lambda r: r.get("cas_mean", 0))["latent_scale"])
 
 
 def _forward(model, pack, *inputs):
