@@ -14,12 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from kepkreator.classsets import get_class_set
+from kepkreator.training.common import (
+    DataChoice, announce_start, check_bundle_out, check_resume, command_line, completed_epochs,
+    environment, epoch_batches, keras_verbosity, require_every_class, reseed_each_epoch,
+    save_grid, stop_on_divergence, to_model_input, training_data, write_json)
 from kepkreator.training.modes import PCA_DIMS, split_into_modes
-from kepkreator.training.common import (DataChoice, announce_start, check_bundle_out, check_resume,
-                                        command_line, completed_epochs, environment,
-                                        epoch_batches, keras_verbosity, require_every_class,
-                                        reseed_each_epoch, save_grid, stop_on_divergence,
-                                        to_model_input, training_data, write_json)
 
 
 @dataclass
@@ -92,9 +91,8 @@ def mode_seeking_spread(images, latents):
     maps different latents of a class to the same picture (a dropped mode)."""
     import tensorflow as tf
     half = tf.shape(images)[0] // 2
-    image_gap = tf.reduce_mean(tf.abs(images[:half] - images[half:2 * half]), [1, 2, 3])
-    latent_gap = tf.reduce_mean(tf.abs(latents[:half] - latents[half:2 * half]), 1)
-    return tf.reduce_mean(image_gap / latent_gap)
+    gap = lambda x, axes: tf.reduce_mean(tf.abs(x[:half] - x[half:2 * half]), axes)
+    return tf.reduce_mean(gap(images, [1, 2, 3]) / gap(latents, 1))
 
 
 def _make_gan_class():
@@ -361,10 +359,9 @@ def train_gan(hp: GANHParams, callbacks=()) -> Path:
                             f" to split into --modes-per-class {hp.modes_per_class}",
                             "give more data or fewer modes")
     steps_per_epoch = gan_steps_per_epoch(train, hp)
-    mode_labels = mode_shares = None
-    if hp.modes_per_class > 1:
-        mode_labels, mode_shares = split_into_modes(
-            train.images, train.labels, class_set.num_classes, hp.modes_per_class, hp.seed)
+    mode_labels, mode_shares = (split_into_modes(
+        train.images, train.labels, class_set.num_classes, hp.modes_per_class, hp.seed)
+        if hp.modes_per_class > 1 else (None, None))
     # A generator to start from that does not fit fails here, before any training.
     gan = build_gan(hp, (train.images, train.labels if mode_labels is None else mode_labels))
     workdir = Path(hp.workdir or f"{hp.out}.work")
