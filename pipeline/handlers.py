@@ -56,15 +56,29 @@ def unit_rng(unit: WorkUnit) -> np.random.Generator:
 
 
 def _configure_threads(intra_op_threads: int) -> None:
-    if intra_op_threads:
-        import tensorflow as tf
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError:  # TensorFlow already initialised in this process
-            logging.warning("intra_op_threads=%d not applied: TensorFlow was already initialised "
-                            "in this process (set TF_NUM_INTRAOP_THREADS instead)",
-                            intra_op_threads)
+    if not intra_op_threads:
+        return
+    from kepkreator.backend import keras_backend
+    if keras_backend() == "jax":
+        # XLA reads its flags once, when JAX first runs something in this process.
+        import os
+        import sys
+        if "jax" in sys.modules:
+            logging.warning("intra_op_threads=%d not applied: JAX was already imported in this "
+                            "process (set XLA_FLAGS instead)", intra_op_threads)
+            return
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   " --xla_cpu_multi_thread_eigen=false"
+                                   f" intra_op_parallelism_threads={intra_op_threads}").strip()
+        return
+    import tensorflow as tf
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already initialised in this process
+        logging.warning("intra_op_threads=%d not applied: TensorFlow was already initialised "
+                        "in this process (set TF_NUM_INTRAOP_THREADS instead)",
+                        intra_op_threads)
 
 
 _LOADED: dict = {}

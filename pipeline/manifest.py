@@ -18,13 +18,21 @@ from kepkreator.classsets import ClassSet
 from kepkreator.data.generated import MANIFEST, MANIFEST_FORMAT, read_generated_manifest
 from kepkreator.errors import KepKreatorError
 
-PACKAGES = ("kepkreator", "apache-beam", "tensorflow-cpu", "tensorflow", "keras", "numpy",
-            "pyarrow")
+PACKAGES = ("kepkreator", "apache-beam", "tensorflow-cpu", "tensorflow", "jax", "jaxlib",
+            "keras", "numpy", "pyarrow")
+BACKEND_PACKAGES = {"tensorflow-cpu": "tensorflow", "tensorflow": "tensorflow", "jax": "jax",
+                    "jaxlib": "jax"}
 
 
 def package_versions() -> dict:
-    versions = {"python": platform.python_version()}
+    """Versions of what ran, and the Keras backend: the same spec gives the same bytes on the
+    same backend (backends differ in the last bits of a pixel now and then)."""
+    from kepkreator.backend import choose_keras_backend
+    backend = choose_keras_backend()
+    versions = {"python": platform.python_version(), "keras_backend": backend}
     for name in PACKAGES:
+        if name in BACKEND_PACKAGES and BACKEND_PACKAGES[name] != backend:
+            continue  # installed, but not what ran the models
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -206,6 +206,23 @@ def test_mode_seeking_spread_sees_a_dropped_mode():
         0.5 * float(mode_seeking_spread(varied, z)), rel=1e-5)
 
 
+def test_minibatch_spread_tells_a_collapsed_batch_from_a_varied_one():
+    from kepkreator.models.networks import MinibatchStdDev, build_discriminator
+    rng = np.random.default_rng(0)
+    collapsed = np.tile(rng.uniform(-1, 1, (1, 7, 7, 3)), (8, 1, 1, 1)).astype("float32")
+    varied = rng.uniform(-1, 1, (8, 7, 7, 3)).astype("float32")
+    spread = lambda x: np.asarray(MinibatchStdDev(4)(x))[..., -1]
+    assert spread(collapsed).shape == (8, 7, 7) and spread(collapsed).max() < 1e-3
+    assert spread(varied).min() > 0.3  # uniform on [-1, 1]: std about 0.58
+    # Each group of 4 gets its own spread: a varied group beside a collapsed one.
+    mixed = np.concatenate([collapsed[:4], varied[:4]])
+    mixed = mixed.reshape(4, 2, 7, 7, 3).transpose(1, 0, 2, 3, 4).reshape(8, 7, 7, 3)
+    assert len(np.unique(spread(mixed).round(4))) == 2
+    score, _ = build_discriminator(10, "diverse")([varied[:, :, :, :1].repeat(4, 1).repeat(4, 2)[
+        :, :28, :28], np.zeros((8, 1), "int32")])
+    assert score.shape == (8, 1)
+
+
 def test_mode_seeking_changes_what_the_generator_learns(mnist_dir, tmp_path):
     def once(name, weight):
         hp = GANHParams(class_set="digits", data=[f"mnist:train@{mnist_dir}"],

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from kepkreator.backend import require_tensorflow
 from kepkreator.cas import REFERENCE_CLASSIFIERS
 from kepkreator.cli.group import cli
 from kepkreator.cli.options import (DATA_OPTIONS, FiniteRange, LocalPath, confidence_option,
@@ -99,6 +100,7 @@ def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_cl
     on real data: full real (a), synthetic only (b), a small real subset (c, c_aug), the subset
     plus synthetic from the shipped generator (d; d_aug with classic augmentation too) or from one
     trained on the subset alone (e)."""
+    require_tensorflow("kepkreator downstream")
     from kepkreator.cas import ReferenceTraining
     from kepkreator.downstream import DownstreamConfig, run_study
     presets = subset_presets.split(",")
@@ -160,6 +162,7 @@ def tune_sampling(class_set, data, eval_data, holdout, out, seeds, generator, va
     """Choose the generator's latent scale (and filter threshold) by the Classification Accuracy
     Score on held-out real validation data (--holdout of the training source; the test set
     stays unseen)."""
+    require_tensorflow("kepkreator tune-sampling")
     from kepkreator.cas import ReferenceTraining
     from kepkreator.downstream import DownstreamConfig
     from kepkreator.sampling import sampling_card_entry, scan_latent_scales

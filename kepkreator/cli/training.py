@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from kepkreator.backend import require_tensorflow
 from kepkreator.cli.group import cli, train
 from kepkreator.cli.options import (DATA_OPTIONS, SEED, TRAINING_OPTIONS, FiniteRange,
                                     LocalPath, check_sources, drop_none, with_options)
@@ -18,6 +19,7 @@ from kepkreator.cli.options import (DATA_OPTIONS, SEED, TRAINING_OPTIONS, Finite
 def train_validator_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, seed,
                         per_class, subset_seed, max_train_samples, workdir, preset, no_augment):
     """Train the validation CNN that scores and filters generated samples."""
+    require_tensorflow("kepkreator train validator")
     from kepkreator.training.validator import ValidatorHParams, train_validator
     hp = ValidatorHParams(**drop_none(
         class_set=class_set, data=list(data), eval_data=list(eval_data), holdout=holdout,
@@ -66,6 +68,7 @@ def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, 
                   diff_augment, real_augment, mode_seeking, init_from, modes_per_class, validator,
                   eval_per_class):
     """Train a conditional GAN; the bundle holds the (EMA) generator."""
+    require_tensorflow("kepkreator train gan")
     from kepkreator.models.bundle import resolve_bundle_path
     from kepkreator.training.gan import GANHParams, train_gan
     if validator:
@@ -115,6 +118,7 @@ def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, 
 def tune(class_set, data, eval_data, holdout, out, objective, algorithm, trials, epochs,
          validator, max_train_samples, per_class, eval_per_class, seed, search_space, presets):
     """Search GAN hyperparameters with Keras Tuner, scoring trials with the validator."""
+    require_tensorflow("kepkreator tune")
     from kepkreator.tuning import TuneConfig, tune as run_tune
     generator_preset, _, discriminator_preset = presets.partition(",")
     cfg = TuneConfig(class_set=class_set, data=list(data), eval_data=list(eval_data),

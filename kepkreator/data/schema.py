@@ -75,23 +75,17 @@ def tfds_features(num_classes: int) -> dict:
 
 def example_bytes(values: dict) -> bytes:
     """One serialised ``tf.train.Example`` of the TFRecord features (``values[name]``)."""
-    from tensorflow.core.example import example_pb2, feature_pb2 as fp
-    feature = {}
-    for f in FEATURES:
-        if f.in_tfrecord:
-            value = values[f.name]
-            feature[f.name] = (fp.Feature(bytes_list=fp.BytesList(value=[value]))
-                               if f.kind == "png" else
-                               fp.Feature(int64_list=fp.Int64List(value=[int(value)])))
-    # deterministic: map fields otherwise serialise in a per-process hash order
-    return example_pb2.Example(features=fp.Features(feature=feature)).SerializeToString(
-        deterministic=True)
+    from kepkreator.data.example_proto import encode_example
+    return encode_example({f.name: (bytes(values[f.name]) if f.kind == "png"
+                                    else int(values[f.name]))
+                           for f in FEATURES if f.in_tfrecord})
 
 
 def parse_example(record: bytes) -> dict:
     """The TFRecord features of one serialised example: PNG bytes and the label index."""
-    from tensorflow.core.example import example_pb2
-    stored = example_pb2.Example.FromString(record).features.feature
-    return {f.name: (stored[f.name].bytes_list.value[0] if f.kind == "png"
-                     else stored[f.name].int64_list.value[0])
-            for f in FEATURES if f.in_tfrecord}
+    from kepkreator.data.example_proto import decode_example
+    stored = decode_example(record)
+    missing = [f.name for f in FEATURES if f.in_tfrecord and not stored.get(f.name)]
+    if missing:
+        raise ValueError(f"a TFRecord example lacks {', '.join(missing)}")
+    return {f.name: stored[f.name][0] for f in FEATURES if f.in_tfrecord}

@@ -139,14 +139,27 @@ def _forward(model, pack, *inputs):
 
 
 def _compiled_call(model):
-    """model(*inputs) without Keras' per-call overhead: on TensorFlow one tf.function whose
-    signature leaves the batch size free, so no batch size ever triggers a retrace."""
+    """model(*inputs) without Keras' per-call overhead, compiled once per model: on TensorFlow one
+    tf.function whose signature leaves the batch size free, so no batch size ever triggers a
+    retrace; on JAX a jitted stateless call on the weights as they are, which threads may share
+    (Keras' own predict step donates its state buffers, and two threads then trip on a buffer
+    the other gave away)."""
     import keras
     pack = lambda x: x[0] if len(x) == 1 else list(x)
-    if keras.backend.backend() != "tensorflow":
+    dtypes = [t.dtype for t in model.inputs]
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+        weights = ([v.value for v in model.trainable_variables],
+                   [v.value for v in model.non_trainable_variables])
+
+        @jax.jit
+        def stateless(trainable, non_trainable, *inputs):
+            return model.stateless_call(trainable, non_trainable, pack(inputs), training=False)[0]
+        return lambda *x: stateless(*weights, *[np.asarray(a, dtype=d) for a, d in zip(x, dtypes)])
+    if backend != "tensorflow":
         return lambda *x: model.predict_on_batch(pack(x))
     import tensorflow as tf
-    dtypes = [t.dtype for t in model.inputs]
     # A partial per model, not one lambda for all: TensorFlow counts traces per code object, and
     # five bundles' first traces through one lambda read to it as a retracing loop (a warning).
     compiled = tf.function(functools.partial(_forward, model, pack),
