@@ -10,10 +10,11 @@ All figures come from ONE run on one machine and are reported as ratios beside t
   (g) serve: a light request's p50/p95 alone and under 4 concurrent heaviest-allowed requests
   (h) Dask: 1 vs 2 local Dask workers (one thread each) on (e)'s job, and 2 Dask workers vs
       (e)'s 2 DirectRunner worker processes
+  (i) backends: (b)'s job at 20k accepted on Keras-on-JAX (the lean runtime) vs TensorFlow
 The result goes to benchmarks/results/<timestamp>.json and a table is printed.
 
     python -m benchmarks.run [--quick]     # --quick: 10x smaller runs, for trying the harness
-    python -m benchmarks.run --only scaleout|serve   # one part, printed
+    python -m benchmarks.run --only scaleout|serve|backends   # one part, printed
 """
 from __future__ import annotations
 
@@ -124,10 +125,19 @@ def scale_out(per_class: int) -> dict:
     return out
 
 
+def backends(per_class: int) -> dict:
+    """(i): the same job, every core, on each Keras backend; TensorFlow's rate over JAX's."""
+    out = {name: pipeline_run(per_class, [], {"KERAS_BACKEND": name})
+           for name in ("tensorflow", "jax")}
+    out["i_tensorflow_over_jax"] = (out["tensorflow"]["generated_per_s"]
+                                    / out["jax"]["generated_per_s"])
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=["scaleout", "serve"])
+    parser.add_argument("--only", choices=["scaleout", "serve", "backends"])
     args = parser.parse_args(argv)
     from kepkreator.quiet import quiet_tensorflow_import
     quiet_tensorflow_import()
@@ -135,6 +145,7 @@ def main(argv=None):
     if args.only:
         from benchmarks.serve import serve_fairness
         part = (scale_out(10_000 // scale) if args.only == "scaleout"
+                else backends(2_000 // scale) if args.only == "backends"
                 else serve_fairness(ROOT, light_requests=30 // scale))
         print(json.dumps(part, indent=2))
         return
@@ -152,6 +163,8 @@ def main(argv=None):
     result["c_ratio"] = result["b_pipeline"]["generated_per_s"] / result["a_limit"]["samples_per_s"]
     print("(e), (h) scale-out, 1 thread per process ...", flush=True)
     result.update(scale_out(10_000 // scale))
+    print("(i) Keras backends ...", flush=True)
+    result["i_backends"] = backends(2_000 // scale)
     print("(f) GAN training speed ...", flush=True)
     result["f_gan_training"] = gan_epoch_seconds(ROOT.parent / "shared" / "data" / "mnist")
     print("(g) serve under load ...", flush=True)
@@ -173,7 +186,11 @@ def main(argv=None):
             ("(e) 2 workers vs 1 (1 thread each)", f"{result['e_speedup']:.2f}x",
              "target >= 1.7x"),
             ("(h) Dask: 2 workers vs 1", f"{result['h_speedup']:.2f}x", "target >= 1.7x"),
-            ("(h) Dask 2 workers / DirectRunner 2", f"{result['h_dask_vs_direct']:.2f}", "")]
+            ("(h) Dask 2 workers / DirectRunner 2", f"{result['h_dask_vs_direct']:.2f}", ""),
+            ("(i) TensorFlow / JAX, generated/s",
+             f"{result['i_backends']['i_tensorflow_over_jax']:.2f}",
+             f"{result['i_backends']['tensorflow']['generated_per_s']:,.0f} vs "
+             f"{result['i_backends']['jax']['generated_per_s']:,.0f}")]
     if result["f_gan_training"]:
         rows.append(("(f) default GAN, s per MNIST epoch",
                      f"{result['f_gan_training']['seconds_per_mnist_epoch']:,.0f}",

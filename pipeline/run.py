@@ -117,6 +117,13 @@ def run_job(job: JobSpec, out: str, options: PipelineOptions | None = None, show
     if scheme not in (None, "gs"):  # Beam knows more schemes, but only gs:// is installed
         raise KepKreatorError(f"--out {out}: {scheme}:// is not supported (a local directory, "
                               "or gs://BUCKET/… on Google Cloud)")
+    with dask_cluster(options) as cluster_ready:
+        return _run_job(job, out, options, show_progress, note, cluster_ready)
+
+
+def _run_job(job: JobSpec, out: str, options: PipelineOptions, show_progress, note,
+             cluster_ready) -> JobResult:
+    settings = options.view_as(GenerateOptions)
     job = resolve(job)
     bundles, generator_card = check_bundles(job)
     runner = runner_for(options)
@@ -131,7 +138,8 @@ def run_job(job: JobSpec, out: str, options: PipelineOptions | None = None, show
     with OutputFolder(out, sinks.planned_files(job), settings.overwrite, note) as folder:
         local = fileio.is_local(out)
         progress = Path(folder.staging) / "progress" if local else None
-        with Progress(progress, job, show_progress if local else None), dask_cluster(options):
+        with Progress(progress, job, show_progress if local else None):
+            cluster_ready()  # the pipeline takes a copy of the options: the address goes first
             p = beam.Pipeline(runner=runner, options=options)
             build_pipeline(p, job, bundles, folder.staging, folder.publish_root, settings)
             _run_to_the_end(p)

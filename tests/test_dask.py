@@ -84,6 +84,21 @@ def test_a_cluster_that_does_not_answer_is_one_line(direct, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_bad_bundle_while_the_local_cluster_starts_is_one_line_and_no_worker_is_left(
+        tiny, tmp_path):
+    """The local cluster starts in the background while the bundles are checked: a bad bundle
+    still ends in one line, with no folder, and the cluster's processes gone."""
+    import psutil
+    _, letters = make_tiny_bundles(tmp_path, "letters", 26, "abcdefghijklmnopqrstuvwxyz")
+    spec = tiny_spec(tmp_path / "s.yaml", tiny, validator=str(letters))
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    result = run_cli("generate", "--spec", spec, "--out", tmp_path / "o", "--runner", "dask",
+                     "--dask_workers", 2, timeout=120)
+    assert_one_line_error(result, "letters-validator/card.json")
+    assert not (tmp_path / "o").exists()
+    assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
+
+
 def test_a_killed_worker_is_replaced_and_the_bytes_are_the_same(tiny, tmp_path):
     """kill -9 of one of the two worker processes while the rounds run: Dask reschedules its
     tasks, and the dataset is the one a DirectRunner writes (a unit's samples depend on its seed
