@@ -42,17 +42,26 @@ def stderr_without(noise: tuple[str, ...]):
 
 class QuietTensorFlowImport(importlib.abc.MetaPathFinder):
     """Runs the first ``import tensorflow`` under ``stderr_without``; commands import it lazily,
-    so ``--help`` stays instant."""
+    so ``--help`` stays instant. A ``find_spec`` that only asks whether TensorFlow is installed
+    (kepkreator.backend) leaves the finder in place for the import itself."""
+
+    def __init__(self):
+        self._looking = False
 
     def find_spec(self, fullname, path, target=None):
-        if fullname != "tensorflow":
+        if fullname != "tensorflow" or self._looking:
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
+        self._looking = True  # the lookup below comes back through sys.meta_path
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self._looking = False
         if spec is not None and spec.loader is not None:
             exec_module = spec.loader.exec_module
 
             def exec_quietly(module):
+                if self in sys.meta_path:
+                    sys.meta_path.remove(self)
                 with stderr_without(_ABSL_PREINIT_NOISE):
                     exec_module(module)
             spec.loader.exec_module = exec_quietly

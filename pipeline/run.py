@@ -109,7 +109,6 @@ def run_job(job: JobSpec, out: str, options: PipelineOptions | None = None, show
     rest); ``show_progress(accepted, requested, generated, labels)`` is called about once a
     second on a local run, ``note`` gets notices for the user."""
     options = options or PipelineOptions([])
-    settings = options.view_as(GenerateOptions)
     if not str(out).strip():
         raise KepKreatorError("--out is empty")
     out = str(out).rstrip("/") or "/"
