@@ -13,7 +13,7 @@ from pipeline import fileio, sinks
 from pipeline.handlers import GeneratorHandler, JudgeHandler, ValidatorHandler
 from pipeline.job import JobSpec
 from pipeline.metrics import ComputeClassMetrics, class_metrics
-from pipeline.options import GenerateOptions
+from pipeline.options import GenerateOptions, is_dask
 from pipeline.transforms import (SAMPLES_PER_CLASS_IN_GRID, FirstPerClass, FirstPerClassPart,
                                  run_rounds)
 
@@ -116,7 +116,7 @@ def build_pipeline(p, job: JobSpec, bundles: dict, staging: str, publish_root: s
         progress = Path(staging) / "progress"
         progress.mkdir(parents=True, exist_ok=True)
     threads = (settings.max_units_per_batch, settings.intra_op_threads)
-    if type(p.runner).__name__ == "DaskRunner":
+    if is_dask(p.options):
         # Beam's DaskRunner keeps what a DoFn emits while processing, not what it emits when
         # its bundle finishes: BatchElements' last batch of every partition would be lost.
         # Without RunInference's batching nothing waits for the bundle's end (and a unit is

@@ -194,15 +194,21 @@ def dask_cluster(options: PipelineOptions):
     if settings.dask_address or dask.address:  # checked by check_dask_cluster
         yield lambda: None
         return
+    from dask import config as dask_config
     from distributed import LocalCluster
     started: dict = {}
 
     def start():
         try:
-            started["cluster"] = LocalCluster(
-                n_workers=settings.dask_workers, threads_per_worker=1, processes=True,
-                dashboard_address=None, silence_logs=logging.ERROR,
-                preload=["pipeline.dask_worker"])
+            # A worker is handed one task at a time (Dask's default lets it queue a second):
+            # when a partition's models finish, the scheduler then starts that partition's sink
+            # steps before the next partition's models, instead of leaving every partition's
+            # PNG encoding and fragment writing to the end of the run.
+            with dask_config.set({"distributed.scheduler.worker-saturation": 1.0}):
+                started["cluster"] = LocalCluster(
+                    n_workers=settings.dask_workers, threads_per_worker=1, processes=True,
+                    dashboard_address=None, silence_logs=logging.ERROR,
+                    preload=["pipeline.dask_worker"])
         except BaseException as exc:  # raised where the cluster is waited for
             started["error"] = exc
 
@@ -268,8 +274,8 @@ def runner_for(options: PipelineOptions):
         return FnApiRunner()
     if is_dask(options):  # create_runner does not know it
         _register_dask_options()
-        from apache_beam.runners.dask.dask_runner import DaskRunner
-        return DaskRunner()
+        from pipeline.dask_runner import GroupingDaskRunner
+        return GroupingDaskRunner()
     from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
     from apache_beam.runners.runner import create_runner
     try:

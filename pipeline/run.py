@@ -78,18 +78,23 @@ class Progress:
 
     def _loop(self):
         while not self._stop.wait(self.every):
-            accepted, generated = self.read()
-            self.show(np.minimum(accepted, self.requested), self.requested, generated, self.labels)
+            self._show()
+
+    def _show(self):
+        accepted, generated = self.read()
+        self.show(np.minimum(accepted, self.requested), self.requested, generated, self.labels)
 
     def __enter__(self):
         if self.show:
             self._thread.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, error_type, *exc):
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+            if error_type is None:  # the last line shows where the run ended, not a second before
+                self._show()
 
 
 def run(argv=None, show_progress=None, note=None) -> JobResult:

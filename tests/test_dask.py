@@ -149,3 +149,51 @@ def test_the_slurm_job_builds_its_cluster_and_generate_arguments():
     from pipeline.options import GenerateOptions, parse_options
     settings = parse_options(argv).view_as(GenerateOptions)  # generate takes them as they are
     assert settings.dask_address == "tcp://10.0.0.1:8786" and settings.max_units_per_batch == 8
+
+
+def _translated(runner):
+    """{step label: its Dask bag} for a small pipeline of a grouping, a per-key combine and a
+    global one, as ``runner`` translates it (16 partitions)."""
+    import apache_beam as beam
+    import dask
+    from apache_beam.runners.dask.overrides import dask_overrides
+    p = beam.Pipeline(runner=runner)
+    pairs = p | "Pairs" >> beam.Create([(i % 3, i) for i in range(40)])
+    _ = pairs | "Group" >> beam.GroupByKey() | "Sorted" >> beam.MapTuple(
+        lambda k, vs: (k, sorted(vs)))
+    _ = pairs | "SumPerKey" >> beam.CombinePerKey(sum)
+    _ = (pairs | "Values" >> beam.Values()
+         | "Total" >> beam.CombineGlobally(sum).without_defaults())
+    p.replace_all(dask_overrides())
+    visitor = runner.to_dask_bag_visitor({"npartitions": 16})
+    with dask.config.set({"dataframe.shuffle.method": "tasks"}):  # as with a cluster's client
+        p.visit(visitor)
+    return {node.full_label: bag for node, bag in visitor.bags.items()}
+
+
+def test_groupings_and_combines_are_tree_reductions_with_beams_results():
+    """Beam's own translation shuffles every grouping through ~partitions x 32 tasks and
+    combines only after grouping; ours groups and combines by a tree of a few tasks, and the
+    results are the same."""
+    import dask
+    from apache_beam.runners.dask.dask_runner import DaskRunner
+    from pipeline.dask_runner import GroupingDaskRunner
+    ours, beams = _translated(GroupingDaskRunner()), _translated(DaskRunner())
+    per_key = "SumPerKey/Combine/ParDo(CombineValuesDoFn)"  # the step that makes its output
+    labels = ("Sorted", per_key, "Total/UnKey")
+    # Each task must unpickle its own copy of a step, as on a cluster of worker processes: Beam's
+    # DaskRunner collects a step's outputs in one list that the step's tasks would share.
+    results = dask.compute(*[bags[label] for bags in (ours, beams) for label in labels],
+                           scheduler="processes", num_workers=2)
+    results = [sorted(r) for r in results]
+    expected = [[(k, list(range(k, 40, 3))) for k in range(3)],
+                [(k, sum(range(k, 40, 3))) for k in range(3)], [sum(range(40))]]
+    assert results == expected + expected
+    steps = (("Group/ReifyWindows", "Group/GroupByKey"), ("Pairs", per_key),
+             ("Values/Values", "Total/UnKey"))
+    added = lambda bags, before, after: (len(bags[after].__dask_graph__())  # noqa: E731
+                                         - len(bags[before].__dask_graph__()))
+    for before, after in steps:  # the tasks a grouping or combine adds to its input's
+        assert 3 * added(ours, before, after) < added(beams, before, after), after
+    # the groups are spread over the run's partitions again, for the steps after a grouping
+    assert ours["Sorted"].npartitions == 16

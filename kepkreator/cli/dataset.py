@@ -46,12 +46,14 @@ def _progress_printer():
 
     def show(accepted, requested, generated, labels):
         now = time.time()
-        if not generated or (not tty and now - state["last"] < 15):
+        done, total = int(accepted.sum()), int(requested.sum())
+        finished = done == total
+        if (not generated or state.get("finished")
+                or (not tty and now - state["last"] < 15 and not finished)):
             return
-        state["last"] = now
+        state["last"], state["finished"] = now, finished
         wanted = [c for c in range(len(requested)) if requested[c]]
         behind = sorted(wanted, key=lambda c: accepted[c] / requested[c])[:4]
-        done, total = int(accepted.sum()), int(requested.sum())
         rate = done / max(now - state["start"], 1e-9)
         left = f"{(total - done) / rate:,.0f} s left" if rate > 0 else "-"
         line = (f"accepted {done:,}/{total:,} ({int(generated):,} generated; {rate:,.0f}/s, "
