@@ -185,19 +185,22 @@ def _run_job(job: JobSpec, out: str, options: PipelineOptions, show_progress, no
 def _run_to_the_end(p) -> None:
     """Run ``p`` and wait for it. The runner wraps a Ctrl-C as RuntimeError("KeyboardInterrupt
     [while running 'STEP']"), which would read as a crash; a Dask run's client is closed after
-    (it would otherwise outlive the cluster and log its failed reconnections)."""
+    (it would otherwise outlive the cluster and log its failed reconnections), outside the block
+    where a Ctrl-C is repeated, so closing it is not interrupted."""
+    from kepkreator.interrupt import delivered_until_left
+    result = None
     try:
-        result = p.run()
-        try:
+        with delivered_until_left():
+            result = p.run()
             result.wait_until_finish()
-        finally:
-            client = getattr(result, "client", None)
-            if client is not None:
-                client.close()
     except RuntimeError as exc:
         if str(exc).startswith("KeyboardInterrupt"):
             raise KeyboardInterrupt from None
         raise
+    finally:
+        client = getattr(result, "client", None)
+        if client is not None:
+            client.close()
 
 
 def _file_record(path: str) -> dict:
