@@ -63,6 +63,6 @@ def delivered_until_left():
     finally:
         left.set()
         pressed.set()  # lets the watcher end
+        watcher.join()  # a signal it sent meets on_signal, which no longer raises
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        watcher.join()
