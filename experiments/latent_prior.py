@@ -139,18 +139,18 @@ def main(argv=None) -> None:
     inverted["fitted"] = inverted["mse"] <= np.quantile(inverted["mse"], 0.9)  # worst tenth out
 
     from kepkreator.cas import train_and_test
-    rows = []
+    results = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         rng = np.random.default_rng(seed)
         real = np.concatenate([rng.choice(np.flatnonzero(train.labels == c), CAS_PER_CLASS,
                                           replace=False) for c in range(10)])
-        rows.append({"setting": "real", "seed": seed,
-                     "cas": train_and_test(train.subset(real), test, seed)["accuracy"]})
-        print(json.dumps(rows[-1]), flush=True)
+        results.append({"setting": "real", "seed": seed,
+                        "cas": train_and_test(train.subset(real), test, seed)["accuracy"]})
+        print(json.dumps(results[-1]), flush=True)
         for setting in args.settings.split(","):
-            rows.append(measure(setting, seed, bundles, inverted, train, test))
-            print(json.dumps(rows[-1]), flush=True)
-    (args.out / "results.json").write_text(json.dumps(rows, indent=1))
+            results.append(measure(setting, seed, bundles, inverted, train, test))
+            print(json.dumps(results[-1]), flush=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

@@ -27,9 +27,9 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(seconds: float, signum=signal.SIGINT, ignore_sigint=False):
+def _run(seconds: float, signum=signal.SIGINT, ignore_sigint=False, prelude=""):
     job = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, str(seconds)], cwd=ROOT, text=True,
+        [sys.executable, "-c", prelude + SCRIPT, str(seconds)], cwd=ROOT, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint
         else None)
@@ -46,12 +46,8 @@ def test_a_ctrl_c_lost_in_a_finalizer_is_repeated_until_the_block_is_left():
 
 
 def test_a_sigterm_turned_into_ctrl_c_is_repeated_too():
-    script = "from kepkreator.interrupt import terminate_like_ctrl_c; terminate_like_ctrl_c()\n"
-    job = subprocess.Popen([sys.executable, "-c", script + SCRIPT, "30"], cwd=ROOT, text=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert job.stdout.readline().strip() == "in a finalizer"
-    job.send_signal(signal.SIGTERM)
-    out, err = job.communicate(timeout=120)
+    prelude = "from kepkreator.interrupt import terminate_like_ctrl_c; terminate_like_ctrl_c()\n"
+    _, out, err = _run(30, signal.SIGTERM, prelude=prelude)
     assert out.strip() == "interrupted, clean-up finished", (out, err)
 
 
