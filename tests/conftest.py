@@ -96,3 +96,22 @@ def serving(*args):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """Untrained tiny digits bundles (generator, validator); tests that change one copy it."""
+    from tests.pipeline_fixtures import make_tiny_bundles
+    return make_tiny_bundles(tmp_path_factory.mktemp("bundles"))
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tiny, tmp_path_factory):
+    """(folder, result) of one small pipeline run of the tiny bundles, filter off: read only."""
+    from pipeline.run import run
+    from tests.pipeline_fixtures import tiny_spec
+    root = tmp_path_factory.mktemp("job")
+    spec = tiny_spec(root / "spec.yaml", tiny, counts={"0": 9, "3": 21, "9": 5})
+    result = run(["--spec", str(spec), "--out", str(root / "out")])
+    assert not result.failed
+    return root / "out", result

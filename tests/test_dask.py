@@ -19,11 +19,6 @@ from tests.pipeline_fixtures import make_tiny_bundles, tiny_spec
 pytest.importorskip("distributed", reason="the dask extra is not installed (pip install .[dask])")
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_bundles(tmp_path_factory.mktemp("bundles"))
-
-
 def shard_hashes(out):
     manifest = json.loads((Path(out) / "manifest.json").read_text())
     return [f["sha256"] for s in manifest["shards"] for f in s["files"].values()]

@@ -16,12 +16,7 @@ from kepkreator.errors import KepKreatorError
 from pipeline.output import LOCK, STAGING_PREFIX
 from pipeline.run import run
 from tests.conftest import ROOT, assert_one_line_error, run_cli
-from tests.pipeline_fixtures import make_tiny_bundles, tiny_spec
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_bundles(tmp_path_factory.mktemp("bundles"))
+from tests.pipeline_fixtures import tiny_spec
 
 
 def spec(path, tiny, **fields):

@@ -16,7 +16,7 @@ from kepkreator.manifold import ReferenceBank
 from kepkreator.models.bundle import load_bundle
 from pipeline.run import run
 from tests.conftest import assert_one_line_error, run_cli
-from tests.pipeline_fixtures import class_folders, make_tiny_bundles, tiny_spec, write_spec
+from tests.pipeline_fixtures import class_folders, tiny_spec, write_spec
 
 
 def shipped_spec(path, **fields):
@@ -117,11 +117,6 @@ def test_the_realism_filter_keeps_only_samples_inside_the_real_manifold(tmp_path
     again = run(["--spec", str(spec), "--out", str(tmp_path / "again")])
     assert [f["sha256"] for s in again.manifest["shards"] for f in s["files"].values()] == \
         [f["sha256"] for s in result.manifest["shards"] for f in s["files"].values()]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_bundles(tmp_path_factory.mktemp("bundles"))
 
 
 @pytest.mark.parametrize("fields, message", [
