@@ -1,11 +1,11 @@
 """Would a better latent draw close the digits CAS gap? (docs/sampling.md, fourth attempt)
 
     .venv/bin/python -m experiments.latent_prior --out runs/latent-prior [--per-class 300]
-        [--steps 300] [--settings n1,n1.5,g1,g1.2,k1] [--seeds 0,1,2]
+        [--steps 300] [--settings n1,n1.5,g1,g1.2,k1] [--seeds 0,1,2] [--generator G]
 
-Real MNIST training digits are inverted into the shipped digits generator's latent space (Adam
-on z, pixel MSE plus a faint pull towards the origin; cached in OUT/inverted.npz, so a rerun
-measures without inverting again). Each setting draws 1,000 latents per class:
+Real MNIST training digits are inverted into the digits generator's latent space (the shipped
+one unless ``--generator`` names another bundle; Adam on z, pixel MSE plus a faint pull towards
+the origin; cached in OUT/inverted.npz, so a rerun measures without inverting again). Each setting draws 1,000 latents per class:
 
 - ``nS``: N(0, S²I), the pipeline's draw at latent scale S;
 - ``gS``: the class's Gaussian fitted to its inverted latents, covariance times S²;
@@ -118,12 +118,13 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--settings", default="n1,n1.5,g1,g1.2,k1")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--generator", default="default:digits")
     args = parser.parse_args(argv)
 
     from kepkreator.data import load_sources
     from kepkreator.models.bundle import load_bundle
-    bundles = tuple(load_bundle("default:digits", kind)
-                    for kind in ("generator", "validator", "judge"))
+    bundles = (load_bundle(args.generator, "generator"),
+               *(load_bundle("default:digits", kind) for kind in ("validator", "judge")))
     train = load_sources([f"mnist:train@{MNIST}"], "digits")
     test = load_sources([f"mnist:test@{MNIST}"], "digits")
     args.out.mkdir(parents=True, exist_ok=True)
