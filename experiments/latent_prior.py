@@ -5,7 +5,8 @@
 
 Real MNIST training digits are inverted into the digits generator's latent space (the shipped
 one unless ``--generator`` names another bundle; Adam on z, pixel MSE plus a faint pull towards
-the origin; cached in OUT/inverted.npz, so a rerun measures without inverting again). Each setting draws 1,000 latents per class:
+the origin; cached in OUT/inverted.npz, so a rerun measures without inverting again). Each
+setting draws 1,000 latents per class:
 
 - ``nS``: N(0, S²I), the pipeline's draw at latent scale S;
 - ``gS``: the class's Gaussian fitted to its inverted latents, covariance times S²;
