@@ -1,4 +1,5 @@
-"""Tiny, seeded generator/validator bundles, spec helpers and class folders for the tests."""
+"""Tiny, seeded generator/validator bundles, spec helpers, class folders and a small real MNIST
+for the tests."""
 import json
 from pathlib import Path
 
@@ -57,3 +58,15 @@ def class_folders(root, classes, per_class):
             image[6 + i // 18, 2:10] = 255
             Image.fromarray(image).save(root / char / f"{i}.png")
     return f"folder@{root}"
+
+
+def small_mnist(root, mnist_dir, train_per_class=40, test_per_class=20):
+    """A real, small MNIST in the official file layout, so the study runs in seconds."""
+    from kepkreator.data import load_sources, write_idx
+    from kepkreator.downstream import per_class_subset
+    root.mkdir(parents=True, exist_ok=True)
+    for split, stem, n in (("train", "train", train_per_class), ("test", "t10k", test_per_class)):
+        part = per_class_subset(load_sources([f"mnist:{split}@{mnist_dir}"], "digits"), n, seed=3)
+        write_idx(root / f"{stem}-images-idx3-ubyte.gz", part.images)
+        write_idx(root / f"{stem}-labels-idx1-ubyte.gz", part.labels.astype(np.uint8))
+    return root

@@ -4,14 +4,14 @@ import pytest
 
 import json
 
-from kepkreator.data import Dataset, load_sources, write_idx
+from kepkreator.data import Dataset, load_sources
 from kepkreator.cas import ReferenceTraining, train_and_test
 from kepkreator.downstream import concat, per_class_subset, read_dataset
 from kepkreator.study_report import markdown_table, summarise
 from kepkreator.errors import DataError
 from pipeline.run import run
 from tests.conftest import assert_one_line_error, run_cli
-from tests.pipeline_fixtures import class_folders, make_tiny_bundles, write_spec
+from tests.pipeline_fixtures import class_folders, make_tiny_bundles, small_mnist, write_spec
 
 
 def test_per_class_subset_is_exact_and_reproducible():
@@ -86,18 +86,8 @@ def test_a_study_of_many_classifiers_reads_no_retracing_warning():
                                model.predict(x, batch_size=32, verbose=0), atol=1e-6)
 
 
-def _small_mnist(root, mnist_dir, train_per_class=40, test_per_class=20):
-    """A real, small MNIST in the official file layout, so the study runs in seconds."""
-    root.mkdir(parents=True, exist_ok=True)
-    for split, stem, n in (("train", "train", train_per_class), ("test", "t10k", test_per_class)):
-        part = per_class_subset(load_sources([f"mnist:{split}@{mnist_dir}"], "digits"), n, seed=3)
-        write_idx(root / f"{stem}-images-idx3-ubyte.gz", part.images)
-        write_idx(root / f"{stem}-labels-idx1-ubyte.gz", part.labels.astype(np.uint8))
-    return root
-
-
 def test_downstream_command_runs_every_setting_and_resumes(tmp_path, mnist_dir):
-    small = _small_mnist(tmp_path / "mnist", mnist_dir)
+    small = small_mnist(tmp_path / "mnist", mnist_dir)
     gen, val = make_tiny_bundles(tmp_path)
     card = json.loads((gen / "card.json").read_text())  # as if tune-sampling had chosen 2.5
     (gen / "card.json").write_text(json.dumps({**card, "sampling": {"latent_scale": 2.5}}))
@@ -161,7 +151,7 @@ def test_downstream_command_runs_every_setting_and_resumes(tmp_path, mnist_dir):
 def test_ceiling_control_adds_other_real_images_and_says_when_there_are_too_few(tmp_path,
                                                                              mnist_dir):
     from kepkreator.downstream import DownstreamConfig, other_real
-    small = _small_mnist(tmp_path / "mnist", mnist_dir)
+    small = small_mnist(tmp_path / "mnist", mnist_dir)
     train = load_sources([f"mnist:train@{small}"], "digits")
     cfg = DownstreamConfig(class_set="digits", data=[], out="", per_class=10,
                            synthetic_per_class=15)
@@ -189,7 +179,7 @@ def test_ceiling_control_adds_other_real_images_and_says_when_there_are_too_few(
 
 def test_d_aug_alone_generates_from_the_shipped_generator_and_no_subset_models(tmp_path,
                                                                               mnist_dir):
-    small = _small_mnist(tmp_path / "mnist", mnist_dir)
+    small = small_mnist(tmp_path / "mnist", mnist_dir)
     gen, val = make_tiny_bundles(tmp_path)
     study = tmp_path / "study"
     # Paths relative to the working directory, as a user types them: the pipeline's spec file
@@ -220,59 +210,6 @@ def test_downstream_rejects_unknown_settings_in_one_line(tmp_path, mnist_dir):
     assert_one_line_error(result, "unknown setting(s) z")
 
 
-def test_tune_sampling_chooses_on_validation_and_sets_the_pipeline_default(tmp_path, mnist_dir):
-    small = _small_mnist(tmp_path / "mnist", mnist_dir)
-    gen, val = make_tiny_bundles(tmp_path)
-    scan = tmp_path / "scan"
-    args = ["tune-sampling", "--class-set", "digits", "--data", f"mnist:train@{small}",
-            "--holdout", 0.25, "--out", scan, "--seeds", "0", "--scales", "1,3", "--steps", 8,
-            "--generator", gen, "--validator", val, "--min-confidence", 0, "--update-card",
-            "--min-judge-agreement", 0]  # the untrained tiny generator reaches no floor
-    result = run_cli(*args)
-    assert result.returncode == 0, result.stderr
-    report = json.loads((scan / "sampling.json").read_text())
-    rows = {r["latent_scale"]: r for r in report["scales"]}
-    assert set(rows) == {1.0, 3.0} and 0 < report["validation_samples"] < 400
-    best = max(rows.values(), key=lambda r: r["cas_mean"])["latent_scale"]
-    assert report["best_latent_scale"] == best and "(chosen)" in result.stdout
-    for scale in (1, 3):  # each scale's data came out of the pipeline with that scale
-        manifest = json.loads((scan / f"synthetic-scale{scale}" / "manifest.json").read_text())
-        assert manifest["spec"]["latent_scale"] == scale
-    card = json.loads((gen / "card.json").read_text())
-    assert card["sampling"]["latent_scale"] == best and len(card["sampling"]["scan"]) == 2
-    # The card's choice is now the pipeline's default for this generator, while a filter is on
-    # (the untrained validator keeps few: shortfalls tolerated); with every filter off, 1.
-    for threshold, scale in ((0.01, best), (0, 1.0)):
-        spec = write_spec(tmp_path / "spec.yaml", class_set="digits", generator=str(gen),
-                          validator=str(val), counts={"per_class": 3}, min_confidence=threshold)
-        assert run(["--spec", str(spec), "--out", str(tmp_path / "out"), "--overwrite",
-                    "--shortfall_tolerance", "1"]).manifest["spec"]["latent_scale"] == scale
-    # With --thresholds the scan is a grid (the shipped models: the untrained tiny validator is
-    # never confident), and the card entry records the threshold chosen too.
-    from kepkreator.sampling import sampling_card_entry
-    result = run_cli("tune-sampling", "--class-set", "digits", "--data", f"mnist:train@{small}",
-                     "--holdout", 0.25, "--out", tmp_path / "grid", "--seeds", "0", "--steps", 8,
-                     "--scales", "1", "--thresholds", "0.5,0.999")
-    assert result.returncode == 0, result.stderr
-    report = json.loads((tmp_path / "grid" / "sampling.json").read_text())
-    rows = {r["min_confidence"]: r for r in report["scales"]}
-    assert set(rows) == {0.5, 0.999} and rows[0.999]["acceptance_rate"] < rows[0.5]["acceptance_rate"]
-    # Both settings meet the default fidelity floor (the judge agrees with >= 99.8% of the
-    # kept labels at scale 1), so the choice is by CAS; the table shows the judge's figures.
-    assert report["floor_met"] and report["fidelity_floor"]["judge_agreement"] == 0.998
-    assert all(r["judge_agreement"] >= 0.998 and r["density"] > 0 for r in rows.values())
-    assert "| judge agrees | density | coverage |" in result.stdout
-    best = max(rows.values(), key=lambda r: r["cas_mean"])["min_confidence"]
-    assert report["best_min_confidence"] == best
-    assert sampling_card_entry(report)["min_confidence"] == best
-    manifest = json.loads((tmp_path / "grid" / "synthetic-scale1-conf0.999" / "manifest.json")
-                          .read_text())
-    assert manifest["spec"]["min_confidence"] == 0.999
-    # Choosing on the test set would leak it into the reported numbers: refused.
-    leak = [a for a in args if a not in ("--holdout", 0.25)] + ["--eval-data", f"mnist:test@{small}"]
-    assert_one_line_error(run_cli(*leak), "the scan chooses on validation data")
-
-
 def test_probe_e_job_runs_on_validation_data_only(tmp_path, mnist_dir):
     """experiments/probe_e.py: the README's (e) probes, runnable; its validation set is never the subset."""
     import subprocess
@@ -297,23 +234,6 @@ def test_probe_e_job_runs_on_validation_data_only(tmp_path, mnist_dir):
     strict = subprocess.run(probe + ["--per-class", "3", "--min-confidence", "1"],
                             capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert_one_line_error(strict, "too few samples pass min_confidence")
-
-
-def test_scan_split_keeps_another_studys_test_holdout_out(mnist_dir):
-    """Letters: the study tests on the data's 10% hash holdout, so the scan must choose elsewhere."""
-    from kepkreator.data.splits import hash_split, image_hashes
-    from kepkreator.downstream import DownstreamConfig
-    from kepkreator.sampling import scan_split
-    cfg = DownstreamConfig(class_set="digits", data=[f"mnist:test@{mnist_dir}"], holdout=0.1,
-                           out="unused", reserve_holdout=0.2)
-    train, validation, info = scan_split(cfg)
-    data = load_sources(cfg.data, "digits")
-    reserved = set(image_hashes(data.images[hash_split(data.images, 0.2, 0)]).tolist())
-    assert info["reserved"] == len(reserved) and 1500 < len(reserved) < 2500
-    assert not reserved & set(image_hashes(validation.images).tolist())
-    assert not reserved & set(image_hashes(train.images).tolist())
-    assert len(train) + len(validation) + len(reserved) == len(data)
-    assert 0.07 < len(validation) / (len(train) + len(validation)) < 0.13
 
 
 def test_studies_recorded_before_newer_options_still_resume(tmp_path):
@@ -401,32 +321,3 @@ def test_data_a_study_cannot_use_is_refused_before_out_exists(tmp_path):
     assert_one_line_error(run_cli(*common, "--holdout", "0.2"),
                           "fewer than the 200 per class asked for")
     assert not (tmp_path / "study").exists()
-
-
-def test_a_scan_without_every_class_is_refused_before_out_exists(tmp_path):
-    """Setting b asks for as many samples of a class as it has real images: a class without any
-    made a pipeline spec the scan itself had written fail ('counts['3'] must be at least 1')."""
-    result = run_cli("tune-sampling", "--class-set", "digits", "--data",
-                     class_folders(tmp_path / "data", "012", 20), "--holdout", "0.2", "--out",
-                     tmp_path / "scan")
-    assert_one_line_error(result, "7 of the 10 classes of 'digits' have no training images")
-    assert not (tmp_path / "scan").exists()
-
-
-def test_a_named_threshold_gets_the_scale_the_cards_scan_found_best_there():
-    """A widened scale chosen for a strict filter is not handed to a laxer one: at a threshold
-    the user names, the best CAS among the scan's rows that met the fidelity floor."""
-    from kepkreator.models.bundle import card_latent_scale
-    row = lambda s, t, cas, judge: {"latent_scale": s, "min_confidence": t, "cas_mean": cas,
-                                    "judge_agreement": judge}
-    card = {"sampling": {"latent_scale": 1.5, "min_confidence": 0.99,
-                         "fidelity_floor": {"judge_agreement": 0.998, "density": 0.0},
-                         "scan": [row(1.0, 0.9, 0.976, 0.9999), row(1.25, 0.9, 0.983, 0.9989),
-                                  row(1.5, 0.9, 0.9835, 0.9956), row(1.5, 0.99, 0.984, 0.9982),
-                                  row(2.0, 0.999, 0.9835, 0.9989)]}}
-    assert card_latent_scale(card) == 1.5
-    assert card_latent_scale(card, 0.99) == 1.5
-    assert card_latent_scale(card, 0.9) == 1.25  # 1.5 has the higher CAS but missed the floor
-    assert card_latent_scale(card, 0.999) == 2.0
-    assert card_latent_scale(card, 0.5) == 1.5  # not scanned: the card's choice
-    assert card_latent_scale({}, 0.9) == 1.0
