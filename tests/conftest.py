@@ -12,6 +12,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 
 
+def ctrl_c_as_at_a_terminal() -> None:
+    """``preexec_fn`` for a child that is sent a Ctrl-C: a suite started in the background by a
+    shell (``pytest … &``) ignores SIGINT, and its children would inherit that."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (the shared data lives beside the checkout)")

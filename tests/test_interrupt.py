@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, ctrl_c_as_at_a_terminal
 
 # The first Ctrl-C lands while a finalizer runs: Python prints "Exception ignored" and goes on.
 SCRIPT = textwrap.dedent("""
@@ -32,7 +32,7 @@ def _run(seconds: float, signum=signal.SIGINT, ignore_sigint=False, prelude=""):
         [sys.executable, "-c", prelude + SCRIPT, str(seconds)], cwd=ROOT, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint
-        else None)
+        else ctrl_c_as_at_a_terminal)
     assert job.stdout.readline().strip() == "in a finalizer"
     job.send_signal(signum)
     out, err = job.communicate(timeout=120)

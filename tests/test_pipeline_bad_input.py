@@ -130,11 +130,12 @@ def test_ctrl_c_aborts_in_one_line_and_leaves_no_dataset(tiny, tmp_path):
     import signal
     import subprocess
     import sys
-    from tests.conftest import ROOT
+    from tests.conftest import ROOT, ctrl_c_as_at_a_terminal
     spec = tiny_spec(tmp_path / "spec.yaml", tiny, counts={"per_class": 200_000}, unit_size=256)
     job = subprocess.Popen([sys.executable, "-m", "kepkreator.cli", "generate", "--spec", spec,
                             "--out", tmp_path / "out"], cwd=ROOT, text=True,
                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                           preexec_fn=ctrl_c_as_at_a_terminal,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     for line in job.stderr:  # the first progress line: the pipeline is running
         if line.startswith("accepted"):
