@@ -1,0 +1,131 @@
+"""Would choosing *which* accepted samples to keep close the digits CAS gap? (docs/sampling.md,
+eighth attempt)
+
+    .venv/bin/python -m experiments.cell_balance --out runs/cell-balance
+        [--settings n1:1,n1:4,n1.5:1,n1.5:4] [--seeds 0,1,2] [--generator G]
+
+A setting ``nS:P`` draws P x 1,000 latents per class from N(0, S²I) and keeps the validator's
+accepted ones (confidence >= 0.99), as ``experiments.latent_prior`` does. With P = 1 the first
+900 accepted per class are kept (the pipeline's behaviour). With P > 1 the 900 are chosen to
+follow the real distribution: each accepted sample goes to the Voronoi cell of its nearest real
+image in the *validator's* reference bank (500 MNIST training digits per class, so every cell
+holds the same real mass), and cells are emptied round-robin in random order. A generator that
+over-produces typical shapes fills a few cells many times over; balancing spends the budget on
+the rarer shapes it does produce. ``nS:Ph`` keeps instead the 900 accepted samples per class
+the validator is least confident of (all still >= 0.99): the hardest it lets through. The selection uses only the validator, so the judge, which
+measures agreement, density and coverage of the 900 kept per class, stays independent. CAS: the
+studies' LeNet on the kept samples, tested on the MNIST test set, beside 900 real training
+digits per class.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+MNIST = "../shared/data/mnist"
+THRESHOLD = 0.99
+PER_CLASS_DRAW = 1000
+CAS_PER_CLASS = 900
+
+
+def nearest_cell(features: np.ndarray, real: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Index of each row's nearest real feature row."""
+    out = np.empty(len(features), np.int64)
+    r2 = (real * real).sum(1)
+    for lo in range(0, len(features), chunk):
+        part = features[lo:lo + chunk]
+        out[lo:lo + chunk] = (r2[None, :] - 2 * part @ real.T).argmin(1)
+    return out
+
+
+def balanced_pick(cells: np.ndarray, budget: int, rng) -> np.ndarray:
+    """Positions of up to ``budget`` rows taken round-robin over cells, cells and rows within
+    them in random order: every cell gives one before any gives a second."""
+    order = rng.permutation(len(cells))
+    rank = np.empty(len(cells), np.int64)  # how many rows of the same cell came before
+    seen: dict[int, int] = {}
+    for i in order:
+        rank[i] = seen.get(int(cells[i]), 0)
+        seen[int(cells[i])] = rank[i] + 1
+    tiebreak = rng.permutation(int(cells.max()) + 1)[cells]  # cells in random order per round
+    chosen = np.lexsort((tiebreak, rank))[:budget]
+    return np.sort(chosen)
+
+
+def measure(setting: str, seed: int, bundles, test) -> dict:
+    from kepkreator.cas import train_and_test
+    from kepkreator.data import Dataset
+    from kepkreator.evaluate import judge_report
+    generator, validator, judge = bundles
+    scale, pool = setting[1:].split(":")
+    mode = pool[-1] if pool[-1] in "ch" else "c"
+    scale, pool = float(scale), float(pool.rstrip("ch"))
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(generator.class_set.num_classes), int(pool * PER_CLASS_DRAW))
+    z = generator.sample_latent(rng, len(labels), scale)
+    images = np.concatenate([generator.generate(z[i:i + 2000], labels[i:i + 2000])
+                             for i in range(0, len(z), 2000)])
+    probs, features = validator.scores(images)
+    accepted = ((probs.argmax(1) == labels)
+                & (probs[np.arange(len(labels)), labels] >= THRESHOLD))
+    bank = validator.reference_bank()
+    kept, cells_used = [], []
+    for c in np.unique(labels):
+        rows = np.flatnonzero(accepted & (labels == c))
+        if pool == 1:
+            kept.append(rows[:CAS_PER_CLASS])
+            continue
+        if mode == "h":  # the least confident of the accepted: the validator's hardest
+            kept.append(np.sort(rows[np.argsort(probs[rows, c], kind="stable")[:CAS_PER_CLASS]]))
+            continue
+        real, _ = bank.of_class(int(c))
+        cells = nearest_cell(features[rows], real)
+        kept.append(rows[balanced_pick(cells, CAS_PER_CLASS, rng)])
+        cells_used.append(len(np.unique(cells)) / len(real))
+    kept = np.concatenate(kept)
+    chosen = np.zeros(len(labels), bool)
+    chosen[kept] = True
+    report = judge_report(judge, images, labels, chosen, generator.class_set.chars)
+    cas = train_and_test(Dataset(images[kept], labels[kept], generator.class_set), test, seed)
+    return {"setting": setting, "seed": seed, "accepted": float(accepted.mean()),
+            "validator_cells_reached": float(np.mean(cells_used)) if cells_used else None,
+            "judge_agreement_kept": report["accepted"]["agreement"],
+            "density": report["accepted"]["density"], "coverage": report["accepted"]["coverage"],
+            "cas": cas["accuracy"], "cas_train_samples": len(kept)}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--settings", default="n1:1,n1:4,n1.5:1,n1.5:4")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--generator", default="default:digits")
+    args = parser.parse_args(argv)
+
+    from kepkreator.cas import train_and_test
+    from kepkreator.data import load_sources
+    from kepkreator.models.bundle import load_bundle
+    bundles = (load_bundle(args.generator, "generator"),
+               *(load_bundle("default:digits", kind) for kind in ("validator", "judge")))
+    train = load_sources([f"mnist:train@{MNIST}"], "digits")
+    test = load_sources([f"mnist:test@{MNIST}"], "digits")
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        rng = np.random.default_rng(seed)
+        real = np.concatenate([rng.choice(np.flatnonzero(train.labels == c), CAS_PER_CLASS,
+                                          replace=False) for c in range(10)])
+        results.append({"setting": "real", "seed": seed,
+                        "cas": train_and_test(train.subset(real), test, seed)["accuracy"]})
+        print(json.dumps(results[-1]), flush=True)
+        for setting in args.settings.split(","):
+            results.append(measure(setting, seed, bundles, test))
+            print(json.dumps(results[-1]), flush=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
