@@ -1,8 +1,8 @@
 """Would choosing *which* accepted samples to keep close the digits CAS gap? (docs/sampling.md,
-eighth attempt)
+eighth and ninth attempts)
 
     .venv/bin/python -m experiments.cell_balance --out runs/cell-balance
-        [--settings n1:1,n1:4,n1.5:1,n1.5:4] [--seeds 0,1,2] [--generator G]
+        [--settings n1:1,n1:4,n1.5:1,n1.5:4] [--seeds 0,1,2] [--generator G] [--cofilter V]
 
 A setting ``nS:P`` draws P x 1,000 latents per class from N(0, S²I) and keeps the validator's
 accepted ones (confidence >= 0.99), as ``experiments.latent_prior`` does. With P = 1 the first
@@ -11,11 +11,17 @@ follow the real distribution: each accepted sample goes to the Voronoi cell of i
 image in the *validator's* reference bank (500 MNIST training digits per class, so every cell
 holds the same real mass), and cells are emptied round-robin in random order. A generator that
 over-produces typical shapes fills a few cells many times over; balancing spends the budget on
-the rarer shapes it does produce. ``nS:Ph`` keeps instead the 900 accepted samples per class
-the validator is least confident of (all still >= 0.99): the hardest it lets through. The selection uses only the validator, so the judge, which
-measures agreement, density and coverage of the 900 kept per class, stays independent. CAS: the
-studies' LeNet on the kept samples, tested on the MNIST test set, beside 900 real training
-digits per class.
+the rarer shapes it does produce. ``nS:Pf`` keeps the first 900 accepted of the larger pool.
+
+``nS:Ph`` keeps instead the 900 accepted samples per class the validator is least confident of
+(all still >= 0.99): the hardest it lets through. A trailing ``e`` (``n1.5:1e``, ``n1.5:4he``)
+also asks a second classifier, ``--cofilter`` (trained apart from the validator and the judge),
+to be as sure: boundary samples both read the same way stay, those only the validator is sure
+of go.
+
+The choice uses the validator (and the co-filter) only, so the judge, which measures agreement,
+density and coverage of the 900 kept per class, stays independent. CAS: the studies' LeNet on
+the kept samples, tested on the MNIST test set, beside 900 real training digits per class.
 """
 from __future__ import annotations
 
@@ -55,14 +61,15 @@ def balanced_pick(cells: np.ndarray, budget: int, rng) -> np.ndarray:
     return np.sort(chosen)
 
 
-def measure(setting: str, seed: int, bundles, test) -> dict:
+def measure(setting: str, seed: int, bundles, test, cofilter=None) -> dict:
     from kepkreator.cas import train_and_test
     from kepkreator.data import Dataset
     from kepkreator.evaluate import judge_report
     generator, validator, judge = bundles
-    scale, pool = setting[1:].split(":")
-    mode = pool[-1] if pool[-1] in "ch" else "c"
-    scale, pool = float(scale), float(pool.rstrip("ch"))
+    scale, choice = setting[1:].split(":")
+    pool = float(choice.rstrip("cfhe"))
+    mode = "h" if "h" in choice else "f" if "f" in choice or pool == 1 else "c"
+    scale = float(scale)
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(generator.class_set.num_classes), int(pool * PER_CLASS_DRAW))
     z = generator.sample_latent(rng, len(labels), scale)
@@ -71,11 +78,15 @@ def measure(setting: str, seed: int, bundles, test) -> dict:
     probs, features = validator.scores(images)
     accepted = ((probs.argmax(1) == labels)
                 & (probs[np.arange(len(labels)), labels] >= THRESHOLD))
+    if "e" in choice:  # a second opinion: the co-filter must be as sure of the label
+        second = cofilter.probabilities(images)
+        accepted &= ((second.argmax(1) == labels)
+                     & (second[np.arange(len(labels)), labels] >= THRESHOLD))
     bank = validator.reference_bank()
     kept, cells_used = [], []
     for c in np.unique(labels):
         rows = np.flatnonzero(accepted & (labels == c))
-        if pool == 1:
+        if mode == "f":
             kept.append(rows[:CAS_PER_CLASS])
             continue
         if mode == "h":  # the least confident of the accepted: the validator's hardest
@@ -103,6 +114,7 @@ def main(argv=None) -> None:
     parser.add_argument("--settings", default="n1:1,n1:4,n1.5:1,n1.5:4")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--generator", default="default:digits")
+    parser.add_argument("--cofilter", help="validator bundle for the settings ending in e")
     args = parser.parse_args(argv)
 
     from kepkreator.cas import train_and_test
@@ -110,6 +122,7 @@ def main(argv=None) -> None:
     from kepkreator.models.bundle import load_bundle
     bundles = (load_bundle(args.generator, "generator"),
                *(load_bundle("default:digits", kind) for kind in ("validator", "judge")))
+    cofilter = load_bundle(args.cofilter, "validator") if args.cofilter else None
     train = load_sources([f"mnist:train@{MNIST}"], "digits")
     test = load_sources([f"mnist:test@{MNIST}"], "digits")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -122,7 +135,7 @@ def main(argv=None) -> None:
                         "cas": train_and_test(train.subset(real), test, seed)["accuracy"]})
         print(json.dumps(results[-1]), flush=True)
         for setting in args.settings.split(","):
-            results.append(measure(setting, seed, bundles, test))
+            results.append(measure(setting, seed, bundles, test, cofilter))
             print(json.dumps(results[-1]), flush=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
 
