@@ -26,15 +26,13 @@ the kept samples, tested on the MNIST test set, beside 900 real training digits 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
-MNIST = "../shared/data/mnist"
-THRESHOLD = 0.99
+from experiments.latent_prior import CAS_PER_CLASS, MNIST, THRESHOLD, run_study
+
 PER_CLASS_DRAW = 1000
-CAS_PER_CLASS = 900
 
 
 def nearest_cell(features: np.ndarray, real: np.ndarray, chunk: int = 4096) -> np.ndarray:
@@ -117,7 +115,6 @@ def main(argv=None) -> None:
     parser.add_argument("--cofilter", help="validator bundle for the settings ending in e")
     args = parser.parse_args(argv)
 
-    from kepkreator.cas import train_and_test
     from kepkreator.data import load_sources
     from kepkreator.models.bundle import load_bundle
     bundles = (load_bundle(args.generator, "generator"),
@@ -126,19 +123,8 @@ def main(argv=None) -> None:
     train = load_sources([f"mnist:train@{MNIST}"], "digits")
     test = load_sources([f"mnist:test@{MNIST}"], "digits")
     args.out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for seed in [int(s) for s in args.seeds.split(",")]:
-        rng = np.random.default_rng(seed)
-        real = np.concatenate([rng.choice(np.flatnonzero(train.labels == c), CAS_PER_CLASS,
-                                          replace=False) for c in range(10)])
-        results.append({"setting": "real", "seed": seed,
-                        "cas": train_and_test(train.subset(real), test, seed)["accuracy"]})
-        print(json.dumps(results[-1]), flush=True)
-        for setting in args.settings.split(","):
-            results.append(measure(setting, seed, bundles, test, cofilter))
-            print(json.dumps(results[-1]), flush=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1))
-
+    run_study(args.out, args.seeds, args.settings, train, test,
+              lambda setting, seed: measure(setting, seed, bundles, test, cofilter))
 
 if __name__ == "__main__":
     main()

@@ -140,19 +140,27 @@ def main(argv=None) -> None:
     inverted = {key: saved[key] for key in ("z", "labels", "rows", "mse")}
     inverted["fitted"] = inverted["mse"] <= np.quantile(inverted["mse"], 0.9)  # worst tenth out
 
+    run_study(args.out, args.seeds, args.settings, train, test,
+              lambda setting, seed: measure(setting, seed, bundles, inverted, train, test))
+
+
+def run_study(out: Path, seeds: str, settings: str, train, test, measure_setting) -> None:
+    """Per seed, the CAS of 900 real training digits per class, then each setting's
+    ``measure_setting(setting, seed)``; every row printed as it comes and all in
+    OUT/results.json."""
     from kepkreator.cas import train_and_test
     results = []
-    for seed in [int(s) for s in args.seeds.split(",")]:
+    for seed in [int(s) for s in seeds.split(",")]:
         rng = np.random.default_rng(seed)
         real = np.concatenate([rng.choice(np.flatnonzero(train.labels == c), CAS_PER_CLASS,
                                           replace=False) for c in range(10)])
         results.append({"setting": "real", "seed": seed,
                         "cas": train_and_test(train.subset(real), test, seed)["accuracy"]})
         print(json.dumps(results[-1]), flush=True)
-        for setting in args.settings.split(","):
-            results.append(measure(setting, seed, bundles, inverted, train, test))
+        for setting in settings.split(","):
+            results.append(measure_setting(setting, seed))
             print(json.dumps(results[-1]), flush=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "results.json").write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
