@@ -59,6 +59,11 @@ def balanced_pick(cells: np.ndarray, budget: int, rng) -> np.ndarray:
     return np.sort(chosen)
 
 
+def sure_of(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The filter's test: the classifier picks the label, with confidence >= THRESHOLD."""
+    return (probs.argmax(1) == labels) & (probs[np.arange(len(labels)), labels] >= THRESHOLD)
+
+
 def measure(setting: str, seed: int, bundles, test, cofilter=None) -> dict:
     from kepkreator.cas import train_and_test
     from kepkreator.data import Dataset
@@ -74,12 +79,9 @@ def measure(setting: str, seed: int, bundles, test, cofilter=None) -> dict:
     images = np.concatenate([generator.generate(z[i:i + 2000], labels[i:i + 2000])
                              for i in range(0, len(z), 2000)])
     probs, features = validator.scores(images)
-    accepted = ((probs.argmax(1) == labels)
-                & (probs[np.arange(len(labels)), labels] >= THRESHOLD))
+    accepted = sure_of(probs, labels)
     if "e" in choice:  # a second opinion: the co-filter must be as sure of the label
-        second = cofilter.probabilities(images)
-        accepted &= ((second.argmax(1) == labels)
-                     & (second[np.arange(len(labels)), labels] >= THRESHOLD))
+        accepted &= sure_of(cofilter.probabilities(images), labels)
     bank = validator.reference_bank()
     kept, cells_used = [], []
     for c in np.unique(labels):
@@ -114,6 +116,8 @@ def main(argv=None) -> None:
     parser.add_argument("--generator", default="default:digits")
     parser.add_argument("--cofilter", help="validator bundle for the settings ending in e")
     args = parser.parse_args(argv)
+    if not args.cofilter and any(s.endswith("e") for s in args.settings.split(",")):
+        parser.error("settings ending in e need --cofilter")
 
     from kepkreator.data import load_sources
     from kepkreator.models.bundle import load_bundle
@@ -125,6 +129,7 @@ def main(argv=None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     run_study(args.out, args.seeds, args.settings, train, test,
               lambda setting, seed: measure(setting, seed, bundles, test, cofilter))
+
 
 if __name__ == "__main__":
     main()
