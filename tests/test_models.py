@@ -9,7 +9,8 @@ from kepkreator.errors import BundleError, KepKreatorError
 from kepkreator.models.bundle import load_bundle
 from kepkreator.models.writing import import_model
 from kepkreator.models.card import sha256_file
-from kepkreator.models.networks import build_discriminator, build_generator, build_validator
+from kepkreator.models.networks import (VALIDATOR_PRESETS, build_discriminator, build_generator,
+                                        build_validator)
 from tests.conftest import ROOT
 from tests.pipeline_fixtures import make_tiny_bundles
 
@@ -40,6 +41,18 @@ def test_network_shapes():
     tiny = build_validator(10, "tiny")
     assert 5_000 < tiny.count_params() < 15_000  # the seed's ~11k-parameter validation CNN
     assert isinstance(build_validator(10).get_layer("features"), keras.layers.Layer)
+
+
+@pytest.mark.parametrize("preset", sorted(VALIDATOR_PRESETS))
+def test_every_validator_preset_classifies_and_names_its_features(preset):
+    import keras
+    model = build_validator(10, preset)
+    probs = model.predict_on_batch(np.zeros((2, 28, 28, 1), np.float32))
+    assert probs.shape == (2, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert model.get_layer("features").output.shape[-1] == VALIDATOR_PRESETS[preset]["dense"] or \
+        VALIDATOR_PRESETS[preset]["dense"] == 0
+    convolutions = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    assert (not convolutions) == preset.startswith("mlp")  # the third kind of judge has none
 
 
 def test_seed_preset_discriminator_uses_the_label():

@@ -46,6 +46,10 @@ VALIDATOR_PRESETS = {
     # features, heavy dropout), so their mistakes on malformed samples are not the same ones.
     "judge": dict(style="plain", widths=(32, 32, 64, 64), dense=128, dropout=0.5),
     "judge-tiny": dict(style="plain", widths=(4, 4, 8, 8), dense=16, dropout=0.0),
+    # A judge of a third kind, for checking a filter built from two CNNs: no convolutions at
+    # all, so it reads a digit from the whole pixel layout rather than from local strokes.
+    "mlp": dict(style="mlp", widths=(512,), dense=256, dropout=0.3),
+    "mlp-tiny": dict(style="mlp", widths=(16,), dense=8, dropout=0.0),
 }
 
 
@@ -202,7 +206,16 @@ def build_validator(num_classes: int, preset: str = "default", **overrides) -> k
     h = image
     widths = p["widths"]
     norm = lambda: layers.BatchNormalization(momentum=p.get("bn_momentum", 0.99))
-    if p.get("style") == "plain":
+    if p.get("style") == "mlp":
+        h = layers.Flatten()(h)
+        for width in widths:
+            h = layers.Dense(width, activation="relu")(h)
+            if p["dropout"]:
+                h = layers.Dropout(p["dropout"])(h)
+        features = layers.Dense(p["dense"], activation="relu", name="features")(h)
+        if p["dropout"]:
+            features = layers.Dropout(p["dropout"])(features)
+    elif p.get("style") == "plain":
         for i, width in enumerate(widths):
             h = layers.Conv2D(width, 5 if i < 2 else 3, padding="same", activation="relu")(h)
             if i % 2:
