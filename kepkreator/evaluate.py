@@ -63,14 +63,17 @@ def judge_report(judge, images, labels, accepted, labels_text) -> dict:
 def evaluate_generator(generator_ref, validator_ref, per_class: int = 1000, seed: int = 0,
                        real: Dataset | None = None, real_limit: int = 10000,
                        latent_scale: float | None = None, train: Dataset | None = None,
-                       judge_ref=None, min_confidence: float | None = None) -> dict:
+                       judge_ref=None, min_confidence: float | None = None,
+                       second_validator_ref: str | None = None) -> dict:
     """``generator_ref``/``validator_ref``: bundle references or already loaded bundles.
 
     ``latent_scale`` None: the scale the pipeline would use (the card's), so the numbers describe
     the data users get. ``train``: the generator's training images; with ``real`` (held out)
     the report says whether the samples are new or copies of them. ``judge_ref``: an
     independent classifier that reports on the samples and on those the validator's filter at
-    ``min_confidence`` (None: the card's, else 0.9) would keep."""
+    ``min_confidence`` (None: the card's, else 0.9) would keep, with the pipeline's second
+    validator (``second_validator_ref`` None: the card's ``sampling.second_validator``; "":
+    none) as sure of the label."""
     generator, validator = _bundle(generator_ref, "generator"), _bundle(validator_ref, "validator")
     if generator.class_set != validator.class_set:
         raise KepKreatorError(f"generator class set {generator.class_set.name!r} differs from "
@@ -96,8 +99,20 @@ def evaluate_generator(generator_ref, validator_ref, per_class: int = 1000, seed
             card_value = (generator.card.get("sampling") or {}).get("min_confidence", 0.9)
             min_confidence = float(card_value.get("default", 0.9) if isinstance(card_value, dict)
                                    else card_value)
-        accepted = (probs.argmax(1) == labels) & (probs[np.arange(len(labels)), labels]
-                                                  >= min_confidence)
+        sure = lambda p: (p.argmax(1) == labels) & (p[np.arange(len(labels)), labels]
+                                                    >= min_confidence)
+        accepted = sure(probs)
+        if second_validator_ref is None:
+            second_validator_ref = (generator.card.get("sampling") or {}).get(
+                "second_validator", "")
+        if second_validator_ref:
+            second = _bundle(second_validator_ref, "second_validator")
+            if second.class_set != generator.class_set:
+                raise KepKreatorError(f"second validator class set {second.class_set.name!r} "
+                                      f"differs from generator class set "
+                                      f"{generator.class_set.name!r}")
+            accepted &= sure(second.probabilities(images)) | (min_confidence <= 0)
+            report["second_validator"] = second.reference
         report["min_confidence"] = min_confidence
         report["judged"] = judge_report(judge, images, labels, accepted, labels_text)
     if real is not None and len(real):
@@ -238,7 +253,8 @@ def format_table(report: dict) -> str:
             lines.append(f"judge, {name:<9} agreement {row['agreement']:.4f}"
                          + (f"  density {row['density']:.3f}  coverage {row['coverage']:.3f}"
                             if "density" in row else "")
-                         + (f"  (validator confidence >= {report['min_confidence']:g}: "
+                         + (f"  (validator{' and second validator' * ('second_validator' in report)}"
+                            f" confidence >= {report['min_confidence']:g}: "
                             f"{row['samples']:,} kept)" if name == "accepted" else ""))
         if "real_vs_real" in j:
             lines.append(f"judge, real vs real: density {j['real_vs_real']['density']:.3f}  "

@@ -131,7 +131,9 @@ def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generat
     return report
 
 
-def sampling_card_entry(report: dict) -> dict:
+def sampling_card_entry(report: dict, second_validator: str = "") -> dict:
+    """The card's ``sampling``; ``second_validator``: the one the scan's runs filtered with (the
+    card's own, which every spec of the scan left to it), kept so the pipeline still uses it."""
     cfg = report["config"]
     floor = report.get("fidelity_floor") or {}
     return {"latent_scale": report["best_latent_scale"],
@@ -143,4 +145,5 @@ def sampling_card_entry(report: dict) -> dict:
             "fidelity_floor": floor, "floor_met": report.get("floor_met", True),
             "validation": {k: cfg[k] for k in ("data", "holdout", "split_seed", "reserve_holdout")
                            if k in cfg},
-            "validation_samples": report["validation_samples"], "scan": report["scales"]}
+            "validation_samples": report["validation_samples"], "scan": report["scales"]} | (
+                {"second_validator": second_validator} if second_validator else {})

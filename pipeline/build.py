@@ -10,7 +10,8 @@ import numpy as np
 
 from kepkreator.errors import KepKreatorError
 from pipeline import fileio, sinks
-from pipeline.handlers import GeneratorHandler, JudgeHandler, ValidatorHandler
+from pipeline.handlers import (GeneratorHandler, JudgeHandler, SecondValidatorHandler,
+                               ValidatorHandler)
 from pipeline.job import JobSpec
 from pipeline.metrics import ComputeClassMetrics, class_metrics
 from pipeline.options import GenerateOptions, is_dask
@@ -35,9 +36,10 @@ def check_bundles(job: JobSpec) -> tuple[dict, dict]:
         raise KepKreatorError(f"realism needs a reference bank in the validator {job.validator} "
                               "(kepkreator reference BUNDLE --data REAL)")
     loaded = [("generator", job.generator, generator), ("validator", job.validator, validator)]
-    judge = _judge(job)
-    if judge is not None:
-        loaded.append(("judge", job.judge, judge))
+    for role in ("second_validator", "judge"):
+        bundle = _other_classifier(job, role)
+        if bundle is not None:
+            loaded.append((role, getattr(job, role), bundle))
     # load_bundle verified each model file against its card's model_sha256.
     return ({kind: {"ref": ref, "path": str(b.path.resolve()), "card_sha256": b.card_sha256,
                     "model_sha256": b.card["model_sha256"], "model_verified": True,
@@ -45,16 +47,17 @@ def check_bundles(job: JobSpec) -> tuple[dict, dict]:
              for kind, ref, b in loaded}, generator.card)
 
 
-def _judge(job: JobSpec):
-    """The judge bundle the (resolved) spec names; None where there is none."""
+def _other_classifier(job: JobSpec, role: str):
+    """The judge or second validator bundle the (resolved) spec names; None where there is
+    none."""
     from kepkreator.models.bundle import load_bundle
-    if not job.judge:
+    if not getattr(job, role):
         return None
-    judge = load_bundle(job.judge, "judge")
-    if judge.class_set.name != job.class_set:
-        raise KepKreatorError(f"judge class set {judge.class_set.name!r} differs from the spec's "
-                              f"{job.class_set!r}")
-    return judge
+    bundle = load_bundle(getattr(job, role), role)
+    if bundle.class_set.name != job.class_set:
+        raise KepKreatorError(f"{role} class set {bundle.class_set.name!r} differs from the "
+                              f"spec's {job.class_set!r}")
+    return bundle
 
 
 def sample_fidelity(first_features: dict, job: JobSpec, judge_path: str) -> dict | None:
@@ -126,6 +129,8 @@ def build_pipeline(p, job: JobSpec, bundles: dict, staging: str, publish_root: s
         "generator": GeneratorHandler(bundles["generator"]["path"], *threads, job.latent_scale),
         "validator": ValidatorHandler(bundles["validator"]["path"], *threads, job.realism,
                                       job.label_policy),
+        "second_validator": (SecondValidatorHandler(bundles["second_validator"]["path"], *threads)
+                             if "second_validator" in bundles else None),
         "judge": JudgeHandler(bundles["judge"]["path"], *threads) if "judge" in bundles else None}
     feature_sample = _feature_sample_size(bundles)
 

@@ -111,21 +111,24 @@ def dataset_card(job: JobSpec, metrics: dict, bundles: dict, generator_card: dic
     body += [f"| {f.name} | {meaning.get(f.name, f.doc)} |" for f in FEATURES] + [""]
     body += ["## How it was made", "",
              "| | |", "|---|---|"]
-    for kind in ("generator", "validator", "judge"):
+    for kind in ("generator", "validator", "second_validator", "judge"):
         if kind in bundles:
             b = bundles[kind]
-            body.append(f"| {kind} | `{b['ref']}` ({b['name'] or 'unnamed'}; model sha256 "
+            body.append(f"| {kind.replace('_', ' ')} | `{b['ref']}` ({b['name'] or 'unnamed'}; model sha256 "
                         f"`{b['model_sha256'][:16]}…`, verified) |")
     realism = ("off" if job.realism is None else
                f"within {job.realism:g} × a real image's k-NN radius (validator features)")
+    second = ("; the second validator as sure of the same label" if job.second_validator
+              else "")
     body += [f"| latent scale | z ~ N(0, {job.latent_scale:g}²) |",
-             f"| filter | `{job.label_policy}`, validator confidence ≥ {job.confidence_text()}; "
-             f"realism {realism} |",
+             f"| filter | `{job.label_policy}`, validator confidence ≥ {job.confidence_text()}"
+             f"{second}; realism {realism} |",
              f"| seed | {job.seed} |", ""]
     if job.label_policy == "relabel":
         provenance = "Every label is the validator's reading of its sample"
     elif (job.thresholds() > 0).all():
-        provenance = "Every label was requested from the generator and confirmed by the validator"
+        provenance = ("Every label was requested from the generator and confirmed by the validator"
+                      + (" and the second validator" if job.second_validator else ""))
     elif (job.thresholds() > 0).any():
         unfiltered = "".join(job.classes.chars[c] for c in np.flatnonzero(job.thresholds() <= 0))
         provenance = ("The filter was off for classes " + unfiltered + ": their labels are the "

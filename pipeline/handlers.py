@@ -47,6 +47,7 @@ class ScoredBatch:
     probabilities: np.ndarray  # (n, C) validator output
     # (n,) bool: inside the real manifold by the validator's reference bank (realism filter)
     realistic: np.ndarray | None = None
+    second_probabilities: np.ndarray | None = None  # (n, C) the second validator's
     judge_probabilities: np.ndarray | None = None  # (n, C) the judge's, which only measures
     judge_features: np.ndarray | None = None       # (n, D) for density and coverage
 
@@ -153,6 +154,20 @@ class ValidatorHandler(_BundleHandler):
                 realistic = model.reference_bank().inside(features, labels, self.realism)
             yield ScoredBatch(generated.unit, generated.requested, generated.images, probs,
                               realistic)
+
+
+class SecondValidatorHandler(_BundleHandler):
+    """ScoredBatch -> the same with a second validator's probabilities, which the filter asks
+    to be as sure of the label as the first."""
+    kind = "second_validator"
+
+    def run_inference(self, batch: Sequence[ScoredBatch], model,
+                      inference_args: Optional[dict[str, Any]] = None) -> Iterable[ScoredBatch]:
+        for scored in batch:
+            yield replace(scored, second_probabilities=model.probabilities(scored.images))
+
+    def get_num_bytes(self, batch: Sequence[ScoredBatch]) -> int:
+        return sum(s.images.nbytes for s in batch)
 
 
 class JudgeHandler(_BundleHandler):

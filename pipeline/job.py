@@ -63,6 +63,10 @@ class JobSpec:
     # real image of its class in the validator's reference bank (1: that image's own k-NN
     # radius; smaller is stricter).
     realism: float | None = None
+    # A second validator that must also give the label at the same threshold, so a sample only
+    # one classifier is sure of is dropped: "default" is the generator card's
+    # `sampling.second_validator` (none where the card names none), "" none.
+    second_validator: str = "default"
     sources: list[dict] = field(default_factory=list)  # per spec file: path, counts, seed
 
     @property
@@ -106,13 +110,13 @@ class JobSpec:
     @property
     def resolved(self) -> bool:
         return (self.min_confidence is not None and self.latent_scale is not None
-                and self.judge != "default")
+                and self.judge != "default" and self.second_validator != "default")
 
     def with_card_defaults(self, generator_card: dict, generator_ref: str,
                            shipped_judge: str | None = None) -> "JobSpec":
         """What the spec left to the generator's card: the filter threshold and latent scale it
-        was sampled at (``kepkreator tune-sampling`` records both), and the judge (``default``:
-        ``shipped_judge``, or none). The card's scale is widened for filtered sampling: with
+        was sampled at (``kepkreator tune-sampling`` records both), the second validator it names,
+        and the judge (``default``: ``shipped_judge``, or none). The card's scale is widened for filtered sampling: with
         every filter off it would hand the user the widened draw's malformed samples, so then
         the scale is 1."""
         from kepkreator.models.bundle import card_latent_scale
@@ -131,7 +135,10 @@ class JobSpec:
             per_class = {**card_per_class, **per_class}
         per_class = {c: v for c, v in per_class.items() if v != default}
         job = replace(self, min_confidence=default, min_confidence_per_class=per_class,
-                      judge=(shipped_judge or "") if self.judge == "default" else self.judge)
+                      judge=(shipped_judge or "") if self.judge == "default" else self.judge,
+                      second_validator=(str(sampling.get("second_validator") or "")
+                                        if self.second_validator == "default"
+                                        else self.second_validator))
         if job.latent_scale is None:
             named = default if self.min_confidence is not None and not per_class else None
             scale = card_latent_scale(generator_card, named) if job.filtered else 1.0
@@ -172,6 +179,7 @@ class JobSpec:
         out["split"] = self.splits[0][0] if len(self.splits) == 1 else dict(self.splits)
         out["judge"] = self.judge or "none"
         out["realism"] = "off" if self.realism is None else self.realism
+        out["second_validator"] = self.second_validator or "none"
         return out
 
 

@@ -25,6 +25,7 @@ class Totals:
     passed: np.ndarray
     passed_confidence: np.ndarray
     passed_realism: np.ndarray
+    passed_second_validator: np.ndarray
     judge_generated: ClassStats
     judge_accepted: ClassStats
     units: int = 0
@@ -33,8 +34,8 @@ class Totals:
     def zeros(cls, num_classes: int) -> "Totals":
         zeros = lambda: np.zeros(num_classes, np.int64)
         stats = lambda: ClassStats.zeros(num_classes)
-        return cls(stats(), stats(), zeros(), zeros(), zeros(), zeros(), zeros(), stats(),
-                   stats())
+        return cls(stats(), stats(), zeros(), zeros(), zeros(), zeros(), zeros(), zeros(),
+                   stats(), stats())
 
     def __add__(self, other: "Totals") -> "Totals":
         return Totals(*(getattr(self, f) + getattr(other, f)
@@ -47,6 +48,7 @@ class Totals:
             report.generated, report.accepted,
             np.asarray(report.quota) if first else zeros, report.accepted_per_class,
             report.passed_per_class, report.passed_confidence, report.passed_realism,
+            report.passed_second_validator,
             report.judge_generated or ClassStats.zeros(len(zeros)),
             report.judge_accepted or ClassStats.zeros(len(zeros)), int(first))
 
@@ -94,6 +96,7 @@ def class_metrics(acc: Totals, labels: list[str], judged: bool = False,
             "passed_filter": int(acc.passed[c]),
             "passed_confidence": int(acc.passed_confidence[c]),
             "passed_realism": int(acc.passed_realism[c]),
+            "passed_second_validator": int(acc.passed_second_validator[c]),
             "acceptance_rate": _rate(acc.passed[c], n_gen),
             "mean_confidence_accepted": _rate(acc.accepted.sum_conf[c], acc.accepted.count[c]),
             "agreement_generated": _rate(acc.generated.hits[c], n_gen),
@@ -118,6 +121,7 @@ def class_metrics(acc: Totals, labels: list[str], judged: bool = False,
            "passed_filter": int(acc.passed.sum()),
            "passed_confidence": int(acc.passed_confidence.sum()),
            "passed_realism": int(acc.passed_realism.sum()),
+           "passed_second_validator": int(acc.passed_second_validator.sum()),
            "shortfall": int(np.maximum(acc.requested - acc.got, 0).sum()),
            "generated_samples": generated, "accepted_samples_validator_scores": accepted}
     if judged:
@@ -152,8 +156,9 @@ class UnitReport:
     generated: ClassStats   # every candidate, keyed by the requested class
     accepted: ClassStats    # the kept samples, keyed by their dataset label
     # Per filter alone, by the label a candidate would get: the confidence test, the realism
-    # test (every candidate passes where it is off).
+    # test, the second validator's test (every candidate passes a test that is off).
     passed_confidence: np.ndarray | None = None
     passed_realism: np.ndarray | None = None
+    passed_second_validator: np.ndarray | None = None
     judge_generated: ClassStats | None = None  # the judge on every candidate, requested class
     judge_accepted: ClassStats | None = None   # the judge on the kept ones, their label

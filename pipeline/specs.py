@@ -23,12 +23,12 @@ MAX_SHARDS = 10_000
 MAX_SPLITS = 16
 KEYS = {"class_set", "generator", "validator", "counts", "seed", "min_confidence", "label_policy",
         "formats", "shards", "split", "orientation", "name", "unit_size", "max_rounds",
-        "max_oversample", "latent_scale", "judge", "realism"}
+        "max_oversample", "latent_scale", "judge", "realism", "second_validator"}
 # Keys every spec of one job must agree on (one dataset, one generator, one validator).
 SHARED_KEYS = ("class_set", "generator", "validator", "min_confidence",
                "min_confidence_per_class", "label_policy", "formats",
                "shards", "splits", "orientation", "name", "unit_size", "max_rounds",
-               "max_oversample", "latent_scale", "judge", "realism")
+               "max_oversample", "latent_scale", "judge", "realism", "second_validator")
 
 SPELLED = {"splits": "split", "min_confidence_per_class": "min_confidence"}
 
@@ -277,14 +277,16 @@ def parse_spec(data: dict, where: str = "spec", base_dir: Path = Path(".")) -> J
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 10:
             _fail(where, f"latent_scale must be a number in (0, 10], got {_shown(value)}")
         spec["latent_scale"] = float(value)
-    if "judge" in data:
-        value = data["judge"]
+    for key in ("judge", "second_validator"):
+        if key not in data:
+            continue
+        value = data[key]
         if value is None or value == "none":
-            spec["judge"] = ""
+            spec[key] = ""
         elif not isinstance(value, str) or not value.strip():
-            _fail(where, f"judge must be a bundle, default or none, got {_shown(value)}")
+            _fail(where, f"{key} must be a bundle, default or none, got {_shown(value)}")
         else:
-            spec["judge"] = value if value == "default" else _from_spec_dir(value, base_dir)
+            spec[key] = value if value == "default" else _from_spec_dir(value, base_dir)
     if "realism" in data:
         spec["realism"] = _realism(where, data["realism"])
     spec["sources"] = [{"path": where, "seed": spec.get("seed", 0),

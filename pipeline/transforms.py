@@ -52,14 +52,15 @@ class AcceptedBatch:
 def select_accepted(scored: ScoredBatch, quota, policy: str, min_confidence):
     """Indices of kept candidates (in candidate order), their labels and confidences, how
     many candidates of each class passed the filters before the quota cut the surplus, and how
-    many passed the confidence test and the realism test each.
+    many passed the confidence test, the realism test and the second validator's test each.
 
     conditioned: the validator must agree with the requested class and be confident;
     relabel: any confident sample is kept under the validator's class. Each class keeps at most
     its quota, earliest candidates first, so the choice never depends on batch boundaries.
     ``min_confidence``: one threshold, or one per class (of the label a sample would get);
     0 turns the filter off (conditioned keeps the requested label as it is). The realism test
-    is ``scored.realistic`` (None: off).
+    is ``scored.realistic`` (None: off). The second validator (``scored.second_probabilities``,
+    None: off) must pick the same label at the same threshold.
     """
     probs = scored.probabilities
     predicted = probs.argmax(1)
@@ -73,7 +74,12 @@ def select_accepted(scored: ScoredBatch, quota, policy: str, min_confidence):
         confident = (threshold[labels] <= 0) | (
             (predicted == labels) & (probs.max(1) >= threshold[labels]))
     realistic = np.ones(len(labels), bool) if scored.realistic is None else scored.realistic
-    ok = confident & realistic
+    seconded = np.ones(len(labels), bool)
+    if scored.second_probabilities is not None:
+        second = scored.second_probabilities
+        seconded = (threshold[labels] <= 0) | (
+            (second.argmax(1) == labels) & (second.max(1) >= threshold[labels]))
+    ok = confident & realistic & seconded
     count = lambda mask: np.bincount(labels[mask], minlength=len(quota))[:len(quota)]
     chosen = []
     for c, q in enumerate(quota):
@@ -81,7 +87,7 @@ def select_accepted(scored: ScoredBatch, quota, policy: str, min_confidence):
             chosen.append(np.flatnonzero(ok & (labels == c))[:q])
     index = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
     return (index, labels[index], probs[index, labels[index]].astype(np.float32), count(ok),
-            count(confident), count(realistic))
+            count(confident), count(realistic), count(seconded))
 
 
 class ExpandSpecs(beam.PTransform):
@@ -120,6 +126,12 @@ class Score(_Inference):
     step = "RunValidator"
 
 
+class SecondScore(_Inference):
+    """ScoredBatch -> the same, with the second validator's probabilities (the filter's second
+    opinion)."""
+    step = "RunSecondValidator"
+
+
 class Judge(_Inference):
     """ScoredBatch -> the same, with the judge's view of every candidate (reports only)."""
     step = "RunJudge"
@@ -144,7 +156,7 @@ class _FilterDoFn(beam.DoFn):
 
     def process(self, scored: ScoredBatch):
         unit, job = scored.unit, self.job
-        index, labels, confidence, passed, confident, realistic = select_accepted(
+        index, labels, confidence, passed, confident, realistic, seconded = select_accepted(
             scored, unit.quota, job.label_policy, self.thresholds)
         num_classes = len(unit.quota)
         per_class = np.bincount(labels, minlength=num_classes)
@@ -163,7 +175,7 @@ class _FilterDoFn(beam.DoFn):
             unit.unit_id, unit.round, unit.quota, per_class, passed,
             ClassStats.from_probabilities(probs, scored.requested, num_classes),
             ClassStats.from_probabilities(probs[index], labels, num_classes),
-            confident, realistic,
+            confident, realistic, seconded,
             None if judged is None else ClassStats.from_probabilities(
                 judged, scored.requested, num_classes),
             None if judged is None else ClassStats.from_probabilities(
@@ -206,7 +218,7 @@ def _take(outcome: FilterOutcome, name: str):
 
 
 class GenerationRound(beam.PTransform):
-    """Generate -> Score -> (Judge) -> Filter for one round of work units."""
+    """Generate -> Score -> (SecondScore) -> (Judge) -> Filter for one round of work units."""
 
     def __init__(self, job, handlers: dict, progress_dir=None,
                  accelerator_hint: str | None = None):
@@ -218,6 +230,8 @@ class GenerationRound(beam.PTransform):
     def expand(self, units):
         steps = [("Generate", Generate(self.handlers["generator"])),
                  ("Score", Score(self.handlers["validator"]))]
+        if self.handlers.get("second_validator"):
+            steps.append(("SecondScore", SecondScore(self.handlers["second_validator"])))
         if self.handlers.get("judge"):
             steps.append(("Judge", Judge(self.handlers["judge"])))
         pcoll = units

@@ -16,10 +16,12 @@ def test_first_per_class_keeps_the_earliest_accepted_of_each_class():
 def test_a_cofilter_that_is_the_validator_changes_nothing(tmp_path):
     main(["--out", str(tmp_path), "--cofilters", "self=default:digits",
           "--judges", f"judge=default:digits,validator={ROOT}/kepkreator/assets/digits/validator",
-          "--settings", "n2:0.03", "--seeds", "0"])
+          "--settings", "n2:0.03", "--seeds", "0", "--realism", "0.5"])
     rows = json.loads((tmp_path / "rows.json").read_text())
-    alone, paired = rows
-    assert (alone["filter"], paired["filter"]) == ("validator", "self")
+    alone, paired, realism = rows
+    assert (alone["filter"], paired["filter"], realism["filter"]) == \
+        ("validator", "self", "realism 0.5")
+    assert realism["accepted"] < alone["accepted"]  # half the radius refuses some it accepted
     assert alone["kept"] == paired["kept"] > 0 and alone["judges"] == paired["judges"]
     # the validator agrees with all it kept; the judge is a separate opinion
     assert paired["judges"]["validator"] == 1.0

@@ -15,7 +15,7 @@ from kepkreator.errors import BundleError
 from kepkreator.manifold import ReferenceBank
 from kepkreator.models.bundle import load_bundle
 from pipeline.run import run
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import ROOT, assert_one_line_error, run_cli
 from tests.pipeline_fixtures import class_folders, tiny_spec, write_spec
 
 
@@ -60,6 +60,35 @@ def test_the_judge_reports_on_what_was_kept_and_a_recount_agrees(defaults_run):
     card = (out / "README.md").read_text()
     assert "An independent judge (`default:digits`" in card
     assert f"{100 * metrics['judge']['agreement_accepted']:.2f}% of the labels kept" in card
+
+
+def test_the_cards_second_validator_filters_beside_the_first(defaults_run):
+    """The digits card names a second validator: a kept sample is one both give its label at
+    the threshold, and each filter's passes are counted alone."""
+    out, result = defaults_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["spec"]["second_validator"] == "default:digits"
+    assert manifest["bundles"]["second_validator"]["name"] == "second_validator"
+    threshold = manifest["spec"]["min_confidence"]
+    images, labels = images_and_labels(out)
+    for role in ("validator", "second_validator"):
+        probs = load_bundle("default:digits", role).probabilities(images)
+        assert (probs.argmax(1) == labels).all() and (probs.max(1) >= threshold).all(), role
+    metrics = result.metrics
+    assert metrics["passed_filter"] <= min(metrics["passed_confidence"],
+                                           metrics["passed_second_validator"])
+    assert metrics["passed_second_validator"] < metrics["generated"]
+    assert "and the second validator" in (out / "README.md").read_text()
+
+
+def test_second_validator_none_and_a_threshold_of_0_switch_it_off(tmp_path):
+    none = run(["--spec", str(shipped_spec(tmp_path / "n.yaml", second_validator="none")),
+                "--out", str(tmp_path / "n")])
+    assert "second_validator" not in none.manifest["bundles"]
+    assert none.metrics["passed_second_validator"] == none.metrics["generated"]
+    off = run(["--spec", str(shipped_spec(tmp_path / "o.yaml", min_confidence=0)),
+               "--out", str(tmp_path / "o")])
+    assert off.metrics["passed_filter"] == off.metrics["generated"]
 
 
 def test_density_and_coverage_are_measured_against_real_images(defaults_run):
@@ -124,6 +153,10 @@ def test_the_realism_filter_keeps_only_samples_inside_the_real_manifold(tmp_path
     ({"realism": -1}, "realism must be off, on or a radius scale in (0, 10], got -1"),
     ({"judge": 3}, "judge must be a bundle, default or none, got 3"),
     ({"judge": "default:letters"}, "judge class set 'letters' differs from the spec's 'digits'"),
+    ({"second_validator": 3}, "second_validator must be a bundle, default or none, got 3"),
+    ({"second_validator": str(ROOT / "kepkreator/assets/letters/validator")},
+     "second_validator class set 'letters' differs from the spec's 'digits'"),
+    ({"second_validator": "no/such/bundle"}, "bundle not found"),
 ])
 def test_bad_judge_or_realism_is_one_line(tiny, tmp_path, fields, message):
     spec = tiny_spec(tmp_path / "s.yaml", tiny, **fields)
@@ -162,6 +195,7 @@ def test_evaluate_reports_the_judge_and_fidelity(tmp_path):
                      "default:digits", "-n", 500, "--json-out", tmp_path / "r.json")
     assert result.returncode == 0, result.stderr
     assert "judge, accepted  agreement" in result.stdout
+    assert "(validator and second validator confidence >= 0.99:" in result.stdout
     report = json.loads((tmp_path / "r.json").read_text())["judged"]
     assert report["judge"] == "default:digits" and report["real_vs_real"]["density"] > 0.9
     assert report["accepted"]["samples"] < report["generated"]["samples"] == 500

@@ -249,10 +249,21 @@ def test_selection_policies():
     # The realism test on top: each filter's passes are counted alone, and both must hold.
     scored = _scored(probs, [1, 1, 1, 1], unit)
     scored.realistic = np.array([False, True, True, True])
-    index, _, _, passed, confident, realistic = select_accepted(scored, unit.quota,
-                                                                "conditioned", 0.9)
+    index, _, _, passed, confident, realistic, seconded = select_accepted(
+        scored, unit.quota, "conditioned", 0.9)
     assert index.tolist() == [2, 3] and passed.tolist() == [0, 2, 0]
     assert confident.tolist() == [0, 3, 0] and realistic.tolist() == [0, 3, 0]
+    assert seconded.tolist() == [0, 4, 0]  # no second validator: every candidate passes it
+    # A second validator must pick the same label at the same threshold.
+    scored = _scored(probs, [1, 1, 1, 1], unit)
+    scored.second_probabilities = np.array([[0.02, 0.98, 0], [0, 1, 0], [0.2, 0.8, 0],
+                                            [0, 0.95, 0.05]], np.float32)
+    index, _, _, passed, confident, _, seconded = select_accepted(scored, unit.quota,
+                                                                  "conditioned", 0.9)
+    assert index.tolist() == [0, 3] and passed.tolist() == [0, 2, 0]
+    assert confident.tolist() == [0, 3, 0] and seconded.tolist() == [0, 3, 0]
+    index, *_ = select_accepted(scored, unit.quota, "conditioned", 0.0)
+    assert index.tolist() == [0, 1]  # threshold 0: both filters off
     relabel_unit = WorkUnit("u", 0, 0, (1, 1, 0), 4, (0,), (1, 1, 0))
     probs = [[0.96, 0.04, 0], [0.97, 0.03, 0], [0.1, 0.9, 0], [0, 0, 1]]
     index, labels, conf, *_ = select_accepted(_scored(probs, [2, 2, 2, 2], relabel_unit),

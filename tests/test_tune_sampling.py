@@ -53,9 +53,14 @@ def test_tune_sampling_chooses_on_validation_and_sets_the_pipeline_default(tmp_p
     best = max(rows.values(), key=lambda r: r["cas_mean"])["min_confidence"]
     assert report["best_min_confidence"] == best
     assert sampling_card_entry(report)["min_confidence"] == best
+    assert "second_validator" not in sampling_card_entry(report)
+    assert sampling_card_entry(report, "default:digits")["second_validator"] == "default:digits"
     manifest = json.loads((tmp_path / "grid" / "synthetic-scale1-conf0.999" / "manifest.json")
                           .read_text())
     assert manifest["spec"]["min_confidence"] == 0.999
+    # The scan of the shipped generator filtered as the pipeline does: with the card's second
+    # validator.
+    assert manifest["spec"]["second_validator"] == "default:digits"
     # Choosing on the test set would leak it into the reported numbers: refused.
     leak = [a for a in args if a not in ("--holdout", 0.25)] + ["--eval-data", f"mnist:test@{small}"]
     assert_one_line_error(run_cli(*leak), "the scan chooses on validation data")

@@ -27,7 +27,7 @@ def generate(arguments):
         click.echo(f"dry run: pipeline built for {result.out}; nothing was run or written")
         return
     click.echo("", err=True)
-    click.echo(_summary_table(result.metrics))
+    click.echo(_summary_table(result.metrics, result.manifest["spec"] if result.manifest else None))
     if result.failed:
         raise KepKreatorError(result.failed)
     splits = result.manifest["splits"]
@@ -66,7 +66,22 @@ def _progress_printer():
     return show
 
 
-def _summary_table(metrics: dict) -> str:
+def _filters_line(metrics: dict, spec: dict) -> str | None:
+    """How many candidates each filter that is on passed alone, where more than one is on."""
+    on = [("confidence", "passed_confidence")]
+    if spec.get("realism", "off") != "off":
+        on.append(("realism", "passed_realism"))
+    if spec.get("second_validator", "none") != "none":
+        on.append(("second validator", "passed_second_validator"))
+    generated = max(metrics["generated"], 1)
+    if len(on) < 2 or any(key not in metrics for _, key in on):
+        return None
+    return ("each filter alone passed: " + ", ".join(
+        f"{name} {100 * metrics[key] / generated:.1f}%" for name, key in on)
+        + f"; all of them {100 * metrics['passed_filter'] / generated:.1f}%")
+
+
+def _summary_table(metrics: dict, spec: dict | None = None) -> str:
     judged = "judge" in metrics
     lines = [f"{'class':>5} {'requested':>10} {'accepted':>10} {'generated':>10} "
              f"{'passed%':>8} {'conf':>6}" + (f" {'judge:gen':>9} {'kept':>7}" if judged else "")]
@@ -84,6 +99,9 @@ def _summary_table(metrics: dict) -> str:
                  f"{100 * metrics['passed_filter'] / max(metrics['generated'], 1):>7.1f}%"
                  + (f" {'':>6} {percent(metrics['judge']['agreement_generated']):>9} "
                     f"{percent(metrics['judge']['agreement_accepted']):>7}" if judged else ""))
+    filters = _filters_line(metrics, spec or {})
+    if filters:
+        lines.append(filters)
     m = metrics["generated_samples"]
     if m["samples"]:
         lines.append(f"validator on all candidates: agreement {m['agreement']:.4f}  "
@@ -121,7 +139,8 @@ def inspect(directory):
     click.echo("counts: " + ", ".join(f"{k}={v}" for k, v in manifest["counts"].items()))
     if "metrics.json" in manifest["metadata"]:
         try:
-            click.echo(_summary_table(json.loads((Path(directory) / "metrics.json").read_text())))
+            click.echo(_summary_table(json.loads((Path(directory) / "metrics.json").read_text()),
+                                      manifest.get("spec")))
         except (ValueError, KeyError, TypeError) as exc:  # checksummed, so written so by us
             raise DataError(f"{directory}/metrics.json is not a metrics file: {exc}") from None
     files = sum(len(s["files"]) for s in manifest["shards"]) + len(manifest["metadata"])

@@ -46,9 +46,12 @@ from kepkreator.cli.options import (SEED, FiniteRange, LocalPath, check_report_p
 @click.option("--min-confidence", type=FiniteRange(0, 1), default=None,
               help="The validator filter whose kept samples the judge also reports on; "
                    "default: the generator card's threshold, else 0.9.")
+@click.option("--second-validator", "second_ref", default="default", show_default=True,
+              help="A second validator the filter also asks, as the pipeline does: a bundle, "
+                   "default (the generator card's `sampling.second_validator`, if any) or none.")
 def evaluate(generator_ref, validator_ref, samples, real_sources, real_holdout, split_seed, seed,
              json_out, latent_scale, update_card, train_sources, train_per_class,
-             train_subset_seed, judge_ref, min_confidence):
+             train_subset_seed, judge_ref, min_confidence, second_ref):
     """Measure a generator with a validator: agreement, IS, BCIS, WCIS, Frechet distance, and
     with --train-data whether its samples copy its training images."""
     from kepkreator.evaluate import (evaluate_generator, format_table, generator_training_set,
@@ -81,7 +84,9 @@ def evaluate(generator_ref, validator_ref, samples, real_sources, real_holdout, 
     report = evaluate_generator(generator, validator, per_class, seed, real,
                                 latent_scale=latent_scale, train=train,
                                 judge_ref=None if judge_ref in (None, "none") else judge_ref,
-                                min_confidence=min_confidence)
+                                min_confidence=min_confidence,
+                                second_validator_ref=None if second_ref == "default"
+                                else "" if second_ref == "none" else second_ref)
     click.echo(format_table(report))
     write_report(json_out, report)
     if update_card:

@@ -190,6 +190,9 @@ def tune_sampling(class_set, data, eval_data, holdout, out, seeds, generator, va
     if update_card:
         from kepkreator.evaluate import record_in_card
         from kepkreator.models.bundle import resolve_bundle_path
-        record_in_card(resolve_bundle_path(generator or f"default:{class_set}", "generator"),
-                       sampling_card_entry(report), key="sampling", section=None)
+        from kepkreator.models.card import read_card
+        card_path = resolve_bundle_path(generator or f"default:{class_set}", "generator")
+        second = (read_card(card_path).get("sampling") or {}).get("second_validator", "")
+        record_in_card(card_path, sampling_card_entry(report, second), key="sampling",
+                       section=None)
     click.echo((Path(out) / "sampling.md").read_text())

@@ -85,13 +85,15 @@ def load_keras_model(path: Path):
         raise BundleError(f"cannot load model {path}: {first_line[:300]}") from None
 
 
-# A judge is a validator in another role: a second classifier that measures and never filters.
-ROLE_KINDS = {"generator": "generator", "validator": "validator", "judge": "validator"}
+# A judge is a validator in another role: a second classifier that measures and never filters;
+# a second validator is one that filters beside the first.
+ROLE_KINDS = {"generator": "generator", "validator": "validator", "judge": "validator",
+              "second_validator": "validator"}
 
 
 def resolve_bundle_path(ref: str | os.PathLike, kind: str | None = None) -> Path:
     """A bundle directory, or ``default:<set>`` for the package's shipped ``<set>/<kind>``
-    (``kind``: a role, generator, validator or judge)."""
+    (``kind``: a role, generator, validator, judge or second_validator)."""
     ref = str(ref)
     if ref.startswith("default:"):
         name = ref.split(":", 1)[1]
