@@ -12,6 +12,7 @@ from kepkreator.metrics import (ClassStats, class_report, copying_report, freche
                                 nearest_distances)
 from kepkreator.models.bundle import Bundle, load_bundle
 from kepkreator.models.card import CARD_NAME
+from kepkreator.thresholds import sure_of
 
 
 def _bundle(ref, kind: str) -> Bundle:
@@ -99,9 +100,7 @@ def evaluate_generator(generator_ref, validator_ref, per_class: int = 1000, seed
             card_value = (generator.card.get("sampling") or {}).get("min_confidence", 0.9)
             min_confidence = float(card_value.get("default", 0.9) if isinstance(card_value, dict)
                                    else card_value)
-        sure = lambda p: (p.argmax(1) == labels) & (p[np.arange(len(labels)), labels]
-                                                    >= min_confidence)
-        accepted = sure(probs)
+        accepted = sure_of(probs, labels, min_confidence)
         if second_validator_ref is None:
             second_validator_ref = (generator.card.get("sampling") or {}).get(
                 "second_validator", "")
@@ -111,7 +110,7 @@ def evaluate_generator(generator_ref, validator_ref, per_class: int = 1000, seed
                 raise KepKreatorError(f"second validator class set {second.class_set.name!r} "
                                       f"differs from generator class set "
                                       f"{generator.class_set.name!r}")
-            accepted &= sure(second.probabilities(images)) | (min_confidence <= 0)
+            accepted &= sure_of(second.probabilities(images), labels, min_confidence)
             report["second_validator"] = second.reference
         report["min_confidence"] = min_confidence
         report["judged"] = judge_report(judge, images, labels, accepted, labels_text)

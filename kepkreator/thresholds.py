@@ -6,6 +6,8 @@ filter off for its classes.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from kepkreator.errors import KepKreatorError
 
 
@@ -59,3 +61,12 @@ def format_thresholds(value) -> str:
     default, per_class = parse_thresholds(value)
     extra = ", ".join(f"{k}: {v:g}" for k, v in sorted(per_class.items()))
     return f"{0.9 if default is None else default:g}" + (f" ({extra})" if extra else "")
+
+
+def sure_of(probabilities: np.ndarray, labels: np.ndarray, threshold) -> np.ndarray:
+    """Which samples a classifier gives their ``labels`` as its top class with probability at
+    least ``threshold`` (one number, or one per sample): the confidence filter's test, for the
+    validator and the second validator alike. A threshold of 0 turns the test off."""
+    threshold = np.asarray(threshold, probabilities.dtype)  # compared as the pipeline stores it
+    on_label = probabilities[np.arange(len(labels)), labels]
+    return (threshold <= 0) | ((probabilities.argmax(1) == labels) & (on_label >= threshold))

@@ -18,6 +18,7 @@ from apache_beam.ml.inference.base import RunInference
 
 from kepkreator.faults import kill_point
 from kepkreator.metrics import ClassStats
+from kepkreator.thresholds import sure_of
 from pipeline.handlers import ScoredBatch
 from pipeline.job import JobSpec
 from pipeline.metrics import UnitReport
@@ -63,22 +64,14 @@ def select_accepted(scored: ScoredBatch, quota, policy: str, min_confidence):
     None: off) must pick the same label at the same threshold.
     """
     probs = scored.probabilities
-    predicted = probs.argmax(1)
     # in the probabilities' dtype, as a plain float threshold was compared before
     threshold = np.broadcast_to(np.asarray(min_confidence, probs.dtype), (len(quota),))
-    if policy == "relabel":
-        labels = predicted
-        confident = probs.max(1) >= threshold[labels]
-    else:
-        labels = scored.requested
-        confident = (threshold[labels] <= 0) | (
-            (predicted == labels) & (probs.max(1) >= threshold[labels]))
+    labels = probs.argmax(1) if policy == "relabel" else scored.requested
+    confident = sure_of(probs, labels, threshold[labels])
     realistic = np.ones(len(labels), bool) if scored.realistic is None else scored.realistic
     seconded = np.ones(len(labels), bool)
     if scored.second_probabilities is not None:
-        second = scored.second_probabilities
-        seconded = (threshold[labels] <= 0) | (
-            (second.argmax(1) == labels) & (second.max(1) >= threshold[labels]))
+        seconded = sure_of(scored.second_probabilities, labels, threshold[labels])
     ok = confident & realistic & seconded
     count = lambda mask: np.bincount(labels[mask], minlength=len(quota))[:len(quota)]
     chosen = []

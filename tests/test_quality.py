@@ -199,3 +199,14 @@ def test_evaluate_reports_the_judge_and_fidelity(tmp_path):
     report = json.loads((tmp_path / "r.json").read_text())["judged"]
     assert report["judge"] == "default:digits" and report["real_vs_real"]["density"] > 0.9
     assert report["accepted"]["samples"] < report["generated"]["samples"] == 500
+
+
+def test_evaluate_keeps_what_the_pipeline_keeps_with_the_filter_off():
+    """A threshold of 0 turns both validators' test off in evaluate as in the pipeline: the
+    judge's 'accepted' figures then describe every sample, not those the validator agrees with."""
+    from kepkreator.evaluate import evaluate_generator
+    report = evaluate_generator("default:digits", "default:digits", per_class=30, seed=1,
+                                latent_scale=2.0, judge_ref="default:digits", min_confidence=0)
+    judged = report["judged"]
+    assert report["second_validator"] == "default:digits"
+    assert judged["accepted"]["samples"] == judged["generated"]["samples"] == 300
