@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.latent_prior import CAS_PER_CLASS, MNIST, THRESHOLD, run_study
+from kepkreator.thresholds import sure_of
 
 PER_CLASS_DRAW = 1000
 
@@ -59,11 +60,6 @@ def balanced_pick(cells: np.ndarray, budget: int, rng) -> np.ndarray:
     return np.sort(chosen)
 
 
-def sure_of(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """The filter's test: the classifier picks the label, with confidence >= THRESHOLD."""
-    return (probs.argmax(1) == labels) & (probs[np.arange(len(labels)), labels] >= THRESHOLD)
-
-
 def measure(setting: str, seed: int, bundles, test, cofilter=None) -> dict:
     from kepkreator.cas import train_and_test
     from kepkreator.data import Dataset
@@ -79,9 +75,9 @@ def measure(setting: str, seed: int, bundles, test, cofilter=None) -> dict:
     images = np.concatenate([generator.generate(z[i:i + 2000], labels[i:i + 2000])
                              for i in range(0, len(z), 2000)])
     probs, features = validator.scores(images)
-    accepted = sure_of(probs, labels)
+    accepted = sure_of(probs, labels, THRESHOLD)
     if "e" in choice:  # a second opinion: the co-filter must be as sure of the label
-        accepted &= sure_of(cofilter.probabilities(images), labels)
+        accepted &= sure_of(cofilter.probabilities(images), labels, THRESHOLD)
     bank = validator.reference_bank()
     kept, cells_used = [], []
     for c in np.unique(labels):

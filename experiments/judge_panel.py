@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.cell_balance import PER_CLASS_DRAW, sure_of
+from experiments.cell_balance import PER_CLASS_DRAW, THRESHOLD
 from experiments.latent_prior import CAS_PER_CLASS
+from kepkreator.thresholds import sure_of
 
 
 def draw(generator, setting: str, seed: int):
@@ -59,8 +60,9 @@ def measure(setting, seed, generator, validator, cofilters, judges, out: Path,
             realism=(), test=None) -> list[dict]:
     images, labels = draw(generator, setting, seed)
     probs, features = validator.scores(images)
-    sure = {"validator": sure_of(probs, labels)}
-    sure.update({name: sure_of(c.probabilities(images), labels) for name, c in cofilters.items()})
+    sure = {"validator": sure_of(probs, labels, THRESHOLD)}
+    sure.update({name: sure_of(c.probabilities(images), labels, THRESHOLD)
+                 for name, c in cofilters.items()})
     bank = validator.reference_bank()
     sure.update({f"realism {r:g}": bank.inside(features, labels, r) for r in realism})
     agrees = {name: j.probabilities(images).argmax(1) == labels for name, j in judges.items()}

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kepkreator.thresholds import sure_of
+
 MNIST = "../shared/data/mnist"
 THRESHOLD = 0.99
 PER_CLASS_SAMPLES = 1000
@@ -94,8 +96,7 @@ def measure(setting: str, seed: int, bundles, inverted, train, test) -> dict:
     images = np.concatenate([generator.generate(z[i:i + 2000], labels[i:i + 2000])
                              for i in range(0, len(z), 2000)])
     probs = validator.probabilities(images)
-    accepted = ((probs.argmax(1) == labels)
-                & (probs[np.arange(len(labels)), labels] >= THRESHOLD))
+    accepted = sure_of(probs, labels, THRESHOLD)
     report = judge_report(judge, images, labels, accepted, generator.class_set.chars)
     kept = np.concatenate([np.flatnonzero(accepted & (labels == c))[:CAS_PER_CLASS]
                            for c in np.unique(labels)])

@@ -20,6 +20,7 @@ import click
 import numpy as np
 
 from kepkreator.cli import main as run_command
+from kepkreator.thresholds import sure_of
 
 VALIDATION_SEED = 123  # which 10,000 images outside the subset are the validation set
 
@@ -53,8 +54,7 @@ def accepted_samples(generator, validator, per_class: int, min_confidence: float
             x = generator.generate(generator.sample_latent(rng, batch, latent_scale),
                                    np.full(batch, c))
             p = validator.probabilities(x)
-            ok = (np.ones(len(x), bool) if min_confidence <= 0  # the pipeline's "filter off"
-                  else (p.argmax(1) == c) & (p[:, c] >= min_confidence))
+            ok = sure_of(p, np.full(len(x), c), min_confidence)
             kept.append(x[ok])
             drawn += batch
         images.append(np.concatenate(kept)[:per_class])
