@@ -15,6 +15,7 @@ from kepkreator.cas import train_and_test
 from kepkreator.downstream import (DownstreamConfig, GenerateFn, _check_same_study, _generated,
                                    _pipeline_spec, _record_study, first_per_class)
 from kepkreator.errors import DataError
+from kepkreator.models.bundle import choose_setting
 from kepkreator.thresholds import format_thresholds
 
 
@@ -37,16 +38,17 @@ def scan_split(cfg: DownstreamConfig) -> tuple[Dataset, Dataset, dict]:
 
 def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generate: GenerateFn,
                        log=print, thresholds: tuple[float, ...] = (),
-                       floor: dict | None = None) -> dict:
+                       floor: dict | None = None, cas_tolerance: float = 0.0) -> dict:
     """Setting b (synthetic only, the real train set's size) per latent scale, and per filter
     threshold where ``thresholds`` are given (else at ``cfg.min_confidence``), tested on the
     --holdout part of the training source; every run is cached like the study's runs.
 
     The choice is the highest CAS among the settings whose kept samples meet ``floor``: the
     independent judge's agreement and the density against real images (``metrics.json`` of
-    each generated set), so a setting cannot win on samples a person would label otherwise.
-    Where none meets it, the most faithful one (judge agreement) is chosen, and the report
-    says the floor was missed."""
+    each generated set), so a setting cannot win on samples a person would label otherwise;
+    settings within ``cas_tolerance`` of that CAS are tied and the widest coverage wins
+    (``choose_setting``). Where none meets the floor, the most faithful one (judge agreement)
+    is chosen, and the report says the floor was missed."""
     from kepkreator.training.common import require_every_class, write_json
     if cfg.eval_data or not cfg.holdout:
         raise DataError("the scan chooses on validation data: give --holdout and no --eval-data, "
@@ -97,15 +99,14 @@ def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generat
                      "density": (generated.get("fidelity") or {}).get("density"),
                      "coverage": (generated.get("fidelity") or {}).get("coverage")})
     floor = dict(floor or {})
-    meets = lambda r: all(r.get(key) is not None and r[key] >= value
-                          for key, value in floor.items() if value)
-    eligible = [r for r in rows if meets(r)]
-    best = (max(eligible, key=lambda r: r["cas_mean"]) if eligible
-            else max(rows, key=lambda r: (r["judge_agreement"] or 0, r["cas_mean"])))
+    best = choose_setting(rows, floor, cas_tolerance)
+    eligible = best is not None
+    if best is None:
+        best = max(rows, key=lambda r: (r["judge_agreement"] or 0, r["cas_mean"]))
     report = {"config": asdict(cfg), "data": data_info, "validation_samples": len(validation),
               "scales": rows, "best_latent_scale": best["latent_scale"],
               "best_min_confidence": best["min_confidence"], "fidelity_floor": floor,
-              "floor_met": bool(eligible)}
+              "cas_tolerance": cas_tolerance, "floor_met": eligible}
     write_json(out / "sampling.json", report)
     percent = lambda x, d=2: "-" if x is None else f"{100 * x:.{d}f}%"
     number = lambda x: "-" if x is None else f"{x:.3f}"
@@ -120,10 +121,14 @@ def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generat
               f"{100 * r['cas_spread'] / 2:.2f} ({r['seeds']} seed{'s' * (r['seeds'] > 1)}) |"
               for r in rows]
     floor_text = ", ".join(f"{key} ≥ {value:g}" for key, value in floor.items() if value)
+    tie_text = (f"; settings within {100 * cas_tolerance:g} pp of the best CAS count as tied, "
+                "and the widest coverage among them wins" if cas_tolerance else "")
     if floor_text:
         lines += ["", f"Fidelity floor: {floor_text}: "
-                  + ("the chosen setting has the highest CAS of those that meet it." if eligible
-                     else "no setting meets it; the chosen one is the most faithful.")]
+                  + (f"the chosen setting has the highest CAS of those that meet it{tie_text}."
+                     if eligible else "no setting meets it; the chosen one is the most faithful.")]
+    elif tie_text:
+        lines += ["", f"The chosen setting has the highest CAS{tie_text}."]
     (out / "sampling.md").write_text(
         f"# Sampling scan: {class_set.name}\n\nSynthetic-only reference classifier "
         f"({len(synthetic):,} samples, {cfg.training.steps} steps), tested on "
@@ -136,13 +141,16 @@ def sampling_card_entry(report: dict, second_validator: str = "") -> dict:
     card's own, which every spec of the scan left to it), kept so the pipeline still uses it."""
     cfg = report["config"]
     floor = report.get("fidelity_floor") or {}
+    tolerance = report.get("cas_tolerance", 0.0)
     return {"latent_scale": report["best_latent_scale"],
             "min_confidence": report.get("best_min_confidence", cfg["min_confidence"]),
             "chosen_by": "highest CAS (synthetic-only reference classifier) on held-out real "
                          "validation data" + (", among the settings whose kept samples meet the "
                                               "fidelity floor" if floor else "")
-                         + "; `kepkreator tune-sampling`",
-            "fidelity_floor": floor, "floor_met": report.get("floor_met", True),
+                         + (f"; within {100 * tolerance:g} pp of that CAS, the widest coverage"
+                            if tolerance else "") + "; `kepkreator tune-sampling`",
+            "fidelity_floor": floor, "cas_tolerance": tolerance,
+            "floor_met": report.get("floor_met", True),
             "validation": {k: cfg[k] for k in ("data", "holdout", "split_seed", "reserve_holdout")
                            if k in cfg},
             "validation_samples": report["validation_samples"], "scan": report["scales"]} | (

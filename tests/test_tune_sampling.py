@@ -15,7 +15,8 @@ def test_tune_sampling_chooses_on_validation_and_sets_the_pipeline_default(tmp_p
     args = ["tune-sampling", "--class-set", "digits", "--data", f"mnist:train@{small}",
             "--holdout", 0.25, "--out", scan, "--seeds", "0", "--scales", "1,3", "--steps", 8,
             "--generator", gen, "--validator", val, "--min-confidence", 0, "--update-card",
-            "--min-judge-agreement", 0]  # the untrained tiny generator reaches no floor
+            "--min-judge-agreement", 0,  # the untrained tiny generator reaches no floor
+            "--cas-tolerance", 0]  # the plain highest CAS
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr
     report = json.loads((scan / "sampling.json").read_text())
@@ -40,7 +41,7 @@ def test_tune_sampling_chooses_on_validation_and_sets_the_pipeline_default(tmp_p
     from kepkreator.sampling import sampling_card_entry
     result = run_cli("tune-sampling", "--class-set", "digits", "--data", f"mnist:train@{small}",
                      "--holdout", 0.25, "--out", tmp_path / "grid", "--seeds", "0", "--steps", 8,
-                     "--scales", "1", "--thresholds", "0.5,0.999")
+                     "--scales", "1", "--thresholds", "0.5,0.999", "--cas-tolerance", 0)
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "grid" / "sampling.json").read_text())
     rows = {r["min_confidence"]: r for r in report["scales"]}
@@ -110,3 +111,25 @@ def test_a_named_threshold_gets_the_scale_the_cards_scan_found_best_there():
     assert card_latent_scale(card, 0.999) == 2.0
     assert card_latent_scale(card, 0.5) == 1.5  # not scanned: the card's choice
     assert card_latent_scale({}, 0.9) == 1.0
+
+
+def test_settings_within_the_cas_tolerance_are_tied_and_the_widest_coverage_wins():
+    """A CAS lead smaller than a seed's spread does not pick a narrower, less varied setting:
+    the scan's report, its card entry and a named threshold all follow the same rule."""
+    from kepkreator.models.bundle import card_latent_scale, choose_setting
+    row = lambda s, t, cas, judge, coverage: {"latent_scale": s, "min_confidence": t,
+                                              "cas_mean": cas, "judge_agreement": judge,
+                                              "coverage": coverage}
+    rows = [row(1.25, 0.9, 0.9831, 0.9993, 0.905), row(1.5, 0.99, 0.9833, 0.9991, 0.845),
+            row(1.75, 0.99, 0.9835, 0.9984, 0.767), row(1.75, 0.9, 0.9855, 0.9943, 0.725),
+            row(1.0, 0.9, 0.9772, 0.9999, 0.932)]
+    floor = {"judge_agreement": 0.998, "density": 0.0}
+    assert choose_setting(rows, floor) is rows[2]  # no tolerance: the highest CAS
+    assert choose_setting(rows, floor, 0.001) is rows[0]  # 1.0 is 0.6 pp behind: not tied
+    assert choose_setting(rows, floor, 0.00025) is rows[1]  # 1.25 is 0.04 pp behind: not tied
+    assert choose_setting(rows, {"judge_agreement": 0.9999}, 0.001) is rows[4]
+    assert choose_setting(rows, {"judge_agreement": 1.0}) is None
+    card = {"sampling": {"latent_scale": 1.25, "fidelity_floor": floor, "cas_tolerance": 0.001,
+                         "scan": rows}}
+    assert card_latent_scale(card, 0.99) == 1.5
+    assert card_latent_scale({"sampling": {**card["sampling"], "cas_tolerance": 0}}, 0.99) == 1.75

@@ -153,12 +153,15 @@ def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_cl
 @click.option("--min-density", type=FiniteRange(0, 10), default=0.0, show_default=True,
               help="Fidelity floor: density of the kept samples against real images in the "
                    "judge's features (real images score about 1; 0: no floor).")
+@click.option("--cas-tolerance", type=FiniteRange(0, 0.1), default=0.001, show_default=True,
+              help="Settings within this much of the best CAS (0.001: 0.1 pp, about a seed's "
+                   "spread) count as tied; the widest coverage among them is chosen.")
 @click.option("--update-card", is_flag=True,
               help="Record the chosen scale (and threshold) in the generator's card: the "
                    "pipeline's defaults.")
 def tune_sampling(class_set, data, eval_data, holdout, out, seeds, generator, validator,
                   min_confidence, steps, reference_classifier, scales, thresholds,
-                  reserve_holdout, min_judge_agreement, min_density, update_card):
+                  reserve_holdout, min_judge_agreement, min_density, cas_tolerance, update_card):
     """Choose the generator's latent scale (and filter threshold) by the Classification Accuracy
     Score on held-out real validation data (--holdout of the training source; the test set
     stays unseen)."""
@@ -186,7 +189,7 @@ def tune_sampling(class_set, data, eval_data, holdout, out, seeds, generator, va
     report = scan_latent_scales(cfg, scale_list, generate_with_pipeline,
                                 log=lambda m: click.echo(m, err=True), thresholds=threshold_list,
                                 floor={"judge_agreement": min_judge_agreement,
-                                       "density": min_density})
+                                       "density": min_density}, cas_tolerance=cas_tolerance)
     if update_card:
         from kepkreator.evaluate import record_in_card
         from kepkreator.models.bundle import resolve_bundle_path

@@ -90,6 +90,8 @@ CARD_FIELDS = {
 SAMPLING_FIELDS = {
     "latent_scale": (_positive_number, "a positive number"),
     "min_confidence": (_confidence, "a number in [0, 1] or {class: number in [0, 1]}"),
+    "cas_tolerance": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                      and 0 <= v < 1, "a number in [0, 1)"),
 }
 _COMMON_SIGNATURE = {"orientation": (_one_of(ORIENTATIONS), f"one of {', '.join(ORIENTATIONS)}")}
 SIGNATURE_FIELDS = {
