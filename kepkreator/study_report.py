@@ -37,12 +37,13 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
 
 
 def check_targets(summary: dict) -> list[dict]:
-    """The issue's two targets, computed from the runs: CAS close to real, and honest gains."""
+    """The targets, computed from the runs: CAS close to real (``value_pp``: how far (b) is
+    below (a)), and honest gains (``value_pp``: the gain)."""
     checks = []
     if {"a", "b"} <= summary.keys():
         gap = summary["a"]["accuracy_mean"] - summary["b"]["accuracy_mean"]
-        checks.append({"target": "(b) within 0.5 pp of (a)", "value_pp": round(100 * gap, 3),
-                       "met": bool(gap <= 0.005)})
+        checks.append({"target": "(b) at most 0.3 pp below (a)", "value_pp": round(100 * gap, 3),
+                       "met": bool(gap <= 0.003)})
     for low_data in ("e", "e_aug"):
         if {low_data, "c_aug"} <= summary.keys():
             gain = summary[low_data]["accuracy_mean"] - summary["c_aug"]["accuracy_mean"]
@@ -82,7 +83,9 @@ def markdown_table(summary: dict, checks: list[dict] | None = None) -> str:
         lines.append("")
     for check in checks or []:
         extra = f", seed spread {check['spread_pp']:.2f} pp" if "spread_pp" in check else ""
-        lines.append(f"- {check['target']}: {check['value_pp']:+.2f} pp{extra} — "
+        value = (f"{check['value_pp']:+.2f} pp" if "spread_pp" in check  # a gain
+                 else f"{check['value_pp']:.2f} pp below")
+        lines.append(f"- {check['target']}: {value}{extra} — "
                      f"{'met' if check['met'] else 'MISSED'}")
     if checks is not None and {"ceiling_aug", "c_aug"} <= summary.keys():
         headroom = summary["ceiling_aug"]["accuracy_mean"] - summary["c_aug"]["accuracy_mean"]

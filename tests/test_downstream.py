@@ -321,3 +321,15 @@ def test_data_a_study_cannot_use_is_refused_before_out_exists(tmp_path):
     assert_one_line_error(run_cli(*common, "--holdout", "0.2"),
                           "fewer than the 200 per class asked for")
     assert not (tmp_path / "study").exists()
+
+
+def test_the_cas_target_says_how_far_b_is_below_a():
+    from kepkreator.study_report import check_targets, markdown_table
+    row = lambda acc: {"accuracy_mean": acc, "accuracy_spread": 0.0, "description": "",
+                       "train_samples": 10, "seeds": 1, "runs": [{"accuracy": acc}]}
+    (missed,) = check_targets({"a": row(0.9894), "b": row(0.9835)})
+    assert not missed["met"] and missed["value_pp"] == pytest.approx(0.59)
+    assert "(b) at most 0.3 pp below (a): 0.59 pp below — MISSED" in markdown_table(
+        {"a": row(0.9894), "b": row(0.9835)}, [missed])
+    (met,) = check_targets({"a": row(0.9894), "b": row(0.9870)})
+    assert met["met"] and met["value_pp"] == pytest.approx(0.24)
