@@ -78,7 +78,8 @@ def markdown_table(summary: dict, checks: list[dict] | None = None) -> str:
         accs = [100 * r["accuracy"] for r in row["runs"]]
         lines.append(f"| {setting} | {row['description']} | {row['train_samples']:,} | "
                      f"{100 * row['accuracy_mean']:.2f}% ± {100 * row['accuracy_spread'] / 2:.2f} "
-                     f"({min(accs):.2f}–{max(accs):.2f}, {row['seeds']} seeds) |")
+                     f"({min(accs):.2f}–{max(accs):.2f}, {row['seeds']} "
+                     f"seed{'s' * (row['seeds'] != 1)}) |")
     if checks:
         lines.append("")
     for check in checks or []:

@@ -329,7 +329,8 @@ def test_the_cas_target_says_how_far_b_is_below_a():
                        "train_samples": 10, "seeds": 1, "runs": [{"accuracy": acc}]}
     (missed,) = check_targets({"a": row(0.9894), "b": row(0.9835)})
     assert not missed["met"] and missed["value_pp"] == pytest.approx(0.59)
-    assert "(b) at most 0.3 pp below (a): 0.59 pp below — MISSED" in markdown_table(
-        {"a": row(0.9894), "b": row(0.9835)}, [missed])
+    table = markdown_table({"a": row(0.9894), "b": row(0.9835)}, [missed])
+    assert "(b) at most 0.3 pp below (a): 0.59 pp below — MISSED" in table
+    assert "(98.94–98.94, 1 seed) |" in table
     (met,) = check_targets({"a": row(0.9894), "b": row(0.9870)})
     assert met["met"] and met["value_pp"] == pytest.approx(0.24)
