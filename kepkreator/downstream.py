@@ -122,8 +122,8 @@ class DownstreamConfig(DataChoice):
 def _card_latent_scale(generator: str, class_set: str, min_confidence=None) -> float:
     """The scale a spec with this threshold gets from the generator's card, read from the card
     alone: no model load for one number."""
-    from kepkreator.models.bundle import card_latent_scale, resolve_bundle_path
-    from kepkreator.models.card import read_card
+    from kepkreator.models.bundle import resolve_bundle_path
+    from kepkreator.models.card import card_latent_scale, read_card
     card = read_card(resolve_bundle_path(generator or f"default:{class_set}", "generator"))
     named = min_confidence if isinstance(min_confidence, (int, float)) else None
     return card_latent_scale(card, named)

@@ -15,7 +15,7 @@ from kepkreator.cas import train_and_test
 from kepkreator.downstream import (DownstreamConfig, GenerateFn, _check_same_study, _generated,
                                    _pipeline_spec, _record_study, first_per_class)
 from kepkreator.errors import DataError
-from kepkreator.models.bundle import choose_setting
+from kepkreator.models.card import choose_setting
 from kepkreator.thresholds import format_thresholds
 
 

@@ -119,7 +119,7 @@ class JobSpec:
         and the judge (``default``: ``shipped_judge``, or none). The card's scale is widened for filtered sampling: with
         every filter off it would hand the user the widened draw's malformed samples, so then
         the scale is 1."""
-        from kepkreator.models.bundle import card_latent_scale
+        from kepkreator.models.card import card_latent_scale
         sampling = generator_card.get("sampling") or {}
         default, per_class = self.min_confidence, dict(self.min_confidence_per_class)
         if default is None:

@@ -97,7 +97,7 @@ def test_a_scan_without_every_class_is_refused_before_out_exists(tmp_path):
 def test_a_named_threshold_gets_the_scale_the_cards_scan_found_best_there():
     """A widened scale chosen for a strict filter is not handed to a laxer one: at a threshold
     the user names, the best CAS among the scan's rows that met the fidelity floor."""
-    from kepkreator.models.bundle import card_latent_scale
+    from kepkreator.models.card import card_latent_scale
     row = lambda s, t, cas, judge: {"latent_scale": s, "min_confidence": t, "cas_mean": cas,
                                     "judge_agreement": judge}
     card = {"sampling": {"latent_scale": 1.5, "min_confidence": 0.99,
@@ -116,7 +116,7 @@ def test_a_named_threshold_gets_the_scale_the_cards_scan_found_best_there():
 def test_settings_within_the_cas_tolerance_are_tied_and_the_widest_coverage_wins():
     """A CAS lead smaller than a seed's spread does not pick a narrower, less varied setting:
     the scan's report, its card entry and a named threshold all follow the same rule."""
-    from kepkreator.models.bundle import card_latent_scale, choose_setting
+    from kepkreator.models.card import card_latent_scale, choose_setting
     row = lambda s, t, cas, judge, coverage: {"latent_scale": s, "min_confidence": t,
                                               "cas_mean": cas, "judge_agreement": judge,
                                               "coverage": coverage}

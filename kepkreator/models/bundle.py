@@ -17,8 +17,8 @@ import numpy as np
 
 from kepkreator.classsets import ClassSet, get_class_set
 from kepkreator.errors import BundleError, KepKreatorError
-from kepkreator.models.card import (CARD_NAME, MODEL_SUFFIXES, read_card, sha256_file,
-                                    verify_model_file)
+from kepkreator.models.card import (CARD_NAME, MODEL_SUFFIXES, card_latent_scale, read_card,
+                                    sha256_file, verify_model_file)
 from kepkreator.paths import not_local
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -115,39 +115,6 @@ def resolve_bundle_path(ref: str | os.PathLike, kind: str | None = None) -> Path
     if not (path / CARD_NAME).is_file():
         raise BundleError(f"not a model bundle (no {CARD_NAME}): {path}")
     return path
-
-
-def choose_setting(rows: list[dict], floor: dict, cas_tolerance: float = 0.0) -> dict | None:
-    """The sampling scan's choice among its ``rows``: of those that meet every ``floor`` (a
-    figure of the row >= its value; 0 or None: no floor), the highest CAS (``cas_mean``). Rows
-    within ``cas_tolerance`` of it count as tied, since a difference that small is seed noise,
-    and of those the one whose kept samples reach the most real neighbourhoods (coverage) wins.
-    None where no row meets the floor."""
-    floor = {k: v for k, v in (floor or {}).items() if v}
-    eligible = [r for r in rows if isinstance(r, dict)
-                and all((r.get(k) or 0) >= v for k, v in floor.items())]
-    if not eligible:
-        return None
-    top = max(r.get("cas_mean", 0) for r in eligible)
-    tied = [r for r in eligible if r.get("cas_mean", 0) >= top - cas_tolerance]
-    return max(tied, key=lambda r: (r.get("coverage") or 0, r.get("cas_mean", 0)))
-
-
-def card_latent_scale(card: dict, threshold: float | None = None) -> float:
-    """A generator card's sampling choice (``kepkreator tune-sampling``), else 1. With a
-    ``threshold`` the caller chose itself: the scale the card's scan chooses among its rows at
-    that threshold (``choose_setting``, under the scan's floor and CAS tolerance), since a
-    widened scale that suits a strict filter hands a laxer one malformed samples; the card's
-    choice where the scan has no such row."""
-    sampling = card.get("sampling") or {}
-    chosen = float(sampling.get("latent_scale", 1.0))
-    if threshold is None:
-        return chosen
-    rows = [r for r in sampling.get("scan") or []
-            if isinstance(r, dict) and r.get("min_confidence") == threshold]
-    best = choose_setting(rows, sampling.get("fidelity_floor") or {},
-                          float(sampling.get("cas_tolerance", 0.0)))
-    return chosen if best is None else float(best["latent_scale"])
 
 
 def _forward(model, pack, *inputs):

@@ -176,3 +176,36 @@ def verify_model_file(path: Path, card: dict) -> Path:
                           f"describes (sha256 differs from model_sha256 "
                           f"{card['model_sha256'][:12]}...)")
     return model_file
+
+
+def choose_setting(rows: list[dict], floor: dict, cas_tolerance: float = 0.0) -> dict | None:
+    """The sampling scan's choice among its ``rows``: of those that meet every ``floor`` (a
+    figure of the row >= its value; 0 or None: no floor), the highest CAS (``cas_mean``). Rows
+    within ``cas_tolerance`` of it count as tied, since a difference that small is seed noise,
+    and of those the one whose kept samples reach the most real neighbourhoods (coverage) wins.
+    None where no row meets the floor."""
+    floor = {k: v for k, v in (floor or {}).items() if v}
+    eligible = [r for r in rows if isinstance(r, dict)
+                and all((r.get(k) or 0) >= v for k, v in floor.items())]
+    if not eligible:
+        return None
+    top = max(r.get("cas_mean", 0) for r in eligible)
+    tied = [r for r in eligible if r.get("cas_mean", 0) >= top - cas_tolerance]
+    return max(tied, key=lambda r: (r.get("coverage") or 0, r.get("cas_mean", 0)))
+
+
+def card_latent_scale(card: dict, threshold: float | None = None) -> float:
+    """A generator card's sampling choice (``kepkreator tune-sampling``), else 1. With a
+    ``threshold`` the caller chose itself: the scale the card's scan chooses among its rows at
+    that threshold (``choose_setting``, under the scan's floor and CAS tolerance), since a
+    widened scale that suits a strict filter hands a laxer one malformed samples; the card's
+    choice where the scan has no such row."""
+    sampling = card.get("sampling") or {}
+    chosen = float(sampling.get("latent_scale", 1.0))
+    if threshold is None:
+        return chosen
+    rows = [r for r in sampling.get("scan") or []
+            if isinstance(r, dict) and r.get("min_confidence") == threshold]
+    best = choose_setting(rows, sampling.get("fidelity_floor") or {},
+                          float(sampling.get("cas_tolerance", 0.0)))
+    return chosen if best is None else float(best["latent_scale"])
