@@ -14,7 +14,8 @@ the pipeline's realism filter at strength R beside the validator, for comparison
 panel then measures every kept set; a panel of judges trained in different ways (architecture,
 augmentation, seed) tells a filter that removes unreadable samples from one that removes what a
 judge of its own kind dislikes. ``--cas`` also trains the studies' LeNet on each kept set and
-tests it on the MNIST test set (``experiments.cell_balance``'s CAS). ``OUT/<setting>-s<seed>-<what>.png`` show the samples the
+tests it on the MNIST test set (``experiments.cell_balance``'s CAS).
+``OUT/<setting>-s<seed>-<what>.png`` show the samples the
 co-filter drops and the kept ones the panel's majority rejects, to look at.
 """
 from __future__ import annotations

@@ -247,13 +247,13 @@ def format_table(report: dict) -> str:
                      f"Frechet distance {report['frechet_distance']:.3f})")
     if "judged" in report:
         j = report["judged"]
+        filters = "validator" + (" and second validator" if "second_validator" in report else "")
         for name in ("generated", "accepted"):
             row = j[name]
             lines.append(f"judge, {name:<9} agreement {row['agreement']:.4f}"
                          + (f"  density {row['density']:.3f}  coverage {row['coverage']:.3f}"
                             if "density" in row else "")
-                         + (f"  (validator{' and second validator' * ('second_validator' in report)}"
-                            f" confidence >= {report['min_confidence']:g}: "
+                         + (f"  ({filters} confidence >= {report['min_confidence']:g}: "
                             f"{row['samples']:,} kept)" if name == "accepted" else ""))
         if "real_vs_real" in j:
             lines.append(f"judge, real vs real: density {j['real_vs_real']['density']:.3f}  "

@@ -114,8 +114,8 @@ def dataset_card(job: JobSpec, metrics: dict, bundles: dict, generator_card: dic
     for kind in ("generator", "validator", "second_validator", "judge"):
         if kind in bundles:
             b = bundles[kind]
-            body.append(f"| {kind.replace('_', ' ')} | `{b['ref']}` ({b['name'] or 'unnamed'}; model sha256 "
-                        f"`{b['model_sha256'][:16]}…`, verified) |")
+            body.append(f"| {kind.replace('_', ' ')} | `{b['ref']}` ({b['name'] or 'unnamed'}; "
+                        f"model sha256 `{b['model_sha256'][:16]}…`, verified) |")
     realism = ("off" if job.realism is None else
                f"within {job.realism:g} × a real image's k-NN radius (validator features)")
     second = ("; the second validator as sure of the same label" if job.second_validator

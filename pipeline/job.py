@@ -116,9 +116,9 @@ class JobSpec:
                            shipped_judge: str | None = None) -> "JobSpec":
         """What the spec left to the generator's card: the filter threshold and latent scale it
         was sampled at (``kepkreator tune-sampling`` records both), the second validator it names,
-        and the judge (``default``: ``shipped_judge``, or none). The card's scale is widened for filtered sampling: with
-        every filter off it would hand the user the widened draw's malformed samples, so then
-        the scale is 1."""
+        and the judge (``default``: ``shipped_judge``, or none). The card's scale is widened for
+        filtered sampling: with every filter off it would hand the user the widened draw's
+        malformed samples, so then the scale is 1."""
         from kepkreator.models.card import card_latent_scale
         sampling = generator_card.get("sampling") or {}
         default, per_class = self.min_confidence, dict(self.min_confidence_per_class)
