@@ -56,6 +56,9 @@ def train_validator_cmd(class_set, data, eval_data, holdout, out, epochs, batch_
               help="Generator bundle to start from (e.g. default:letters for a few hundred digits): "
                    "layers of matching shape are copied, the label embedding of a new class set "
                    "starts fresh.")
+@click.option("--cover-boost", type=click.IntRange(1, 20), default=1, show_default=True,
+              help="With --init-from and --validator: the real images that generator misses "
+                   "occur this many times in each epoch, pushing it towards the styles it lacks.")
 @click.option("--modes-per-class", type=click.IntRange(1, 16), default=1, show_default=True,
               help="Class splitting: cluster each class into this many modes and condition on "
                    "them, so no way of writing a class is dropped (3 for letters: capital and "
@@ -65,8 +68,8 @@ def train_validator_cmd(class_set, data, eval_data, holdout, out, epochs, batch_
 def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, seed,
                   per_class, subset_seed, max_train_samples, workdir, generator_preset,
                   discriminator_preset, latent_dim, embed_dim, channels, g_lr, d_lr, aux_weight,
-                  diff_augment, real_augment, mode_seeking, init_from, modes_per_class, validator,
-                  eval_per_class):
+                  diff_augment, real_augment, mode_seeking, init_from, cover_boost,
+                  modes_per_class, validator, eval_per_class):
     """Train a conditional GAN; the bundle holds the (EMA) generator."""
     require_tensorflow("kepkreator train gan")
     from kepkreator.models.bundle import resolve_bundle_path
@@ -80,7 +83,7 @@ def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, 
         epochs=epochs, batch_size=batch_size, seed=seed, max_train_samples=max_train_samples,
         per_class=per_class, subset_seed=subset_seed, diff_augment=diff_augment,
         real_augment=real_augment, mode_seeking=mode_seeking, init_from=init_from, workdir=workdir,
-        modes_per_class=modes_per_class,
+        modes_per_class=modes_per_class, cover_boost=cover_boost,
         generator_preset=generator_preset,
         discriminator_preset=discriminator_preset, latent_dim=latent_dim, embed_dim=embed_dim,
         channels=channels, g_learning_rate=g_lr, d_learning_rate=d_lr, aux_weight=aux_weight,

@@ -18,6 +18,7 @@ from kepkreator.training.common import (
     DataChoice, announce_start, check_bundle_out, check_resume, command_line, completed_epochs,
     environment, epoch_batches, keras_verbosity, require_every_class, reseed_each_epoch,
     save_grid, stop_on_divergence, to_model_input, training_data, write_json)
+from kepkreator.training.continuation import boost_missed, check_cover_boost, warm_start
 from kepkreator.training.modes import PCA_DIMS, split_into_modes
 
 
@@ -46,6 +47,9 @@ class GANHParams(DataChoice):
     # whose weight shapes match is copied, the rest (the label embedding when the class sets
     # differ) starts fresh. Strokes learnt on plenty of data, classes learnt on the small set.
     init_from: str = ""
+    # With init_from: the real images that generator misses (training/continuation.py) occur
+    # this many times in each epoch, so the continuation is pushed towards the styles it lacks.
+    cover_boost: int = 1
     # Class splitting (training/modes.py): k-means every class into this many modes and condition
     # on the mode, so that no way of writing a class (a letter's capital or small form) is dropped.
     modes_per_class: int = 1
@@ -211,27 +215,6 @@ def _grid_callback(gan, num_labels, latent_dim, workdir: Path, per_row: int = 10
     return SampleGrid()
 
 
-def warm_start(generator, source) -> dict:
-    """Copy ``source``'s weights into ``generator`` layer by layer where the shapes agree."""
-    from kepkreator.errors import KepKreatorError
-    target_layers = [layer for layer in generator.layers if layer.weights]
-    source_layers = [layer for layer in source.layers if layer.weights]
-    if len(target_layers) != len(source_layers):
-        raise KepKreatorError(f"cannot start from a generator with {len(source_layers)} weighted "
-                              f"layers: this architecture has {len(target_layers)}")
-    copied, fresh = [], []
-    for target, origin in zip(target_layers, source_layers):
-        shapes = [tuple(w.shape) for w in target.weights]
-        if type(target) is type(origin) and shapes == [tuple(w.shape) for w in origin.weights]:
-            target.set_weights(origin.get_weights())
-            copied.append(target.name)
-        else:
-            fresh.append(target.name)
-    if not copied or all(name.startswith("label_embedding") for name in copied):
-        raise KepKreatorError("the generator to start from shares no layer shapes with this one")
-    return {"copied_layers": len(copied), "fresh_layers": fresh}
-
-
 def build_gan(hp: GANHParams, exemplars=None):
     """The compiled conditional GAN of ``hp`` (generator, discriminator, EMA generator);
     ``exemplars`` (images, labels) are the training images a warp generator redraws."""
@@ -352,25 +335,29 @@ def train_gan(hp: GANHParams, callbacks=()) -> Path:
     check_bundle_out(hp.out)
     if hp.validator:  # one that cannot score this class set fails now, not after the training
         load_validator_for(hp.validator, class_set)
+    check_cover_boost(hp)
     train, evaluation, data_info = training_data(hp)
     require_every_class(train)
     if hp.modes_per_class > 1:  # a mode of one image, or none, is a copy or a dead label
         require_every_class(train, 2 * hp.modes_per_class,
                             f" to split into --modes-per-class {hp.modes_per_class}",
                             "give more data or fewer modes")
-    steps_per_epoch = gan_steps_per_epoch(train, hp)
     mode_labels, mode_shares = (split_into_modes(
         train.images, train.labels, class_set.num_classes, hp.modes_per_class, hp.seed)
         if hp.modes_per_class > 1 else (None, None))
     # A generator to start from that does not fit fails here, before any training.
     gan = build_gan(hp, (train.images, train.labels if mode_labels is None else mode_labels))
+    shown = train
+    if hp.cover_boost > 1:
+        shown, data_info["cover_boost"] = boost_missed(hp, train)
+    steps_per_epoch = gan_steps_per_epoch(shown, hp)
     workdir = Path(hp.workdir or f"{hp.out}.work")
     workdir.mkdir(parents=True, exist_ok=True)
     check_resume(hp, workdir)
     announce_start(hp, workdir, len(train))
     started = time.time()
     # The dataset shuffles itself (seeded); shuffle=False only stops Keras warning that it cannot.
-    history = gan.fit(gan_dataset(train, hp, mode_labels, completed_epochs(workdir)),
+    history = gan.fit(gan_dataset(shown, hp, mode_labels, completed_epochs(workdir)),
                       epochs=hp.epochs, steps_per_epoch=steps_per_epoch, shuffle=False,
                       verbose=keras_verbosity(hp.verbose), callbacks=[
         stop_on_divergence(workdir),
