@@ -94,7 +94,7 @@ def test_mode_seeking_changes_what_the_generator_learns(mnist_dir, tmp_path):
 def test_warm_start_copies_every_layer_but_a_new_class_sets_embedding(mnist_dir, tmp_path):
     from kepkreator.errors import KepKreatorError
     from kepkreator.models.networks import build_generator
-    from kepkreator.training.gan import warm_start
+    from kepkreator.training.continuation import warm_start
     letters = build_generator(26, "tiny")
     digits = build_generator(10, "tiny")
     report = warm_start(digits, letters)

@@ -89,9 +89,11 @@ def boost_missed(hp, train):
     missed = missed_real_images(load_bundle(hp.init_from, "generator"),
                                 load_validator_for(hp.validator, train.class_set),
                                 train.images, train.labels, hp.seed)
+    rows = boosted_rows(missed, hp.cover_boost)
     info = {"boost": hp.cover_boost, "missed": int(missed.sum()), "of": len(missed),
+            "images_per_epoch": len(rows),
             "missed_per_class": np.bincount(train.labels[missed],
                                             minlength=train.class_set.num_classes).tolist(),
             "found_by": "no sample of the starting generator (scale 1, as many as real) within "
                         "the image's 5-NN radius among its class, in the validator's features"}
-    return train.subset(boosted_rows(missed, hp.cover_boost)), info
+    return train.subset(rows), info
