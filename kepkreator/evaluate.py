@@ -10,7 +10,7 @@ from kepkreator.data import Dataset
 from kepkreator.errors import KepKreatorError
 from kepkreator.metrics import (ClassStats, class_report, copying_report, frechet_distance,
                                 nearest_distances)
-from kepkreator.models.bundle import Bundle, load_bundle
+from kepkreator.models.bundle import Bundle, load_bundle, require_class_set
 from kepkreator.models.card import CARD_NAME
 from kepkreator.thresholds import sure_of
 
@@ -76,9 +76,7 @@ def evaluate_generator(generator_ref, validator_ref, per_class: int = 1000, seed
     validator (``second_validator_ref`` None: the card's ``sampling.second_validator``; "":
     none) as sure of the label."""
     generator, validator = _bundle(generator_ref, "generator"), _bundle(validator_ref, "validator")
-    if generator.class_set != validator.class_set:
-        raise KepKreatorError(f"generator class set {generator.class_set.name!r} differs from "
-                              f"validator class set {validator.class_set.name!r}")
+    require_class_set(generator, validator.class_set, "generator", "validator class set")
     if train is not None and (real is None or not len(real)):
         raise KepKreatorError("the copying check needs held-out real images as well as the "
                               "training images, to know how near new data falls by chance")
@@ -93,9 +91,7 @@ def evaluate_generator(generator_ref, validator_ref, per_class: int = 1000, seed
               "generated": class_report(ClassStats.from_probabilities(probs, labels), labels_text)}
     if judge_ref is not None:
         judge = _bundle(judge_ref, "judge")
-        if judge.class_set != generator.class_set:
-            raise KepKreatorError(f"judge class set {judge.class_set.name!r} differs from "
-                                  f"generator class set {generator.class_set.name!r}")
+        require_class_set(judge, generator.class_set, "judge", "generator class set")
         if min_confidence is None:  # the card's default threshold (per-class ones aside)
             card_value = (generator.card.get("sampling") or {}).get("min_confidence", 0.9)
             min_confidence = float(card_value.get("default", 0.9) if isinstance(card_value, dict)
@@ -106,10 +102,8 @@ def evaluate_generator(generator_ref, validator_ref, per_class: int = 1000, seed
                 "second_validator", "")
         if second_validator_ref:
             second = _bundle(second_validator_ref, "second_validator")
-            if second.class_set != generator.class_set:
-                raise KepKreatorError(f"second validator class set {second.class_set.name!r} "
-                                      f"differs from generator class set "
-                                      f"{generator.class_set.name!r}")
+            require_class_set(second, generator.class_set, "second validator",
+                              "generator class set")
             accepted &= sure_of(second.probabilities(images), labels, min_confidence)
             report["second_validator"] = second.reference
         report["min_confidence"] = min_confidence

@@ -23,12 +23,10 @@ def check_bundles(job: JobSpec) -> tuple[dict, dict]:
     """Load both bundles once here, so a bad bundle fails before any worker starts. Returns what
     the manifest records of them and the generator's card as read now, beside its sha256, so the
     dataset card quotes the card that the sha256 names."""
-    from kepkreator.models.bundle import load_bundle
+    from kepkreator.models.bundle import load_bundle, require_class_set
     generator = load_bundle(job.generator, "generator")
     validator = load_bundle(job.validator, "validator")
-    if generator.class_set != validator.class_set:
-        raise KepKreatorError(f"generator class set {generator.class_set.name!r} differs from "
-                              f"validator class set {validator.class_set.name!r}")
+    require_class_set(generator, validator.class_set, "generator", "validator class set")
     if generator.class_set.name != job.class_set:
         raise KepKreatorError(f"spec class_set {job.class_set!r} differs from the bundles' "
                               f"{generator.class_set.name!r}")
@@ -50,13 +48,12 @@ def check_bundles(job: JobSpec) -> tuple[dict, dict]:
 def _other_classifier(job: JobSpec, role: str):
     """The judge or second validator bundle the (resolved) spec names; None where there is
     none."""
-    from kepkreator.models.bundle import load_bundle
+    from kepkreator.models.bundle import load_bundle, require_class_set
     if not getattr(job, role):
         return None
+    from kepkreator.classsets import get_class_set
     bundle = load_bundle(getattr(job, role), role)
-    if bundle.class_set.name != job.class_set:
-        raise KepKreatorError(f"{role} class set {bundle.class_set.name!r} differs from the "
-                              f"spec's {job.class_set!r}")
+    require_class_set(bundle, get_class_set(job.class_set), role, "the spec's")
     return bundle
 
 

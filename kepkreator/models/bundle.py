@@ -365,13 +365,19 @@ def load_bundle(ref: str | os.PathLike, kind: str | None = None) -> Generator | 
     return cls(path=path, card=card, model=model, class_set=class_set)
 
 
+def require_class_set(bundle: Bundle, class_set: ClassSet, role: str, whose: str = "") -> None:
+    """Refuse a model that works beside another (a generator's validator, judge or second
+    validator) unless it has their ``class_set``; ``whose`` names where that set comes from."""
+    if bundle.class_set != class_set:
+        raise BundleError(f"{role} class set {bundle.class_set.name!r} differs from "
+                          + (f"{whose} {class_set.name!r}" if whose else repr(class_set.name)))
+
+
 def load_validator_for(ref: str | os.PathLike, class_set: ClassSet) -> Validator:
     """The validator ``ref``, refused unless it scores ``class_set``: callers check this before
     hours of training, not after."""
     validator = load_bundle(ref, "validator")
-    if validator.class_set != class_set:
-        raise BundleError(f"validator class set {validator.class_set.name!r} differs from "
-                          f"{class_set.name!r}")
+    require_class_set(validator, class_set, "validator")
     return validator
 
 
