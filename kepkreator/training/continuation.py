@@ -3,9 +3,10 @@ the continuation can show them to the discriminator more often.
 
 A real image is *missed* when none of several samples per real image of its class lies within
 the image's k-nearest-neighbour radius among the real images of its class, in a validator's
-features: the coverage test of ``kepkreator.manifold``, image by image. Repeating the missed images (the reweighting of AdaGAN, Tolstikhin et al. 2017, applied to one generator)
-puts the discriminator's pressure where the generator's samples are absent; a conditional GAN
-otherwise keeps drawing each class's common styles and drops the rarer ones.
+features: the coverage test of ``kepkreator.manifold``, image by image. Repeating the missed
+images (the reweighting of AdaGAN, Tolstikhin et al. 2017, applied to one generator) puts the
+discriminator's pressure where the generator's samples are absent; a conditional GAN otherwise
+keeps drawing each class's common styles and drops the rarer ones.
 """
 from __future__ import annotations
 
