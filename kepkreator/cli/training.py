@@ -1,4 +1,4 @@
-"""``train validator|gan``, ``tune``, ``reference`` and ``import-model``: models in."""
+"""Models in: ``train``, ``tune``, ``reference``, ``import-model``, ``mix-generators``."""
 from __future__ import annotations
 
 import json
@@ -173,3 +173,25 @@ def import_model_cmd(model_file, card_file, out):
     bundle = load_bundle(path)
     click.echo(f"{bundle.card['kind']} bundle: {path} ({bundle.class_set.name}, "
                f"{bundle.model.count_params()} parameters)")
+
+
+@cli.command("mix-generators")
+@click.argument("generators", nargs=-1, required=True)
+@click.option("--out", required=True, type=LocalPath(file_okay=False), help="Bundle to create.")
+@click.option("--shares", default=None,
+              help="Comma-separated share of each generator (default: equal).")
+def mix_generators_cmd(generators, out, shares):
+    """One generator bundle whose samples come from GENERATORS (trained apart, same class set
+    and signature), each by its share: together they reach styles each one drops."""
+    require_tensorflow("kepkreator mix-generators")
+    from kepkreator.errors import KepKreatorError
+    from kepkreator.models.bundle import resolve_bundle_path
+    from kepkreator.models.mixture import mix_generators
+    for ref in generators:
+        resolve_bundle_path(ref, "generator")
+    try:
+        parsed = None if shares is None else [float(s) for s in shares.split(",")]
+    except ValueError:
+        raise KepKreatorError(f"--shares {shares!r}: give numbers, e.g. 0.5,0.5") from None
+    path = mix_generators(list(generators), out, parsed)
+    click.echo(f"generator bundle: {path} (a mixture of {len(generators)})")

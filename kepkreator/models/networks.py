@@ -371,5 +371,10 @@ class WarpImage(layers.Layer):
         return {**super().get_config(), "max_shift": self.max_shift}
 
 
+def _mixture_layers() -> dict:
+    from kepkreator.models.mixture import ChosenOutput, ComponentChoice
+    return {"ComponentChoice": ComponentChoice, "ChosenOutput": ChosenOutput}
+
+
 CUSTOM_OBJECTS = {"ProjectionScore": ProjectionScore, "ModeChoice": ModeChoice,
-                  "ExemplarBank": ExemplarBank, "WarpImage": WarpImage}
+                  "ExemplarBank": ExemplarBank, "WarpImage": WarpImage, **_mixture_layers()}
