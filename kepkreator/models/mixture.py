@@ -13,6 +13,7 @@ work per sample.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -98,7 +99,7 @@ def mix_generators(refs: list[str], out: str, shares: list[float] | None = None)
     if sampling:
         sampling["chosen_by"] = (f"copied from component 0 ({refs[0]}); not scanned as a "
                                  "mixture: `kepkreator tune-sampling --update-card` replaces it")
-    card = {"kind": "generator", "name": out.rstrip("/").split("/")[-1],
+    card = {"kind": "generator", "name": Path(out).name,
             "class_set": first.class_set.name, "labels": list(first.class_set.chars),
             "signature": {**first.signature,
                           "latent_dim": first.latent_dim + CHOICE_DIMS},
