@@ -181,8 +181,9 @@ def import_model_cmd(model_file, card_file, out):
 @click.option("--shares", default=None,
               help="Comma-separated share of each generator (default: equal).")
 def mix_generators_cmd(generators, out, shares):
-    """One generator bundle whose samples come from GENERATORS (trained apart, same class set
-    and signature), each by its share: together they reach styles each one drops."""
+    """One generator bundle whose samples come from GENERATORS (same class set and signature),
+    each by its share: one pushed towards styles another misses (train gan --cover-boost)
+    fills them in."""
     require_tensorflow("kepkreator mix-generators")
     from kepkreator.errors import KepKreatorError
     from kepkreator.models.bundle import resolve_bundle_path

@@ -1,8 +1,9 @@
 """A mixture of generators in one bundle: each sample comes from one of K generators trained
 apart, chosen by two extra latent dimensions.
 
-Two generators of one class set, trained apart, drop different rare styles (docs/sampling.md,
-twelfth attempt), so a set drawn from both reaches more of the real variety than either's. The
+A generator continued towards the real styles another misses (``train gan --cover-boost``)
+draws those styles; mixed with the other, the set trains a better classifier than either's
+(docs/sampling.md, thirteenth attempt). The
 mixture is an ordinary generator bundle, (z, class) -> image, so the pipeline's exact counts,
 sharding and byte-identical reruns hold unchanged. z has the components' latent dimensions plus
 two: the angle of the last two chooses the component (uniform for any isotropic z, so the mix is
