@@ -72,8 +72,7 @@ def measure(setting: str, seed: int, bundles, test, cofilter=None) -> dict:
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(generator.class_set.num_classes), int(pool * PER_CLASS_DRAW))
     z = generator.sample_latent(rng, len(labels), scale)
-    images = np.concatenate([generator.generate(z[i:i + 2000], labels[i:i + 2000])
-                             for i in range(0, len(z), 2000)])
+    images = generator.generate(z, labels)
     probs, features = validator.scores(images)
     accepted = sure_of(probs, labels, THRESHOLD)
     if "e" in choice:  # a second opinion: the co-filter must be as sure of the label

@@ -34,8 +34,7 @@ def mixed_draw(generators, scale: float, rng) -> tuple[np.ndarray, np.ndarray]:
     for g, generator in enumerate(generators):
         rows = np.flatnonzero(source == g)
         z = generator.sample_latent(rng, len(rows), scale)
-        images[rows] = np.concatenate([generator.generate(z[i:i + 2000], labels[rows][i:i + 2000])
-                                       for i in range(0, len(rows), 2000)])
+        images[rows] = generator.generate(z, labels[rows])
     return images, labels
 
 

@@ -37,8 +37,7 @@ def draw(generator, setting: str, seed: int):
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(generator.class_set.num_classes), int(pool * PER_CLASS_DRAW))
     z = generator.sample_latent(rng, len(labels), scale)
-    images = np.concatenate([generator.generate(z[i:i + 2000], labels[i:i + 2000])
-                             for i in range(0, len(z), 2000)])
+    images = generator.generate(z, labels)
     return images, labels
 
 

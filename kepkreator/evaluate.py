@@ -25,9 +25,7 @@ def sample_generator(generator, per_class: int, seed: int, batch_size: int = 204
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(generator.class_set.num_classes), per_class)
     z = generator.sample_latent(rng, len(labels), latent_scale)
-    images = np.concatenate([generator.generate(z[i:i + batch_size], labels[i:i + batch_size])
-                             for i in range(0, len(labels), batch_size)])
-    return images, labels
+    return generator.generate(z, labels, batch_size), labels
 
 
 def shipped_judge(class_set: str) -> str | None:

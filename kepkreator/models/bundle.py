@@ -234,9 +234,13 @@ class Generator(Bundle):
         images = np.asarray(raw).reshape(len(raw), 28, 28)
         return self._orient(from_model_range(images, self.signature["output_range"]))
 
-    def generate(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """(n, 28, 28) uint8 upright images of the requested classes."""
-        return self.postprocess(self.predict(self.model_inputs(z, labels)))
+    def generate(self, z: np.ndarray, labels: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+        """(n, 28, 28) uint8 upright images of the requested classes, ``batch_size`` at a time
+        so that a large draw does not hold every activation at once."""
+        return np.concatenate([
+            self.postprocess(self.predict(self.model_inputs(z[i:i + batch_size],
+                                                            labels[i:i + batch_size])))
+            for i in range(0, max(len(z), 1), batch_size)])
 
 
 class Validator(Bundle):

@@ -68,8 +68,7 @@ def missed_real_images(generator, validator, images: np.ndarray, labels: np.ndar
     rng = np.random.default_rng(seed)
     sample_labels = np.repeat(np.sort(labels), DRAWS_PER_REAL)
     z = generator.sample_latent(rng, len(sample_labels), 1.0)
-    samples = np.concatenate([generator.generate(z[i:i + 2048], sample_labels[i:i + 2048])
-                              for i in range(0, len(sample_labels), 2048)])
+    samples = generator.generate(z, sample_labels)
     return missed_by(validator.features(images), labels, validator.features(samples),
                      sample_labels)
 
