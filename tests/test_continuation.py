@@ -2,7 +2,6 @@
 repeated rows, and `train gan --cover-boost` on a tiny real run."""
 
 import numpy as np
-import pytest
 
 from kepkreator.training.continuation import boosted_rows, missed_by
 from tests.conftest import assert_one_line_error, run_cli
@@ -60,9 +59,20 @@ def test_cover_boost_shows_the_missed_images_more_often(mnist_dir, tmp_path, tin
     assert (plain.generate(z, labels) != boosted.generate(z, labels)).any()
 
 
-@pytest.mark.parametrize("extra", [["--modes-per-class", "2"]])
-def test_cover_boost_refuses_mode_labels(mnist_dir, tmp_path, tiny, extra):
-    result = run_cli("train", "gan", "--class-set", "digits", "--data",
-                     f"mnist:test@{mnist_dir}", "--out", str(tmp_path / "g"), "--cover-boost", "3",
-                     "--init-from", str(tiny[0]), "--validator", str(tiny[1]), *extra)
-    assert_one_line_error(result, "cannot be combined with --modes-per-class")
+def test_cover_boost_with_class_splitting_keeps_each_image_in_its_mode(mnist_dir, tmp_path, tiny):
+    from kepkreator.models.bundle import load_bundle
+    from kepkreator.training.gan import GANHParams, train_gan
+    hp = GANHParams(class_set="digits", data=[f"mnist:train@{mnist_dir}"],
+                    out=str(tmp_path / "split"), generator_preset="tiny",
+                    discriminator_preset="tiny", epochs=1, batch_size=64,
+                    max_train_samples=300, verbose=0, jit_compile=False, seed=1,
+                    init_from=str(tiny[0]), validator=str(tiny[1]), eval_per_class=5,
+                    cover_boost=3, modes_per_class=2)
+    bundle = load_bundle(train_gan(hp))
+    data = bundle.card["training"]["data"]
+    assert data["cover_boost"]["images_per_epoch"] == 300 + 2 * data["cover_boost"]["missed"]
+    assert bundle.card["architecture"]["modes"]["per_class"] == 2
+    # The exported generator is still asked for classes, and draws each one.
+    images = bundle.generate(bundle.sample_latent(np.random.default_rng(0), 20),
+                             np.arange(20) % 10)
+    assert images.shape[0] == 20 and np.isfinite(images).all()

@@ -84,13 +84,12 @@ def check_cover_boost(hp) -> None:
     if hp.cover_boost > 1 and not (hp.init_from and hp.validator):
         raise KepKreatorError("--cover-boost needs --init-from (the generator whose misses are "
                               "boosted) and --validator (whose features tell what it misses)")
-    if hp.cover_boost > 1 and hp.modes_per_class > 1:
-        raise KepKreatorError("--cover-boost finds misses per class: it cannot be combined "
-                              "with --modes-per-class")
 
 
 def boost_missed(hp, train):
-    """``train`` with the images ``hp.init_from`` misses repeated, and the card's account."""
+    """Rows of ``train`` with the images ``hp.init_from`` misses repeated, and the card's
+    account. Misses are found per class, as the exported generator is asked for classes; with
+    class splitting each repeated image keeps its mode label."""
     from kepkreator.models.bundle import load_bundle, load_validator_for
     missed = missed_real_images(load_bundle(hp.init_from, "generator"),
                                 load_validator_for(hp.validator, train.class_set),
@@ -103,4 +102,4 @@ def boost_missed(hp, train):
             "found_by": f"no sample of the starting generator (scale 1, {DRAWS_PER_REAL} per real "
                         "image) within the image's 5-NN radius among its class, in the "
                         "validator's features"}
-    return train.subset(rows), info
+    return rows, info

@@ -347,9 +347,11 @@ def train_gan(hp: GANHParams, callbacks=()) -> Path:
         if hp.modes_per_class > 1 else (None, None))
     # A generator to start from that does not fit fails here, before any training.
     gan = build_gan(hp, (train.images, train.labels if mode_labels is None else mode_labels))
-    shown = train
+    shown, shown_labels = train, mode_labels
     if hp.cover_boost > 1:
-        shown, data_info["cover_boost"] = boost_missed(hp, train)
+        rows, data_info["cover_boost"] = boost_missed(hp, train)
+        shown = train.subset(rows)
+        shown_labels = None if mode_labels is None else mode_labels[rows]
     steps_per_epoch = gan_steps_per_epoch(shown, hp)
     workdir = Path(hp.workdir or f"{hp.out}.work")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -357,7 +359,7 @@ def train_gan(hp: GANHParams, callbacks=()) -> Path:
     announce_start(hp, workdir, len(train))
     started = time.time()
     # The dataset shuffles itself (seeded); shuffle=False only stops Keras warning that it cannot.
-    history = gan.fit(gan_dataset(shown, hp, mode_labels, completed_epochs(workdir)),
+    history = gan.fit(gan_dataset(shown, hp, shown_labels, completed_epochs(workdir)),
                       epochs=hp.epochs, steps_per_epoch=steps_per_epoch, shuffle=False,
                       verbose=keras_verbosity(hp.verbose), callbacks=[
         stop_on_divergence(workdir),
