@@ -29,7 +29,8 @@ BANK_FILE = "reference.npz"
 NEIGHBOURS = 5  # k: Naeem et al.'s choice, stable from a few hundred images per class
 
 
-def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) squared Euclidean distances; one matrix product, so chunk large inputs."""
     a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
     d2 = (a * a).sum(1)[:, None] - 2 * a @ b.T + (b * b).sum(1)[None, :]
     return np.clip(d2, 0, None)
@@ -37,7 +38,7 @@ def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def knn_radii(features: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
     """Distance from each row to its k-th nearest other row."""
-    d2 = _squared_distances(features, features)
+    d2 = squared_distances(features, features)
     np.fill_diagonal(d2, np.inf)
     return np.sqrt(np.partition(d2, k - 1, axis=1)[:, k - 1])
 
@@ -96,7 +97,7 @@ class ReferenceBank:
             rows = np.flatnonzero(labels == c)
             for lo in range(0, len(rows), chunk):
                 part = rows[lo:lo + chunk]
-                d2 = _squared_distances(features[part], real)
+                d2 = squared_distances(features[part], real)
                 out[part] = (d2 <= (strength * radii[None, :]) ** 2).any(1)
         return out
 
@@ -108,7 +109,7 @@ class ReferenceBank:
             real, radii = self.of_class(int(c))
             if not len(real):
                 continue
-            within = _squared_distances(features[labels == c], real) <= radii[None, :] ** 2
+            within = squared_distances(features[labels == c], real) <= radii[None, :] ** 2
             per_class[int(c)] = {"density": float(within.sum() / (self.k * len(within))),
                                  "coverage": float(within.any(0).mean()),
                                  "samples": int(len(within)), "reference": int(len(real))}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kepkreator.manifold import NEIGHBOURS, _squared_distances, knn_radii
+from kepkreator.manifold import NEIGHBOURS, knn_radii, squared_distances
 
 
 def warm_start(generator, source) -> dict:
@@ -48,7 +48,7 @@ def missed_by(real_features: np.ndarray, real_labels: np.ndarray, sample_feature
         samples = sample_features[sample_labels == c]
         reached = np.zeros(len(rows), bool)
         for lo in range(0, len(samples), chunk):
-            reached |= (_squared_distances(samples[lo:lo + chunk], real_features[rows])
+            reached |= (squared_distances(samples[lo:lo + chunk], real_features[rows])
                         <= radii[None, :] ** 2).any(0)
         missed[rows] = ~reached
     return missed
