@@ -31,7 +31,7 @@ def test_cover_boost_needs_a_generator_to_start_from(mnist_dir, tmp_path, tiny):
     result = run_cli("train", "gan", "--class-set", "digits", "--data",
                      f"mnist:test@{mnist_dir}", "--out", str(tmp_path / "g"), "--cover-boost", "3",
                      "--validator", str(tiny[1]), "--epochs", "1")
-    assert_one_line_error(result, "--cover-boost needs --init-from")
+    assert_one_line_error(result, "--cover-boost needs --cover-of or --init-from")
     assert not (tmp_path / "g").exists()
 
 
@@ -76,3 +76,31 @@ def test_cover_boost_with_class_splitting_keeps_each_image_in_its_mode(mnist_dir
     images = bundle.generate(bundle.sample_latent(np.random.default_rng(0), 20),
                              np.arange(20) % 10)
     assert images.shape[0] == 20 and np.isfinite(images).all()
+
+
+def test_cover_of_boosts_another_generators_misses_from_scratch(mnist_dir, tmp_path, tiny):
+    from kepkreator.models.bundle import load_bundle
+    from kepkreator.training.gan import GANHParams, train_gan
+    hp = GANHParams(class_set="digits", data=[f"mnist:train@{mnist_dir}"],
+                    out=str(tmp_path / "new"), generator_preset="tiny",
+                    discriminator_preset="tiny", epochs=1, batch_size=64,
+                    max_train_samples=300, verbose=0, jit_compile=False, seed=1,
+                    cover_of=str(tiny[0]), validator=str(tiny[1]), eval_per_class=5,
+                    cover_boost=2)
+    card = load_bundle(train_gan(hp)).card
+    account = card["training"]["data"]["cover_boost"]
+    assert account["generator"] == str(tiny[0]) and account["boost"] == 2
+    assert account["images_per_epoch"] == 300 + account["missed"]
+    assert not card["training"]["hparams"]["init_from"]
+
+
+def test_cover_of_needs_a_boost_and_the_same_class_set(mnist_dir, tmp_path, tiny):
+    base = ["train", "gan", "--class-set", "digits", "--data", f"mnist:test@{mnist_dir}",
+            "--validator", str(tiny[1]), "--generator-preset", "tiny", "--discriminator-preset",
+            "tiny", "--max-train-samples", "200", "--epochs", "1"]
+    result = run_cli(*base, "--out", str(tmp_path / "a"), "--cover-of", str(tiny[0]))
+    assert_one_line_error(result, "give --cover-boost 2 or more")
+    result = run_cli(*base, "--out", str(tmp_path / "b"), "--cover-of", "default:letters",
+                     "--cover-boost", "2")
+    assert_one_line_error(result, "--cover-of class set 'letters' differs")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

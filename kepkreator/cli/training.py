@@ -57,8 +57,13 @@ def train_validator_cmd(class_set, data, eval_data, holdout, out, epochs, batch_
                    "layers of matching shape are copied, the label embedding of a new class set "
                    "starts fresh.")
 @click.option("--cover-boost", type=click.IntRange(1, 20), default=1, show_default=True,
-              help="With --init-from and --validator: the real images that generator misses "
-                   "occur this many times in each epoch, pushing it towards the styles it lacks.")
+              help="With --validator: the real images that the --cover-of (else --init-from) "
+                   "generator misses occur this many times in each epoch, pushing the training "
+                   "towards the styles it lacks.")
+@click.option("--cover-of", default="",
+              help="Generator bundle whose misses --cover-boost repeats, e.g. a mixture of the "
+                   "generators so far, so a new component learns what they miss (default: "
+                   "--init-from).")
 @click.option("--modes-per-class", type=click.IntRange(1, 16), default=1, show_default=True,
               help="Class splitting: cluster each class into this many modes and condition on "
                    "them, so no way of writing a class is dropped (3 for letters: capital and "
@@ -69,22 +74,23 @@ def train_gan_cmd(class_set, data, eval_data, holdout, out, epochs, batch_size, 
                   per_class, subset_seed, max_train_samples, workdir, generator_preset,
                   discriminator_preset, latent_dim, embed_dim, channels, g_lr, d_lr, aux_weight,
                   diff_augment, real_augment, mode_seeking, init_from, cover_boost,
-                  modes_per_class, validator, eval_per_class):
+                  cover_of, modes_per_class, validator, eval_per_class):
     """Train a conditional GAN; the bundle holds the (EMA) generator."""
     require_tensorflow("kepkreator train gan")
     from kepkreator.models.bundle import resolve_bundle_path
     from kepkreator.training.gan import GANHParams, train_gan
     if validator:
         resolve_bundle_path(validator, "validator")  # fail before hours of training, not after
-    if init_from:
-        resolve_bundle_path(init_from, "generator")
+    for generator in (init_from, cover_of):
+        if generator:
+            resolve_bundle_path(generator, "generator")
     hp = GANHParams(**drop_none(
         class_set=class_set, data=list(data), eval_data=list(eval_data), holdout=holdout, out=out,
         epochs=epochs, batch_size=batch_size, seed=seed, max_train_samples=max_train_samples,
         per_class=per_class, subset_seed=subset_seed, diff_augment=diff_augment,
         real_augment=real_augment, mode_seeking=mode_seeking, init_from=init_from, workdir=workdir,
         modes_per_class=modes_per_class, cover_boost=cover_boost,
-        generator_preset=generator_preset,
+        cover_of=cover_of, generator_preset=generator_preset,
         discriminator_preset=discriminator_preset, latent_dim=latent_dim, embed_dim=embed_dim,
         channels=channels, g_learning_rate=g_lr, d_learning_rate=d_lr, aux_weight=aux_weight,
         validator=validator, eval_per_class=eval_per_class))

@@ -81,25 +81,33 @@ def boosted_rows(missed: np.ndarray, boost: int) -> np.ndarray:
 
 def check_cover_boost(hp) -> None:
     from kepkreator.errors import KepKreatorError
-    if hp.cover_boost > 1 and not (hp.init_from and hp.validator):
-        raise KepKreatorError("--cover-boost needs --init-from (the generator whose misses are "
-                              "boosted) and --validator (whose features tell what it misses)")
+    if hp.cover_boost > 1 and not ((hp.cover_of or hp.init_from) and hp.validator):
+        raise KepKreatorError("--cover-boost needs --cover-of or --init-from (the generator whose "
+                              "misses are boosted) and --validator (whose features tell what it "
+                              "misses)")
+    if hp.cover_of and hp.cover_boost == 1:
+        raise KepKreatorError("--cover-of names whose misses --cover-boost repeats: give "
+                              "--cover-boost 2 or more")
 
 
 def boost_missed(hp, train):
-    """Rows of ``train`` with the images ``hp.init_from`` misses repeated, and the card's
-    account. Misses are found per class, as the exported generator is asked for classes; with
-    class splitting each repeated image keeps its mode label."""
-    from kepkreator.models.bundle import load_bundle, load_validator_for
-    missed = missed_real_images(load_bundle(hp.init_from, "generator"),
-                                load_validator_for(hp.validator, train.class_set),
+    """Rows of ``train`` with the images ``hp.cover_of`` (else ``hp.init_from``) misses
+    repeated, and the card's account. Misses are found per class, as a generator is asked for
+    classes; with class splitting each repeated image keeps its mode label."""
+    from kepkreator.models.bundle import load_bundle, load_validator_for, require_class_set
+    of = hp.cover_of or hp.init_from
+    generator = load_bundle(of, "generator")
+    require_class_set(generator, train.class_set, "--cover-of" if hp.cover_of else "--init-from",
+                      "the training data's")
+    missed = missed_real_images(generator, load_validator_for(hp.validator, train.class_set),
                                 train.images, train.labels, hp.seed)
     rows = boosted_rows(missed, hp.cover_boost)
-    info = {"boost": hp.cover_boost, "missed": int(missed.sum()), "of": len(missed),
+    info = {"boost": hp.cover_boost, "generator": of, "missed": int(missed.sum()),
+            "of": len(missed),
             "images_per_epoch": len(rows),
             "missed_per_class": np.bincount(train.labels[missed],
                                             minlength=train.class_set.num_classes).tolist(),
-            "found_by": f"no sample of the starting generator (scale 1, {DRAWS_PER_REAL} per real "
+            "found_by": f"no sample of that generator (scale 1, {DRAWS_PER_REAL} per real "
                         "image) within the image's 5-NN radius among its class, in the "
                         "validator's features"}
     return rows, info

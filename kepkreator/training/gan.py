@@ -47,9 +47,12 @@ class GANHParams(DataChoice):
     # whose weight shapes match is copied, the rest (the label embedding when the class sets
     # differ) starts fresh. Strokes learnt on plenty of data, classes learnt on the small set.
     init_from: str = ""
-    # With init_from: the real images that generator misses (training/continuation.py) occur
-    # this many times in each epoch, so the continuation is pushed towards the styles it lacks.
+    # The real images a generator misses (training/continuation.py) occur this many times in
+    # each epoch, so the training is pushed towards the styles that generator lacks.
     cover_boost: int = 1
+    # Whose misses: this generator bundle (e.g. a mixture, so a new component learns what the
+    # components before it miss: AdaGAN), else init_from.
+    cover_of: str = ""
     # Class splitting (training/modes.py): k-means every class into this many modes and condition
     # on the mode, so that no way of writing a class (a letter's capital or small form) is dropped.
     modes_per_class: int = 1
