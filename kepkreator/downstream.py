@@ -268,9 +268,11 @@ def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
     synthetic = {}
     with_shipped_synthetic = {"d", "d_aug"} & set(cfg.settings)
     if "b" in cfg.settings or with_shipped_synthetic:
-        counts = train.class_counts() if "b" in cfg.settings else \
-            np.full(class_set.num_classes, cfg.synthetic_per_class)
-        counts = np.maximum(counts, cfg.synthetic_per_class if with_shipped_synthetic else 0)
+        # One set for b and d whatever the settings: the pipeline lays out its work by the
+        # counts, so a set drawn for b alone would hold other samples than one drawn for b and d
+        # (letters with fewer real images than --synthetic-per-class), and b's figure would
+        # depend on which other settings ran.
+        counts = np.maximum(train.class_counts(), cfg.synthetic_per_class)
         spec = _pipeline_spec(cfg, class_set, counts, latent_scale=shipped_scale)
         synthetic["shipped"] = _generated(generate, spec, out / "synthetic-shipped", class_set.name,
                                           log)

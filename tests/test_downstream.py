@@ -202,6 +202,19 @@ def test_d_aug_alone_generates_from_the_shipped_generator_and_no_subset_models(t
     assert "downstream" not in metrics  # a partial study kept apart from the full one
     assert metrics["downstream_stacked"]["settings"]["d_aug"]["accuracy_mean"] == row["accuracy_mean"]
 
+    # b alone draws the very set d_aug drew: b's figure does not depend on the other settings
+    # (the pipeline lays out its work by the counts). Another --generation-seed draws other data.
+    def study_b(out, *extra):
+        done = run_cli("downstream", "--class-set", "digits", "--data", f"mnist:train@{small}",
+                       "--eval-data", f"mnist:test@{small}", "--out", out, "--seeds", "0",
+                       "--per-class", 10, "--synthetic-per-class", 15, "--steps", 8, "--generator", gen,
+                       "--validator", val, "--min-confidence", 0, "--settings", "b", *extra)
+        assert done.returncode == 0, done.stderr
+        return {f.name: f.read_bytes() for f in (out / "synthetic-shipped" / "data").iterdir()}
+    shipped = {f.name: f.read_bytes() for f in (study / "synthetic-shipped" / "data").iterdir()}
+    assert study_b(tmp_path / "b-alone") == shipped
+    assert study_b(tmp_path / "b-seed1", "--generation-seed", 1) != shipped
+
 
 def test_downstream_rejects_unknown_settings_in_one_line(tmp_path, mnist_dir):
     result = run_cli("downstream", "--class-set", "digits", "--data", f"mnist:train@{mnist_dir}",
