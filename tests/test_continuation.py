@@ -35,19 +35,22 @@ def test_cover_boost_needs_a_generator_to_start_from(mnist_dir, tmp_path, tiny):
     assert not (tmp_path / "g").exists()
 
 
-def test_cover_boost_shows_the_missed_images_more_often(mnist_dir, tmp_path, tiny):
+def boosted_tiny_gan(mnist_dir, out, tiny, **overrides):
+    """A one-epoch tiny GAN on 300 MNIST digits, its misses found by the tiny validator."""
     from kepkreator.models.bundle import load_bundle
     from kepkreator.training.gan import GANHParams, train_gan
+    hp = GANHParams(**{**dict(class_set="digits", data=[f"mnist:train@{mnist_dir}"],
+                              out=str(out), generator_preset="tiny",
+                              discriminator_preset="tiny", epochs=1, batch_size=64,
+                              max_train_samples=300, verbose=0, jit_compile=False, seed=1,
+                              init_from=str(tiny[0]), validator=str(tiny[1]),
+                              eval_per_class=5), **overrides})
+    return load_bundle(train_gan(hp))
 
-    def once(name, boost):
-        hp = GANHParams(class_set="digits", data=[f"mnist:train@{mnist_dir}"],
-                        out=str(tmp_path / name), generator_preset="tiny",
-                        discriminator_preset="tiny", epochs=1, batch_size=64,
-                        max_train_samples=300, verbose=0, jit_compile=False, seed=1,
-                        init_from=str(tiny[0]), validator=str(tiny[1]), eval_per_class=5,
-                        cover_boost=boost)
-        return load_bundle(train_gan(hp))
-    plain, boosted = once("plain", 1), once("boosted", 4)
+
+def test_cover_boost_shows_the_missed_images_more_often(mnist_dir, tmp_path, tiny):
+    plain = boosted_tiny_gan(mnist_dir, tmp_path / "plain", tiny, cover_boost=1)
+    boosted = boosted_tiny_gan(mnist_dir, tmp_path / "boosted", tiny, cover_boost=4)
     account = boosted.card["training"]["data"]["cover_boost"]
     assert account["boost"] == 4 and account["of"] == 300
     # An untrained starting generator may miss every image; which ones is missed_by's test.
@@ -60,15 +63,8 @@ def test_cover_boost_shows_the_missed_images_more_often(mnist_dir, tmp_path, tin
 
 
 def test_cover_boost_with_class_splitting_keeps_each_image_in_its_mode(mnist_dir, tmp_path, tiny):
-    from kepkreator.models.bundle import load_bundle
-    from kepkreator.training.gan import GANHParams, train_gan
-    hp = GANHParams(class_set="digits", data=[f"mnist:train@{mnist_dir}"],
-                    out=str(tmp_path / "split"), generator_preset="tiny",
-                    discriminator_preset="tiny", epochs=1, batch_size=64,
-                    max_train_samples=300, verbose=0, jit_compile=False, seed=1,
-                    init_from=str(tiny[0]), validator=str(tiny[1]), eval_per_class=5,
-                    cover_boost=3, modes_per_class=2)
-    bundle = load_bundle(train_gan(hp))
+    bundle = boosted_tiny_gan(mnist_dir, tmp_path / "split", tiny, cover_boost=3,
+                              modes_per_class=2)
     data = bundle.card["training"]["data"]
     assert data["cover_boost"]["images_per_epoch"] == 300 + 2 * data["cover_boost"]["missed"]
     assert bundle.card["architecture"]["modes"]["per_class"] == 2
@@ -79,15 +75,8 @@ def test_cover_boost_with_class_splitting_keeps_each_image_in_its_mode(mnist_dir
 
 
 def test_cover_of_boosts_another_generators_misses_from_scratch(mnist_dir, tmp_path, tiny):
-    from kepkreator.models.bundle import load_bundle
-    from kepkreator.training.gan import GANHParams, train_gan
-    hp = GANHParams(class_set="digits", data=[f"mnist:train@{mnist_dir}"],
-                    out=str(tmp_path / "new"), generator_preset="tiny",
-                    discriminator_preset="tiny", epochs=1, batch_size=64,
-                    max_train_samples=300, verbose=0, jit_compile=False, seed=1,
-                    cover_of=str(tiny[0]), validator=str(tiny[1]), eval_per_class=5,
-                    cover_boost=2)
-    card = load_bundle(train_gan(hp)).card
+    card = boosted_tiny_gan(mnist_dir, tmp_path / "new", tiny, init_from="",
+                            cover_of=str(tiny[0]), cover_boost=2).card
     account = card["training"]["data"]["cover_boost"]
     assert account["generator"] == str(tiny[0]) and account["boost"] == 2
     assert account["images_per_epoch"] == 300 + account["missed"]
