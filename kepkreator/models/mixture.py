@@ -2,8 +2,8 @@
 by two extra latent dimensions.
 
 A generator continued towards the real styles another misses (``train gan --cover-boost``)
-draws those styles; mixed with the other, the set trains a better classifier than either's
-(docs/sampling.md, thirteenth attempt). The mixture is an ordinary generator bundle,
+draws those styles; mixed with the other, the set trains a better small classifier (LeNet)
+than either's, though not a stronger one (docs/sampling.md, thirteenth attempt). The mixture is an ordinary generator bundle,
 (z, class) -> image, so the pipeline's exact counts, sharding and byte-identical reruns hold
 unchanged. z has the components' latent dimensions plus two: the angle of the last two chooses
 the component (uniform for any isotropic z, so the mix is the same at every latent scale; the
