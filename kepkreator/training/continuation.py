@@ -1,5 +1,6 @@
-"""Continuing from a trained generator: copy its weights, and find the real images it misses so
-the continuation can show them to the discriminator more often.
+"""Continuing from a trained generator: copy its weights, and find the real images a generator
+(that one, or a mixture of those so far) misses so the training can show them to the
+discriminator more often.
 
 A real image is *missed* when none of several samples per real image of its class lies within
 the image's k-nearest-neighbour radius among the real images of its class, in a validator's
