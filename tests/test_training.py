@@ -232,6 +232,22 @@ def test_a_workdir_resumes_only_under_its_own_settings(mnist_dir, tmp_path):
     assert card["training"]["hparams"]["epochs"] == 2
 
 
+def test_a_workdir_from_before_a_new_setting_resumes_at_its_default(tmp_path):
+    """A GAN workdir recorded before --cover-of existed refused to resume: the absent key read
+    as a change of setting, though that run trained at the default."""
+    from kepkreator.errors import KepKreatorError
+    from kepkreator.training.common import check_resume
+    hp = GANHParams(class_set="digits", data=["mnist:train@x"], out=str(tmp_path / "g"))
+    check_resume(hp, tmp_path)
+    record = json.loads((tmp_path / "run.json").read_text())
+    del record["cover_of"]
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    check_resume(hp, tmp_path)
+    hp.cover_of = "default:digits"
+    with pytest.raises(KepKreatorError, match=r"cover_of '' -> 'default:digits'"):
+        check_resume(hp, tmp_path)
+
+
 @pytest.mark.parametrize("kind", ["validator", "gan"])
 def test_training_refuses_an_out_folder_of_other_files(tmp_path, kind):
     """--out . wrote card.json and model.keras among whatever the working directory held."""

@@ -242,7 +242,7 @@ def check_resume(hp, workdir: Path, free=RESUMABLE_CHANGES, what: str = "run") -
     either fails to load (another width) or trains on with the old ones while the card records
     the new (another learning rate). The first run records its settings; later ones must match
     but for the ``free`` ones."""
-    from dataclasses import asdict
+    from dataclasses import MISSING, asdict, fields
 
     from kepkreator.errors import KepKreatorError
     record = workdir / f"{what}.json"
@@ -251,6 +251,10 @@ def check_resume(hp, workdir: Path, free=RESUMABLE_CHANGES, what: str = "run") -
         write_json(record, settings)
         return
     before = json.loads(record.read_text())
+    # A setting added to the package after the record was written trained at its default then.
+    defaults = json.loads(json.dumps({f.name: f.default for f in fields(hp)
+                                      if f.default is not MISSING}))
+    before = {**{k: v for k, v in defaults.items() if k in settings}, **before}
     changed = sorted(k for k in settings.keys() | before.keys()
                      if settings.get(k) != before.get(k))
     if changed:
