@@ -148,6 +148,26 @@ def test_downstream_command_runs_every_setting_and_resumes(tmp_path, mnist_dir):
     assert_one_line_error(run_cli(*args), "holds a study with other model_sha256")
 
 
+def test_a_study_pipeline_ignores_the_command_line_it_runs_under(tmp_path, tiny, monkeypatch,
+                                                                 caplog):
+    """The studies' pipeline options were parsed from sys.argv: each `kepkreator downstream`
+    logged a dozen Beam warnings about its own arguments, and an argument Beam knows would have
+    changed how the study's data was made."""
+    import logging
+    import sys
+
+    from kepkreator.cli.studies import generate_with_pipeline
+    gen, val = tiny
+    monkeypatch.setattr(sys, "argv", ["kepkreator", "downstream", "--steps", "5",
+                                      "--runner", "NoSuchRunner"])
+    spec = {"class_set": "digits", "generator": str(gen), "validator": str(val),
+            "counts": {"per_class": 2}, "seed": 0, "min_confidence": 0}
+    with caplog.at_level(logging.WARNING):
+        out = generate_with_pipeline(spec, tmp_path / "set")
+    assert not [r for r in caplog.records if "nparseable" in r.getMessage()]
+    assert len(read_dataset(out, "digits").labels) == 20
+
+
 def test_ceiling_control_adds_other_real_images_and_says_when_there_are_too_few(tmp_path,
                                                                              mnist_dir):
     from kepkreator.downstream import DownstreamConfig, other_real

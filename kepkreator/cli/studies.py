@@ -22,7 +22,8 @@ def generate_with_pipeline(spec: dict, directory: Path) -> Path:
     from pipeline.run import run_job
     from pipeline.specs import parse_spec
     job = parse_spec(spec, where=f"the study's spec for {directory}", base_dir=Path.cwd())
-    options = GenerateOptions(overwrite=True)
+    # Flags given, so Beam does not read this process's command line (the study's own options).
+    options = GenerateOptions([], overwrite=True)
     result = run_job(job, str(directory), options)
     if result.failed:
         raise KepKreatorError(result.failed)
