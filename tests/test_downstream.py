@@ -227,8 +227,9 @@ def test_d_aug_alone_generates_from_the_shipped_generator_and_no_subset_models(t
     def study_b(out, *extra):
         done = run_cli("downstream", "--class-set", "digits", "--data", f"mnist:train@{small}",
                        "--eval-data", f"mnist:test@{small}", "--out", out, "--seeds", "0",
-                       "--per-class", 10, "--synthetic-per-class", 15, "--steps", 8, "--generator", gen,
-                       "--validator", val, "--min-confidence", 0, "--settings", "b", *extra)
+                       "--per-class", 10, "--synthetic-per-class", 15, "--steps", 8,
+                       "--generator", gen, "--validator", val, "--min-confidence", 0,
+                       "--settings", "b", *extra)
         assert done.returncode == 0, done.stderr
         return {f.name: f.read_bytes() for f in (out / "synthetic-shipped" / "data").iterdir()}
     shipped = {f.name: f.read_bytes() for f in (study / "synthetic-shipped" / "data").iterdir()}

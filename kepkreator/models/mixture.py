@@ -1,14 +1,15 @@
 """A mixture of generators in one bundle: each sample comes from one of K generators, chosen
 by two extra latent dimensions.
 
-A generator continued towards the real styles another misses (``train gan --cover-boost``)
-draws those styles; mixed with the other, the set trains a better small classifier (LeNet)
-than either's, though not a stronger one (docs/sampling.md, thirteenth attempt). The mixture is an ordinary generator bundle,
-(z, class) -> image, so the pipeline's exact counts, sharding and byte-identical reruns hold
-unchanged. z has the components' latent dimensions plus two: the angle of the last two chooses
-the component (uniform for any isotropic z, so the mix is the same at every latent scale; the
-same z gives the same component), and the components see the rest untouched. Every component
-runs on every sample, so a mixture of K costs K generators' work per sample.
+A generator continued towards the real styles another misses (``train gan --cover-boost``) draws
+those styles; mixed with the other, the set trains a better small classifier (LeNet) than
+either's, though not a stronger one (docs/sampling.md, thirteenth attempt). The mixture is an
+ordinary generator bundle, (z, class) -> image, so the pipeline's exact counts, sharding and
+byte-identical reruns hold unchanged. z has the components' latent dimensions plus two: the
+angle of the last two chooses the component (uniform for any isotropic z, so the mix is the same
+at every latent scale; the same z gives the same component), and the components see the rest
+untouched. Every component runs on every sample, so a mixture of K costs K generators' work per
+sample.
 """
 from __future__ import annotations
 
