@@ -12,8 +12,11 @@ DATA=${DATA:-../shared/data}
 SCALES=${SCALES:-1,1.5,2,2.5,3}
 case "${1:-digits}" in
 digits)
+  # The shipped card's scan: scale and threshold together, 3 seeds (a seed's spread is about
+  # the differences between neighbouring settings).
   $KK tune-sampling --class-set digits --data mnist:train@$DATA/mnist --holdout 0.1 \
-      --scales "$SCALES" --seeds 0 --out runs/sampling-digits --update-card
+      --scales 1,1.25,1.5,1.75,2 --thresholds 0.9,0.99,0.999 --seeds 0,1,2 \
+      --out runs/sampling-digits --update-card
   ;;
 letters)
   E="$DATA/emnist"

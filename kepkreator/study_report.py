@@ -41,9 +41,11 @@ def check_targets(summary: dict) -> list[dict]:
     below (a)), and honest gains (``value_pp``: the gain)."""
     checks = []
     if {"a", "b"} <= summary.keys():
-        gap = summary["a"]["accuracy_mean"] - summary["b"]["accuracy_mean"]
-        checks.append({"target": "(b) at most 0.3 pp below (a)", "value_pp": round(100 * gap, 3),
-                       "met": bool(gap <= 0.003)})
+        # Compared as reported, to 0.001 pp: a mean of accuracies on a test set moves in steps
+        # far coarser than that, and a raw float difference puts an exact 0.30 pp just above 0.3.
+        gap_pp = round(100 * (summary["a"]["accuracy_mean"] - summary["b"]["accuracy_mean"]), 3)
+        checks.append({"target": "(b) at most 0.3 pp below (a)", "value_pp": gap_pp,
+                       "met": bool(gap_pp <= 0.3)})
     for low_data in ("e", "e_aug"):
         if {low_data, "c_aug"} <= summary.keys():
             gain = summary[low_data]["accuracy_mean"] - summary["c_aug"]["accuracy_mean"]

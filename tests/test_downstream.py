@@ -368,3 +368,8 @@ def test_the_cas_target_says_how_far_b_is_below_a():
     assert "(98.94–98.94, 1 seed) |" in table
     (met,) = check_targets({"a": row(0.9894), "b": row(0.9870)})
     assert met["met"] and met["value_pp"] == pytest.approx(0.24)
+    # 0.9947 - 0.9917 is 0.0030000000000000027 in floating point: exactly 0.30 pp meets the target.
+    (boundary,) = check_targets({"a": row((0.9946 + 0.9948) / 2), "b": row((0.9918 + 0.9916) / 2)})
+    assert boundary["met"] and boundary["value_pp"] == 0.3
+    (over,) = check_targets({"a": row(0.99475), "b": row(0.9917)})
+    assert not over["met"] and over["value_pp"] == pytest.approx(0.305)
