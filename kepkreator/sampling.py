@@ -91,10 +91,13 @@ def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generat
             log(f"latent scale {scale:g}, min_confidence {format_thresholds(threshold)}, seed "
                 f"{seed}: validation accuracy {100 * result['accuracy']:.2f}%")
             accs.append(result["accuracy"])
+        # The pipeline's own definition: candidates that passed the filters. The kept count is
+        # capped by the quotas, so kept / generated would show the overshoot instead.
+        acceptance_rate = generated["passed_filter"] / max(generated["generated"], 1)
         rows.append({"latent_scale": scale, "min_confidence": threshold,
                      "cas_mean": float(np.mean(accs)),
                      "cas_spread": float(np.max(accs) - np.min(accs)), "seeds": len(accs),
-                     "acceptance_rate": generated["accepted"] / max(generated["generated"], 1),
+                     "acceptance_rate": acceptance_rate,
                      "judge_agreement": (generated.get("judge") or {}).get("agreement_accepted"),
                      "density": (generated.get("fidelity") or {}).get("density"),
                      "coverage": (generated.get("fidelity") or {}).get("coverage")})

@@ -46,6 +46,10 @@ def test_tune_sampling_chooses_on_validation_and_sets_the_pipeline_default(tmp_p
     report = json.loads((tmp_path / "grid" / "sampling.json").read_text())
     rows = {r["min_confidence"]: r for r in report["scales"]}
     assert set(rows) == {0.5, 0.999} and rows[0.999]["acceptance_rate"] < rows[0.5]["acceptance_rate"]
+    for threshold, row in rows.items():  # as the pipeline counts it, not the quota-capped kept
+        metrics = json.loads((tmp_path / "grid" / f"synthetic-scale1-conf{threshold:g}"
+                              / "metrics.json").read_text())
+        assert row["acceptance_rate"] == metrics["passed_filter"] / metrics["generated"]
     # Both settings meet the default fidelity floor (the judge agrees with >= 99.8% of the
     # kept labels at scale 1), so the choice is by CAS; the table shows the judge's figures.
     assert report["floor_met"] and report["fidelity_floor"]["judge_agreement"] == 0.998
