@@ -8,6 +8,7 @@ import numpy as np
 
 from kepkreator.data import Dataset
 from kepkreator.errors import KepKreatorError
+from kepkreator.manifold import FIGURES, figures_text
 from kepkreator.metrics import (ClassStats, class_report, copying_report, frechet_distance,
                                 nearest_distances)
 from kepkreator.models.bundle import Bundle, load_bundle, require_class_set
@@ -36,8 +37,8 @@ def shipped_judge(class_set: str) -> str | None:
 
 def judge_report(judge, images, labels, accepted, labels_text) -> dict:
     """The judge's agreement with the requested labels on every sample and on those the
-    validator's filter keeps, per class; and where the judge has a reference bank, density and
-    coverage of both (first M per class) beside its real-vs-real yardstick."""
+    validator's filter keeps, per class; and where the judge has a reference bank, the manifold
+    FIGURES of both (first M per class) beside its real-vs-real yardstick."""
     probs, features = judge.scores(images)
     report = {"judge": judge.reference}
     for name, keep in (("generated", np.ones(len(labels), bool)), ("accepted", accepted)):
@@ -51,11 +52,11 @@ def judge_report(judge, images, labels, accepted, labels_text) -> dict:
             m = judge.card["reference"]["per_class"]
             rows = np.concatenate([np.flatnonzero(keep & (labels == c))[:m]
                                    for c in np.unique(labels)])
-            fidelity = bank.density_coverage(features[rows], labels[rows])
-            report[name].update(density=fidelity["density"], coverage=fidelity["coverage"])
+            fidelity = bank.compare(features[rows], labels[rows])
+            report[name].update({k: fidelity[k] for k in FIGURES})
     if judge.reference_bank() is not None:
         yardstick = judge.card["reference"]["yardstick"]
-        report["real_vs_real"] = {k: yardstick[k] for k in ("density", "coverage")}
+        report["real_vs_real"] = {k: yardstick.get(k) for k in FIGURES}
     return report
 
 
@@ -243,13 +244,11 @@ def format_table(report: dict) -> str:
         for name in ("generated", "accepted"):
             row = j[name]
             lines.append(f"judge, {name:<9} agreement {row['agreement']:.4f}"
-                         + (f"  density {row['density']:.3f}  coverage {row['coverage']:.3f}"
-                            if "density" in row else "")
+                         + (f"  {figures_text(row)}" if "density" in row else "")
                          + (f"  ({filters} confidence >= {report['min_confidence']:g}: "
                             f"{row['samples']:,} kept)" if name == "accepted" else ""))
         if "real_vs_real" in j:
-            lines.append(f"judge, real vs real: density {j['real_vs_real']['density']:.3f}  "
-                         f"coverage {j['real_vs_real']['coverage']:.3f}")
+            lines.append(f"judge, real vs real: {figures_text(j['real_vs_real'])}")
     if "copying" in report:
         c = report["copying"]
         ratio = "n/a" if c["distance_ratio"] is None else f"{c['distance_ratio']:.3f}"

@@ -2,18 +2,23 @@
 diversity measured apart, and the test the realism filter applies.
 
 A reference bank holds the features of M real images per class and each one's k-nearest-
-neighbour radius among its own class. Against it (Naeem et al. 2020, "Reliable Fidelity and
-Diversity Metrics for Generative Models"):
+neighbour radius among its own class. Against it, with x_i the real features, r_i their radii,
+y_j the M' samples' features and s_j their k-NN radii among the samples, all per class:
 
-  density  = 1/(kM') sum_j sum_i 1[y_j in B(x_i, r_i)]   fidelity: real neighbourhoods a sample
-                                                           falls in (about 1 for real data)
-  coverage = 1/M sum_i 1[some y_j in B(x_i, r_i)]          diversity: real neighbourhoods reached
+  precision = 1/M' sum_j 1[y_j in some B(x_i, r_i)]       fidelity: samples inside the real
+                                                           manifold (Kynkäänniemi et al. 2019)
+  recall    = 1/M sum_i 1[x_i in some B(y_j, s_j)]         diversity: real images inside the
+                                                           samples' manifold (same paper)
+  density   = 1/(kM') sum_j sum_i 1[y_j in B(x_i, r_i)]   fidelity: real neighbourhoods a sample
+                                                           falls in (about 1 for real data;
+                                                           Naeem et al. 2020)
+  coverage  = 1/M sum_i 1[some y_j in B(x_i, r_i)]         diversity: real neighbourhoods reached
 
-with x_i the real features, r_i their radii, y_j the M' samples' features, all per class. A
-sample is *inside the real manifold* (Kynkäänniemi et al. 2019's precision test) when it lies in
-at least one ball; the realism filter scales the radii by its strength.
+Precision and recall are sensitive to outliers (an odd image's wide ball takes in much), which
+density and coverage resist; the reports give all four. The realism filter applies the precision test, with the radii scaled by
+its strength.
 
-Coverage grows with the number of samples, so reports compare M' = M samples per class with the
+All four depend on the number of samples, so reports compare M' = M samples per class with the
 yardstick: M other real images per class measured against the same bank.
 """
 from __future__ import annotations
@@ -27,6 +32,8 @@ from kepkreator.errors import BundleError
 
 BANK_FILE = "reference.npz"
 NEIGHBOURS = 5  # k: Naeem et al.'s choice, stable from a few hundred images per class
+# What a comparison with the bank reports, per class and overall: one list for every report.
+FIGURES = ("precision", "recall", "density", "coverage")
 
 
 def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -41,6 +48,12 @@ def knn_radii(features: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
     d2 = squared_distances(features, features)
     np.fill_diagonal(d2, np.inf)
     return np.sqrt(np.partition(d2, k - 1, axis=1)[:, k - 1])
+
+
+def figures_text(row: dict, separator: str = "  ") -> str:
+    """``precision 0.931  recall 0.933 ...`` for the FIGURES a report holds (older reports
+    hold density and coverage only)."""
+    return separator.join(f"{key} {row[key]:.3f}" for key in FIGURES if row.get(key) is not None)
 
 
 @dataclass
@@ -101,18 +114,24 @@ class ReferenceBank:
                 out[part] = (d2 <= (strength * radii[None, :]) ** 2).any(1)
         return out
 
-    def density_coverage(self, features: np.ndarray, labels: np.ndarray) -> dict:
-        """Per class and overall (the mean over classes with samples and reference images)."""
+    def compare(self, features: np.ndarray, labels: np.ndarray) -> dict:
+        """The FIGURES per class and overall (the mean over classes with samples and reference
+        images); a class needs more than k samples for recall's sample radii."""
         features, labels = np.asarray(features, np.float32), np.asarray(labels, np.int64)
         per_class = {}
         for c in np.unique(labels):
             real, radii = self.of_class(int(c))
-            if not len(real):
+            samples = features[labels == c]
+            if not len(real) or len(samples) <= self.k:
                 continue
-            within = squared_distances(features[labels == c], real) <= radii[None, :] ** 2
-            per_class[int(c)] = {"density": float(within.sum() / (self.k * len(within))),
+            within = squared_distances(samples, real) <= radii[None, :] ** 2
+            sample_radii = knn_radii(samples, self.k)
+            reached = squared_distances(real, samples) <= sample_radii[None, :] ** 2
+            per_class[int(c)] = {"precision": float(within.any(1).mean()),
+                                 "recall": float(reached.any(1).mean()),
+                                 "density": float(within.sum() / (self.k * len(within))),
                                  "coverage": float(within.any(0).mean()),
                                  "samples": int(len(within)), "reference": int(len(real))}
         overall = {key: (float(np.mean([row[key] for row in per_class.values()]))
-                         if per_class else None) for key in ("density", "coverage")}
+                         if per_class else None) for key in FIGURES}
         return {**overall, "per_class": per_class}

@@ -1,7 +1,7 @@
 """A classifier bundle's reference bank: features of real images, kept beside the model.
 
-The judge's bank is what fidelity and diversity are measured against (density and coverage,
-``kepkreator.manifold``); the validator's bank is what the realism filter tests samples
+The judge's bank is what fidelity and diversity are measured against (precision, recall,
+density and coverage: ``kepkreator.manifold``); the validator's bank is what the realism filter tests samples
 against. Both come from real data by ``kepkreator reference``, which also measures the
 yardstick: M *other* real images per class against the bank, the figures a generator's samples
 are compared with. The bank's sha256 goes into the card, and loading checks it.
@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from kepkreator.errors import DataError
-from kepkreator.manifold import BANK_FILE, NEIGHBOURS, ReferenceBank
+from kepkreator.manifold import BANK_FILE, NEIGHBOURS, ReferenceBank, figures_text
 from kepkreator.models.card import CARD_NAME
 
 
@@ -49,7 +49,7 @@ def add_reference_bank(bundle_ref: str, data, sources: dict, per_class: int = 50
     bank_rows, other_rows = _two_draws(data.labels, bundle.class_set.num_classes, per_class, seed)
     _, features = bundle.scores(data.images[np.concatenate([bank_rows, other_rows])])
     bank = ReferenceBank.build(features[:len(bank_rows)], data.labels[bank_rows], NEIGHBOURS)
-    yardstick = bank.density_coverage(features[len(bank_rows):], data.labels[other_rows])
+    yardstick = bank.compare(features[len(bank_rows):], data.labels[other_rows])
     chars = bundle.class_set.chars
     yardstick["per_class"] = {chars[c]: row for c, row in yardstick["per_class"].items()}
     blob = bank.to_bytes()
@@ -67,7 +67,6 @@ def add_reference_bank(bundle_ref: str, data, sources: dict, per_class: int = 50
 
 
 def bank_summary(info: dict) -> str:
-    y = info["yardstick"]
     return (f"reference bank: {info['per_class']} real images per class (k={info['k']}); "
-            f"yardstick, {info['per_class']} other real per class: density {y['density']:.3f}, "
-            f"coverage {y['coverage']:.3f}")
+            f"yardstick, {info['per_class']} other real per class: "
+            + figures_text(info["yardstick"], ", "))

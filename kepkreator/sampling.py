@@ -15,8 +15,13 @@ from kepkreator.cas import train_and_test
 from kepkreator.downstream import (DownstreamConfig, GenerateFn, _check_same_study, _generated,
                                    _pipeline_spec, _record_study, first_per_class)
 from kepkreator.errors import DataError
+from kepkreator.manifold import FIGURES
 from kepkreator.models.card import choose_setting
 from kepkreator.thresholds import format_thresholds
+
+
+def realism_text(strength: float | None) -> str:
+    return "off" if strength is None else f"{strength:g}"
 
 
 def scan_split(cfg: DownstreamConfig) -> tuple[Dataset, Dataset, dict]:
@@ -38,14 +43,16 @@ def scan_split(cfg: DownstreamConfig) -> tuple[Dataset, Dataset, dict]:
 
 def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generate: GenerateFn,
                        log=print, thresholds: tuple[float, ...] = (),
-                       floor: dict | None = None, cas_tolerance: float = 0.0) -> dict:
+                       floor: dict | None = None, cas_tolerance: float = 0.0,
+                       realism: tuple[float | None, ...] = ()) -> dict:
     """Setting b (synthetic only, the real train set's size) per latent scale, and per filter
-    threshold where ``thresholds`` are given (else at ``cfg.min_confidence``), tested on the
-    --holdout part of the training source; every run is cached like the study's runs.
+    threshold where ``thresholds`` are given (else at ``cfg.min_confidence``) and realism
+    filter strength where ``realism`` is given (None: off), tested on the --holdout part of
+    the training source; every run is cached like the study's runs.
 
     The choice is the highest CAS among the settings whose kept samples meet ``floor``: the
-    independent judge's agreement and the density against real images (``metrics.json`` of
-    each generated set), so a setting cannot win on samples a person would label otherwise;
+    independent judge's agreement, and precision and density against real images
+    (``metrics.json`` of each generated set), so a setting cannot win on samples a person would label otherwise;
     settings within ``cas_tolerance`` of that CAS are tied and the widest coverage wins
     (``choose_setting``). Where none meets the floor, the most faithful one (judge agreement)
     is chosen, and the report says the floor was missed."""
@@ -58,7 +65,11 @@ def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generat
         raise DataError(f"latent scales must be numbers in (0, 10], got {list(scales)}")
     if not all(0 <= t < 1 for t in thresholds):
         raise DataError(f"thresholds must be numbers in [0, 1), got {list(thresholds)}")
-    for name, values in (("latent scale", scales), ("threshold", thresholds)):
+    if not all(r is None or 0 < r <= 10 for r in realism):
+        raise DataError(f"realism strengths must be off or numbers in (0, 10], got "
+                        f"{list(realism)}")
+    for name, values in (("latent scale", scales), ("threshold", thresholds),
+                         ("realism strength", realism)):
         if len(set(values)) < len(values):  # the same run twice: a duplicate row, hours wasted
             raise DataError(f"a {name} is listed twice: {list(values)}")
     class_set = get_class_set(cfg.class_set)
@@ -69,14 +80,17 @@ def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generat
     require_every_class(train)
     _record_study(out, protocol)
     counts = train.class_counts()
-    grid = [(scale, threshold) for scale in scales
-            for threshold in (thresholds or (cfg.min_confidence,))]
+    grid = [(scale, threshold, strength) for scale in scales
+            for threshold in (thresholds or (cfg.min_confidence,))
+            for strength in (realism or (None,))]
     rows = []
-    for scale, threshold in grid:
-        # A threshold of the grid is in every cached name; a lone --min-confidence is not, so
-        # scans from before the grid resume.
-        name = f"scale{scale:g}" + (f"-conf{threshold:g}" if thresholds else "")
-        spec = _pipeline_spec(cfg, class_set, counts, latent_scale=scale, min_confidence=threshold)
+    for scale, threshold, strength in grid:
+        # A threshold of the grid is in every cached name, and a realism strength where it is
+        # on; a lone --min-confidence is not, so scans from before the grid resume.
+        name = (f"scale{scale:g}" + (f"-conf{threshold:g}" if thresholds else "")
+                + (f"-realism{strength:g}" if strength is not None else ""))
+        spec = _pipeline_spec(cfg, class_set, counts, latent_scale=scale, min_confidence=threshold,
+                              **({"realism": strength} if strength is not None else {}))
         where = out / f"synthetic-{name}"
         synthetic = first_per_class(_generated(generate, spec, where, class_set.name, log), counts)
         generated = json.loads((where / "metrics.json").read_text())
@@ -88,19 +102,19 @@ def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generat
             else:
                 result = train_and_test(synthetic, validation, seed, schedule=cfg.training)
                 write_json(cached, result)
-            log(f"latent scale {scale:g}, min_confidence {format_thresholds(threshold)}, seed "
-                f"{seed}: validation accuracy {100 * result['accuracy']:.2f}%")
+            log(f"latent scale {scale:g}, min_confidence {format_thresholds(threshold)}, "
+                f"realism {realism_text(strength)}, seed {seed}: validation accuracy "
+                f"{100 * result['accuracy']:.2f}%")
             accs.append(result["accuracy"])
         # The pipeline's own definition: candidates that passed the filters. The kept count is
         # capped by the quotas, so kept / generated would show the overshoot instead.
         acceptance_rate = generated["passed_filter"] / max(generated["generated"], 1)
-        rows.append({"latent_scale": scale, "min_confidence": threshold,
+        rows.append({"latent_scale": scale, "min_confidence": threshold, "realism": strength,
                      "cas_mean": float(np.mean(accs)),
                      "cas_spread": float(np.max(accs) - np.min(accs)), "seeds": len(accs),
                      "acceptance_rate": acceptance_rate,
                      "judge_agreement": (generated.get("judge") or {}).get("agreement_accepted"),
-                     "density": (generated.get("fidelity") or {}).get("density"),
-                     "coverage": (generated.get("fidelity") or {}).get("coverage")})
+                     **{k: (generated.get("fidelity") or {}).get(k) for k in FIGURES}})
     floor = dict(floor or {})
     best = choose_setting(rows, floor, cas_tolerance)
     eligible = best is not None
@@ -108,18 +122,19 @@ def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generat
         best = max(rows, key=lambda r: (r["judge_agreement"] or 0, r["cas_mean"]))
     report = {"config": asdict(cfg), "data": data_info, "validation_samples": len(validation),
               "scales": rows, "best_latent_scale": best["latent_scale"],
-              "best_min_confidence": best["min_confidence"], "fidelity_floor": floor,
+              "best_min_confidence": best["min_confidence"], "best_realism": best["realism"],
+              "fidelity_floor": floor,
               "cas_tolerance": cas_tolerance, "floor_met": eligible}
     write_json(out / "sampling.json", report)
     percent = lambda x, d=2: "-" if x is None else f"{100 * x:.{d}f}%"
     number = lambda x: "-" if x is None else f"{x:.3f}"
-    lines = ["| latent scale | min_confidence | acceptance rate | judge agrees | density | "
-             "coverage | CAS on validation, mean ± half-spread |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| latent scale | min_confidence | realism | acceptance rate | judge agrees | "
+             "precision | recall | density | coverage | CAS on validation, mean ± half-spread |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['latent_scale']:g}{' (chosen)' if r is best else ''} | "
-              f"{format_thresholds(r['min_confidence'])} | "
+              f"{format_thresholds(r['min_confidence'])} | {realism_text(r['realism'])} | "
               f"{percent(r['acceptance_rate'], 1)} | {percent(r['judge_agreement'])} | "
-              f"{number(r['density'])} | {number(r['coverage'])} | "
+              + "".join(f"{number(r[k])} | " for k in FIGURES) +
               f"{100 * r['cas_mean']:.2f}% ± "
               f"{100 * r['cas_spread'] / 2:.2f} ({r['seeds']} seed{'s' * (r['seeds'] > 1)}) |"
               for r in rows]
@@ -140,13 +155,16 @@ def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generat
 
 
 def sampling_card_entry(report: dict, second_validator: str = "") -> dict:
-    """The card's ``sampling``; ``second_validator``: the one the scan's runs filtered with (the
+    """The card's ``sampling`` (the pipeline's defaults: scale, threshold and, where the scan
+    chose it on, the realism filter's strength); ``second_validator``: the one the scan's runs filtered with (the
     card's own, which every spec of the scan left to it), kept so the pipeline still uses it."""
     cfg = report["config"]
     floor = report.get("fidelity_floor") or {}
     tolerance = report.get("cas_tolerance", 0.0)
+    realism = report.get("best_realism")
     return {"latent_scale": report["best_latent_scale"],
             "min_confidence": report.get("best_min_confidence", cfg["min_confidence"]),
+            **({"realism": realism} if realism is not None else {}),
             "chosen_by": "highest CAS (synthetic-only reference classifier) on held-out real "
                          "validation data" + (", among the settings whose kept samples meet the "
                                               "fidelity floor" if floor else "")

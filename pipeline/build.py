@@ -9,6 +9,7 @@ import apache_beam as beam
 import numpy as np
 
 from kepkreator.errors import KepKreatorError
+from kepkreator.manifold import FIGURES
 from pipeline import fileio, sinks
 from pipeline.handlers import (GeneratorHandler, JudgeHandler, SecondValidatorHandler,
                                ValidatorHandler)
@@ -58,7 +59,8 @@ def _other_classifier(job: JobSpec, role: str):
 
 
 def sample_fidelity(first_features: dict, job: JobSpec, judge_path: str) -> dict | None:
-    """Density and coverage (kepkreator.manifold) of the first M accepted samples of each class
+    """Precision, recall, density and coverage (kepkreator.manifold) of the first M accepted
+    samples of each class
     against the judge's reference bank of M real images per class, with the bank's yardstick
     (M other real images per class) beside them; None without a judge bank."""
     from kepkreator.models.bundle import load_bundle
@@ -68,12 +70,11 @@ def sample_fidelity(first_features: dict, job: JobSpec, judge_path: str) -> dict
         return None
     labels = np.concatenate([[c] * len(rows) for c, rows in sorted(first_features.items())])
     features = np.stack([f for _, rows in sorted(first_features.items()) for _, f in rows])
-    report = bank.density_coverage(features, labels)
+    report = bank.compare(features, labels)
     chars = job.classes.chars
     reference = judge.card["reference"]
-    return {"density": report["density"], "coverage": report["coverage"],
-            "samples_per_class": reference["per_class"],
-            "real_vs_real": {k: reference["yardstick"][k] for k in ("density", "coverage")},
+    return {**{k: report[k] for k in FIGURES}, "samples_per_class": reference["per_class"],
+            "real_vs_real": {k: reference["yardstick"].get(k) for k in FIGURES},
             "per_class": {chars[c]: row for c, row in report["per_class"].items()}}
 
 

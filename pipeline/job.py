@@ -61,8 +61,9 @@ class JobSpec:
     judge: str = "default"
     # The realism filter: None off; else the radius scale a sample must fall within, of some
     # real image of its class in the validator's reference bank (1: that image's own k-NN
-    # radius; smaller is stricter).
-    realism: float | None = None
+    # radius; smaller is stricter). "default": the generator card's `sampling.realism` where
+    # the spec leaves the threshold to the card too (the scan chose them together), else off.
+    realism: float | None | str = "default"
     # A second validator that must also give the label at the same threshold, so a sample only
     # one classifier is sure of is dropped: "default" is the generator card's
     # `sampling.second_validator` (none where the card names none), "" none.
@@ -110,7 +111,8 @@ class JobSpec:
     @property
     def resolved(self) -> bool:
         return (self.min_confidence is not None and self.latent_scale is not None
-                and self.judge != "default" and self.second_validator != "default")
+                and self.judge != "default" and self.second_validator != "default"
+                and self.realism != "default")
 
     def with_card_defaults(self, generator_card: dict, generator_ref: str,
                            shipped_judge: str | None = None) -> "JobSpec":
@@ -121,6 +123,10 @@ class JobSpec:
         malformed samples, so then the scale is 1."""
         from kepkreator.models.card import card_latent_scale
         sampling = generator_card.get("sampling") or {}
+        realism = self.realism
+        if realism == "default":
+            realism = (sampling.get("realism") if self.min_confidence is None
+                       and not self.min_confidence_per_class else None)
         default, per_class = self.min_confidence, dict(self.min_confidence_per_class)
         if default is None:
             card_default, card_per_class = DEFAULT_CONFIDENCE, {}
@@ -135,13 +141,14 @@ class JobSpec:
             per_class = {**card_per_class, **per_class}
         per_class = {c: v for c, v in per_class.items() if v != default}
         job = replace(self, min_confidence=default, min_confidence_per_class=per_class,
+                      realism=None if realism is None else float(realism),
                       judge=(shipped_judge or "") if self.judge == "default" else self.judge,
                       second_validator=(str(sampling.get("second_validator") or "")
                                         if self.second_validator == "default"
                                         else self.second_validator))
         if job.latent_scale is None:
             named = default if self.min_confidence is not None and not per_class else None
-            scale = card_latent_scale(generator_card, named) if job.filtered else 1.0
+            scale = card_latent_scale(generator_card, named, job.realism) if job.filtered else 1.0
             job = replace(job, latent_scale=scale)
         return job
 

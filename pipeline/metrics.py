@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 import numpy as np
 
+from kepkreator.manifold import FIGURES
 from kepkreator.metrics import ClassStats, class_report
 
 
@@ -84,7 +85,7 @@ def _rate(hits, n):
 def class_metrics(acc: Totals, labels: list[str], judged: bool = False,
                   fidelity: dict | None = None) -> dict:
     """The metrics.json payload from the combiner's totals (plain Python, no Beam).
-    ``fidelity``: density and coverage of the accepted samples (``sample_fidelity``)."""
+    ``fidelity``: precision, recall, density and coverage of the accepted samples (``sample_fidelity``)."""
     per_class = {}
     for c, label in enumerate(labels):
         n_gen = int(acc.generated.count[c])
@@ -107,7 +108,7 @@ def class_metrics(acc: Totals, labels: list[str], judged: bool = False,
             row["judge_agreement_accepted"] = _rate(acc.judge_accepted.hits[c],
                                                     acc.judge_accepted.count[c])
         if fidelity and label in fidelity["per_class"]:
-            row.update({k: fidelity["per_class"][label][k] for k in ("density", "coverage")})
+            row.update({k: fidelity["per_class"][label][k] for k in FIGURES})
         per_class[label] = row
     generated = class_report(acc.generated, labels)
     generated.pop("per_class")

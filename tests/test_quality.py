@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from kepkreator.errors import BundleError
-from kepkreator.manifold import ReferenceBank
+from kepkreator.manifold import FIGURES, ReferenceBank
 from kepkreator.models.bundle import load_bundle
 from pipeline.run import run
 from tests.conftest import ROOT, assert_one_line_error, run_cli
@@ -91,17 +91,22 @@ def test_second_validator_none_and_a_threshold_of_0_switch_it_off(tmp_path):
     assert off.metrics["passed_filter"] == off.metrics["generated"]
 
 
-def test_density_and_coverage_are_measured_against_real_images(defaults_run):
+def test_fidelity_and_diversity_are_measured_against_real_images(defaults_run):
     out, _ = defaults_run
-    fidelity = json.loads((out / "metrics.json").read_text())["fidelity"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    fidelity = metrics["fidelity"]
     judge = load_bundle("default:digits", "judge")
-    assert fidelity["real_vs_real"]["density"] == judge.card["reference"]["yardstick"]["density"]
+    assert fidelity["real_vs_real"] == {k: judge.card["reference"]["yardstick"][k]
+                                        for k in FIGURES}
     # Recomputed from the shards: the first 40 per class by sample id are all there are.
     images, labels = images_and_labels(out)
     _, features = judge.scores(images)
-    again = judge.reference_bank().density_coverage(features, labels)
-    assert fidelity["density"] == pytest.approx(again["density"], abs=1e-6)
-    assert fidelity["coverage"] == pytest.approx(again["coverage"], abs=1e-6)
+    again = judge.reference_bank().compare(features, labels)
+    for key in FIGURES:
+        assert fidelity[key] == pytest.approx(again[key], abs=1e-6), key
+        assert metrics["per_class"]["3"][key] == pytest.approx(again["per_class"][3][key]), key
+    card = (out / "README.md").read_text()
+    assert f"precision {fidelity['precision']:.3f}, recall {fidelity['recall']:.3f}" in card
 
 
 def test_the_summary_shows_the_judge_not_the_validators_self_agreement(tmp_path):
@@ -109,7 +114,8 @@ def test_the_summary_shows_the_judge_not_the_validators_self_agreement(tmp_path)
                      tmp_path / "out")
     assert result.returncode == 0, result.stderr
     assert "independent judge agrees with" in result.stdout
-    assert "kept vs real (judge features, 400 per class): density" in result.stdout
+    assert "kept vs real (judge features, 400 per class): precision" in result.stdout
+    assert "real vs real (as many other real images): precision 0.950" in result.stdout
     assert " accepted: agreement" not in result.stdout
 
 
@@ -172,6 +178,23 @@ def test_judge_none_measures_nothing(tiny, tmp_path):
                                                               "README.md").read_text()
 
 
+def test_precision_and_recall_tell_fidelity_from_diversity():
+    """Other draws of the real distribution score like real data; samples collapsed onto one
+    real image are all inside the manifold (precision) but reach almost none of it (recall);
+    samples off the manifold score 0 on all four."""
+    rng = np.random.default_rng(0)
+    real, labels = rng.normal(size=(800, 6)), np.repeat([0, 1], 400)
+    bank = ReferenceBank.build(real[::2], labels[::2])
+    other = bank.compare(real[1::2], labels[1::2])
+    assert all(0.85 < other[k] for k in ("precision", "recall", "coverage"))
+    collapsed = bank.compare(real[0] + rng.normal(scale=0.01, size=(400, 6)), labels[1::2])
+    assert collapsed["precision"] == 1 and collapsed["recall"] < 0.05
+    assert collapsed["coverage"] < 0.1
+    far = bank.compare(real[1::2] + 100, labels[1::2])
+    assert all(far[k] == 0 for k in FIGURES)
+    assert set(other["per_class"]) == {0, 1} and other["per_class"][1]["samples"] == 200
+
+
 def test_a_reference_bank_is_built_from_real_images_and_checked_at_load(tiny, tmp_path):
     validator = tmp_path / "validator"
     shutil.copytree(tiny[1], validator)
@@ -198,6 +221,8 @@ def test_evaluate_reports_the_judge_and_fidelity(tmp_path):
     assert "(validator and second validator confidence >= 0.99:" in result.stdout
     report = json.loads((tmp_path / "r.json").read_text())["judged"]
     assert report["judge"] == "default:digits" and report["real_vs_real"]["density"] > 0.9
+    assert report["real_vs_real"]["precision"] > 0.9 and 0 < report["accepted"]["recall"] <= 1
+    assert "judge, real vs real: precision 0.950  recall 0.947" in result.stdout
     assert report["accepted"]["samples"] < report["generated"]["samples"] == 500
 
 

@@ -365,3 +365,22 @@ def test_shard_plan_is_balanced_ordered_and_complete():
         assert covered == {f.path: f.rows for f in fragments if f.rows}
         order = list(dict.fromkeys(p for p, _, _ in flat))  # a split fragment shows up twice
         assert order == sorted(order, key=lambda p: int(p[1:]))
+
+
+def test_the_cards_realism_strength_comes_with_the_cards_threshold_only():
+    """The scan chooses threshold, scale and realism strength together: a spec that leaves the
+    threshold to the card gets the card's realism filter; one that names a threshold, or says
+    realism itself, does not, and takes the scale the scan found best without realism."""
+    card = {"sampling": {"latent_scale": 1.5, "min_confidence": 0.99, "realism": 0.8,
+                         "scan": [{"latent_scale": 1.25, "min_confidence": 0.9, "cas_mean": 0.98},
+                                  {"latent_scale": 2.0, "min_confidence": 0.9, "realism": 0.8,
+                                   "cas_mean": 0.99}]}}
+    left = spec().with_card_defaults(card, "g")
+    assert (left.realism, left.min_confidence, left.latent_scale) == (0.8, 0.99, 1.5)
+    assert left.resolved and left.to_json()["realism"] == 0.8
+    named = spec(min_confidence=0.9).with_card_defaults(card, "g")
+    assert (named.realism, named.latent_scale) == (None, 1.25)
+    for said, got in (("off", None), ("on", 1.0), (0.5, 0.5)):
+        assert spec(realism=said).with_card_defaults(card, "g").realism == got, said
+    assert spec().realism == "default" and not spec().resolved
+    assert spec().with_card_defaults({}, "g").realism is None

@@ -54,7 +54,8 @@ def test_tune_sampling_chooses_on_validation_and_sets_the_pipeline_default(tmp_p
     # kept labels at scale 1), so the choice is by CAS; the table shows the judge's figures.
     assert report["floor_met"] and report["fidelity_floor"]["judge_agreement"] == 0.998
     assert all(r["judge_agreement"] >= 0.998 and r["density"] > 0 for r in rows.values())
-    assert "| judge agrees | density | coverage |" in result.stdout
+    assert all(0 < r["precision"] <= 1 and 0 < r["recall"] <= 1 for r in rows.values())
+    assert "| judge agrees | precision | recall | density | coverage |" in result.stdout
     best = max(rows.values(), key=lambda r: r["cas_mean"])["min_confidence"]
     assert report["best_min_confidence"] == best
     assert sampling_card_entry(report)["min_confidence"] == best
@@ -66,6 +67,34 @@ def test_tune_sampling_chooses_on_validation_and_sets_the_pipeline_default(tmp_p
     # The scan of the shipped generator filtered as the pipeline does: with the card's second
     # validator.
     assert manifest["spec"]["second_validator"] == "default:digits"
+    # A precision floor no setting meets (real images score about 0.95): the cached runs are
+    # chosen again, by fidelity, and the report says the floor was missed.
+    again = run_cli("tune-sampling", "--class-set", "digits", "--data", f"mnist:train@{small}",
+                    "--holdout", 0.25, "--out", tmp_path / "grid", "--seeds", "0", "--steps", 8,
+                    "--scales", "1", "--thresholds", "0.5,0.999", "--min-precision", 0.9999)
+    assert again.returncode == 0, again.stderr
+    missed = json.loads((tmp_path / "grid" / "sampling.json").read_text())
+    assert not missed["floor_met"] and missed["fidelity_floor"]["precision"] == 0.9999
+    assert "no setting meets it" in again.stdout
+    # The realism filter's strength is a third dimension of the grid: its runs are cached
+    # apart from the unfiltered ones (reused here), and the card entry carries a realism choice.
+    realism = run_cli("tune-sampling", "--class-set", "digits", "--data",
+                      f"mnist:train@{small}", "--holdout", 0.25, "--out", tmp_path / "grid",
+                      "--seeds", "0", "--steps", 8, "--scales", "1", "--thresholds", "0.5",
+                      "--realism", "off,0.8", "--min-judge-agreement", 0)
+    assert realism.returncode == 0, realism.stderr
+    assert "reusing the finished dataset in" in realism.stderr
+    report = json.loads((tmp_path / "grid" / "sampling.json").read_text())
+    rows = {r["realism"]: r for r in report["scales"]}
+    assert set(rows) == {None, 0.8} and rows[0.8]["acceptance_rate"] < rows[None]["acceptance_rate"]
+    manifest = json.loads((tmp_path / "grid" / "synthetic-scale1-conf0.5-realism0.8"
+                           / "manifest.json").read_text())
+    assert manifest["spec"]["realism"] == 0.8
+    entry = sampling_card_entry({**report, "best_realism": 0.8})
+    assert entry["realism"] == 0.8 and "realism" not in sampling_card_entry(
+        {**report, "best_realism": None})
+    assert_one_line_error(run_cli(*args[:-2], "--realism", "off,strict"),
+                          "is not a comma-separated list of off and numbers")
     # Choosing on the test set would leak it into the reported numbers: refused.
     leak = [a for a in args if a not in ("--holdout", 0.25)] + ["--eval-data", f"mnist:test@{small}"]
     assert_one_line_error(run_cli(*leak), "the scan chooses on validation data")

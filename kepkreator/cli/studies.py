@@ -152,9 +152,16 @@ def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_cl
 @click.option("--thresholds", default="",
               help="Filter thresholds to scan with every scale, comma-separated (e.g. "
                    "0.3,0.5,0.7,0.9); in place of --min-confidence.")
+@click.option("--realism", "realism_list", default="",
+              help="Realism filter strengths to scan with every scale and threshold, comma-"
+                   "separated, off among them (e.g. off,1,0.8); none given: off.")
 @click.option("--min-judge-agreement", type=FiniteRange(0, 1), default=0.998, show_default=True,
               help="Fidelity floor: the independent judge must agree with this share of the "
                    "kept labels for a setting to be chosen (0: no floor).")
+@click.option("--min-precision", type=FiniteRange(0, 1), default=0.0, show_default=True,
+              help="Fidelity floor: the share of kept samples inside the real manifold in the "
+                   "judge's features (other real images: the judge card's yardstick; 0: no "
+                   "floor).")
 @click.option("--min-density", type=FiniteRange(0, 10), default=0.0, show_default=True,
               help="Fidelity floor: density of the kept samples against real images in the "
                    "judge's features (real images score about 1; 0: no floor).")
@@ -165,8 +172,9 @@ def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_cl
               help="Record the chosen scale (and threshold) in the generator's card: the "
                    "pipeline's defaults.")
 def tune_sampling(class_set, data, eval_data, holdout, out, seeds, generator, validator,
-                  min_confidence, steps, reference_classifier, scales, thresholds,
-                  reserve_holdout, min_judge_agreement, min_density, cas_tolerance, update_card):
+                  min_confidence, steps, reference_classifier, scales, thresholds, realism_list,
+                  reserve_holdout, min_judge_agreement, min_precision, min_density, cas_tolerance,
+                  update_card):
     """Choose the generator's latent scale (and filter threshold) by the Classification Accuracy
     Score on held-out real validation data (--holdout of the training source; the test set
     stays unseen)."""
@@ -184,6 +192,12 @@ def tune_sampling(class_set, data, eval_data, holdout, out, seeds, generator, va
     except ValueError:
         raise click.BadParameter(f"{thresholds!r} is not a comma-separated list of numbers",
                                  param_hint="--thresholds") from None
+    try:
+        realism = tuple(None if v.strip() == "off" else float(v)
+                        for v in realism_list.split(",")) if realism_list else ()
+    except ValueError:
+        raise click.BadParameter(f"{realism_list!r} is not a comma-separated list of off and "
+                                 "numbers", param_hint="--realism") from None
     cfg = DownstreamConfig(class_set=class_set, data=list(data), eval_data=list(eval_data),
                            holdout=holdout, out=out, settings=("b",), seeds=seeds,
                            generator=generator, validator=validator,
@@ -194,7 +208,8 @@ def tune_sampling(class_set, data, eval_data, holdout, out, seeds, generator, va
     report = scan_latent_scales(cfg, scale_list, generate_with_pipeline,
                                 log=lambda m: click.echo(m, err=True), thresholds=threshold_list,
                                 floor={"judge_agreement": min_judge_agreement,
-                                       "density": min_density}, cas_tolerance=cas_tolerance)
+                                       "precision": min_precision, "density": min_density},
+                                cas_tolerance=cas_tolerance, realism=realism)
     if update_card:
         from kepkreator.evaluate import record_in_card
         from kepkreator.models.bundle import resolve_bundle_path

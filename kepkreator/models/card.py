@@ -194,18 +194,20 @@ def choose_setting(rows: list[dict], floor: dict, cas_tolerance: float = 0.0) ->
     return max(tied, key=lambda r: (r.get("coverage") or 0, r.get("cas_mean", 0)))
 
 
-def card_latent_scale(card: dict, threshold: float | None = None) -> float:
+def card_latent_scale(card: dict, threshold: float | None = None,
+                      realism: float | None = None) -> float:
     """A generator card's sampling choice (``kepkreator tune-sampling``), else 1. With a
     ``threshold`` the caller chose itself: the scale the card's scan chooses among its rows at
-    that threshold (``choose_setting``, under the scan's floor and CAS tolerance), since a
-    widened scale that suits a strict filter hands a laxer one malformed samples; the card's
-    choice where the scan has no such row."""
+    that threshold and ``realism`` strength (``choose_setting``, under the scan's floor and CAS
+    tolerance), since a widened scale that suits a strict filter hands a laxer one malformed
+    samples; the card's choice where the scan has no such row."""
     sampling = card.get("sampling") or {}
     chosen = float(sampling.get("latent_scale", 1.0))
     if threshold is None:
         return chosen
     rows = [r for r in sampling.get("scan") or []
-            if isinstance(r, dict) and r.get("min_confidence") == threshold]
+            if isinstance(r, dict) and r.get("min_confidence") == threshold
+            and r.get("realism") == realism]
     best = choose_setting(rows, sampling.get("fidelity_floor") or {},
                           float(sampling.get("cas_tolerance", 0.0)))
     return chosen if best is None else float(best["latent_scale"])
