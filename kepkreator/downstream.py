@@ -114,6 +114,9 @@ class DownstreamConfig(DataChoice):
     # (``kepkreator tune-sampling``; the subset-only generator has none, so 1): a scale chosen on
     # the full data's validation split must not steer the low-data chain.
     latent_scale: float | None = None
+    # The realism filter's strength for the shipped generator's sets (b, d); None: as the
+    # pipeline resolves a spec that does not name it (the card's, with the card's threshold).
+    realism: float | None = None
     # Scan only: this hash holdout of ``data`` (split seed ``split_seed``) is another study's test
     # set — it is left out first, and the validation ``holdout`` drawn from the rest (seed + 1).
     reserve_holdout: float = 0.0
@@ -202,7 +205,7 @@ def _check_same_study(cfg: DownstreamConfig, out: Path, resolved: dict | None = 
                                       if k not in ("settings", "seeds", "out")}))
     # Options newer than the recorded studies are left out at their defaults, so those resume.
     for key, default in (("reserve_holdout", 0.0), ("subset_modes_per_class", 1),
-                         ("subset_mode_seeking", 0.0)):
+                         ("subset_mode_seeking", 0.0), ("realism", None)):
         if protocol[key] == default:
             protocol.pop(key)
     if protocol["training"]["classifier"] == "lenet":
@@ -273,7 +276,8 @@ def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
         # (letters with fewer real images than --synthetic-per-class), and b's figure would
         # depend on which other settings ran.
         counts = np.maximum(train.class_counts(), cfg.synthetic_per_class)
-        spec = _pipeline_spec(cfg, class_set, counts, latent_scale=shipped_scale)
+        spec = _pipeline_spec(cfg, class_set, counts, latent_scale=shipped_scale,
+                              **({"realism": cfg.realism} if cfg.realism is not None else {}))
         synthetic["shipped"] = _generated(generate, spec, out / "synthetic-shipped", class_set.name,
                                           log)
         latent_scales["b_d"] = shipped_scale

@@ -74,6 +74,9 @@ STUDY_OPTIONS = [
 @click.option("--latent-scale", type=FiniteRange(0, 10, min_open=True), default=None,
               help="z ~ N(0, s^2) for every generated set (default: each generator at its own "
                    "card's choice, see tune-sampling; the subset-only one has none: 1).")
+@click.option("--realism", type=FiniteRange(0, 10, min_open=True), default=None,
+              help="The realism filter's strength for the shipped generator's sets (b, d); "
+                   "default: as a spec that does not name it (the generator card's choice).")
 @click.option("--generation-seed", type=click.IntRange(0), default=0, show_default=True,
               help="Seed of the generated sets (and of the subset-only models): --seeds vary the "
                    "reference classifier on one draw of data, this draws other data.")
@@ -97,7 +100,8 @@ STUDY_OPTIONS = [
                    "partial study (e.g. --settings c_aug,d,d_aug) beside the full one.")
 def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_class,
                synthetic_per_class, generator, validator, min_confidence, steps,
-               reference_classifier, latent_scale, generation_seed, subset_validator_epochs,
+               reference_classifier, latent_scale, realism, generation_seed,
+               subset_validator_epochs,
                subset_gan_epochs, subset_gan_batch_size, subset_presets, subset_aux_weight,
                subset_modes_per_class, subset_mode_seeking, update_card, card_key):
     """Is the synthetic data worth training on? A fixed reference classifier per setting, tested
@@ -121,7 +125,7 @@ def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_cl
         subset_gan_batch_size=subset_gan_batch_size, subset_validator_preset=presets[0],
         subset_generator_preset=presets[1], subset_discriminator_preset=presets[2],
         subset_aux_weight=subset_aux_weight, subset_modes_per_class=subset_modes_per_class,
-        subset_mode_seeking=subset_mode_seeking, latent_scale=latent_scale,
+        subset_mode_seeking=subset_mode_seeking, latent_scale=latent_scale, realism=realism,
         generation_seed=generation_seed)
 
     report = run_study(cfg, generate_with_pipeline, log=lambda m: click.echo(m, err=True))
