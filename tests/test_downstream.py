@@ -237,6 +237,24 @@ def test_d_aug_alone_generates_from_the_shipped_generator_and_no_subset_models(t
     assert study_b(tmp_path / "b-seed1", "--generation-seed", 1) != shipped
 
 
+def test_b_can_be_drawn_behind_the_realism_filter(tmp_path, mnist_dir):
+    """--realism filters the shipped generator's set as a spec's realism key does, and is part
+    of the study's protocol: the same folder refuses a run without it."""
+    small = small_mnist(tmp_path / "mnist", mnist_dir)
+    args = ["downstream", "--class-set", "digits", "--data", f"mnist:train@{small}",
+            "--eval-data", f"mnist:test@{small}", "--out", tmp_path / "study", "--seeds", "0",
+            "--steps", 8, "--settings", "b", "--min-confidence", 0.5, "--per-class", 10,
+            "--synthetic-per-class", 15]
+    result = run_cli(*args, "--realism", 0.8)
+    assert result.returncode == 0, result.stderr
+    shipped = tmp_path / "study" / "synthetic-shipped"
+    assert json.loads((shipped / "manifest.json").read_text())["spec"]["realism"] == 0.8
+    metrics = json.loads((shipped / "metrics.json").read_text())
+    assert metrics["passed_realism"] < metrics["generated"]
+    assert json.loads((tmp_path / "study" / "study.json").read_text())["realism"] == 0.8
+    assert_one_line_error(run_cli(*args), "realism")
+
+
 def test_downstream_rejects_unknown_settings_in_one_line(tmp_path, mnist_dir):
     result = run_cli("downstream", "--class-set", "digits", "--data", f"mnist:train@{mnist_dir}",
                      "--eval-data", f"mnist:test@{mnist_dir}", "--out", tmp_path / "s",
@@ -276,6 +294,7 @@ def test_studies_recorded_before_newer_options_still_resume(tmp_path):
     _record_study(tmp_path, _check_same_study(cfg, tmp_path))
     recorded = json.loads((tmp_path / "study.json").read_text())
     assert "reserve_holdout" not in recorded and "subset_modes_per_class" not in recorded
+    assert "realism" not in recorded
     _check_same_study(cfg, tmp_path)  # same protocol: resumes
     cfg.reserve_holdout = 0.1
     with pytest.raises(DataError, match="reserve_holdout"):
