@@ -15,8 +15,8 @@ y_j the M' samples' features and s_j their k-NN radii among the samples, all per
   coverage  = 1/M sum_i 1[some y_j in B(x_i, r_i)]         diversity: real neighbourhoods reached
 
 Precision and recall are sensitive to outliers (an odd image's wide ball takes in much), which
-density and coverage resist; the reports give all four. The realism filter applies the precision test, with the radii scaled by
-its strength.
+density and coverage resist; the reports give all four. The realism filter applies the precision
+test, with the radii scaled by its strength.
 
 All four depend on the number of samples, so reports compare M' = M samples per class with the
 yardstick: M other real images per class measured against the same bank.

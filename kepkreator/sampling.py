@@ -52,10 +52,10 @@ def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generat
 
     The choice is the highest CAS among the settings whose kept samples meet ``floor``: the
     independent judge's agreement, and precision and density against real images
-    (``metrics.json`` of each generated set), so a setting cannot win on samples a person would label otherwise;
-    settings within ``cas_tolerance`` of that CAS are tied and the widest coverage wins
-    (``choose_setting``). Where none meets the floor, the most faithful one (judge agreement)
-    is chosen, and the report says the floor was missed."""
+    (``metrics.json`` of each generated set), so a setting cannot win on samples a person
+    would label otherwise; settings within ``cas_tolerance`` of that CAS are tied and the
+    widest coverage wins (``choose_setting``). Where none meets the floor, the most faithful
+    one (judge agreement) is chosen, and the report says the floor was missed."""
     from kepkreator.training.common import require_every_class, write_json
     if cfg.eval_data or not cfg.holdout:
         raise DataError("the scan chooses on validation data: give --holdout and no --eval-data, "
@@ -156,8 +156,9 @@ def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generat
 
 def sampling_card_entry(report: dict, second_validator: str = "") -> dict:
     """The card's ``sampling`` (the pipeline's defaults: scale, threshold and, where the scan
-    chose it on, the realism filter's strength); ``second_validator``: the one the scan's runs filtered with (the
-    card's own, which every spec of the scan left to it), kept so the pipeline still uses it."""
+    chose it on, the realism filter's strength); ``second_validator``: the one the scan's runs
+    filtered with (the card's own, which every spec of the scan left to it), kept so the
+    pipeline still uses it."""
     cfg = report["config"]
     floor = report.get("fidelity_floor") or {}
     tolerance = report.get("cas_tolerance", 0.0)

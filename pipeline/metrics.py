@@ -85,7 +85,8 @@ def _rate(hits, n):
 def class_metrics(acc: Totals, labels: list[str], judged: bool = False,
                   fidelity: dict | None = None) -> dict:
     """The metrics.json payload from the combiner's totals (plain Python, no Beam).
-    ``fidelity``: precision, recall, density and coverage of the accepted samples (``sample_fidelity``)."""
+    ``fidelity``: precision, recall, density and coverage of the accepted samples
+    (``sample_fidelity``)."""
     per_class = {}
     for c, label in enumerate(labels):
         n_gen = int(acc.generated.count[c])
