@@ -2,9 +2,9 @@
 
 The judge's bank is what fidelity and diversity are measured against (precision, recall,
 density and coverage: ``kepkreator.manifold``); the validator's bank is what the realism filter
-tests samples against. Both come from real data by ``kepkreator reference``, which also measures the
-yardstick: M *other* real images per class against the bank, the figures a generator's samples
-are compared with. The bank's sha256 goes into the card, and loading checks it.
+tests samples against. Both come from real data by ``kepkreator reference``, which also
+measures the yardstick: M *other* real images per class against the bank, the figures a
+generator's samples are compared with. The bank's sha256 goes into the card, and loading checks it.
 """
 from __future__ import annotations
 

@@ -60,9 +60,8 @@ def _other_classifier(job: JobSpec, role: str):
 
 def sample_fidelity(first_features: dict, job: JobSpec, judge_path: str) -> dict | None:
     """Precision, recall, density and coverage (kepkreator.manifold) of the first M accepted
-    samples of each class
-    against the judge's reference bank of M real images per class, with the bank's yardstick
-    (M other real images per class) beside them; None without a judge bank."""
+    samples of each class against the judge's reference bank of M real images per class, with
+    the bank's yardstick (M other real images per class) beside them; None without a bank."""
     from kepkreator.models.bundle import load_bundle
     judge = load_bundle(judge_path, "judge")
     bank = judge.reference_bank()
