@@ -67,11 +67,12 @@ def scan_latent_scales(cfg: DownstreamConfig, scales: tuple[float, ...], generat
         raise DataError(f"thresholds must be numbers in [0, 1), got {list(thresholds)}")
     if not all(r is None or 0 < r <= 10 for r in realism):
         raise DataError(f"realism strengths must be off or numbers in (0, 10], got "
-                        f"{list(realism)}")
+                        f"{','.join(realism_text(r) for r in realism)}")
     for name, values in (("latent scale", scales), ("threshold", thresholds),
                          ("realism strength", realism)):
         if len(set(values)) < len(values):  # the same run twice: a duplicate row, hours wasted
-            raise DataError(f"a {name} is listed twice: {list(values)}")
+            raise DataError(f"a {name} is listed twice: "
+                            + ",".join("off" if v is None else f"{v:g}" for v in values))
     class_set = get_class_set(cfg.class_set)
     out = Path(cfg.out)
     protocol = _check_same_study(cfg, out)

@@ -48,6 +48,10 @@ def test_scan_grid_is_checked_before_any_data_is_read(tmp_path):
                                     ("--thresholds", "nan", "thresholds must be numbers in [0, 1)"),
                                     ("--scales", "1,2,1.0", "a latent scale is listed twice"),
                                     ("--thresholds", "0.5,0.5", "a threshold is listed twice"),
+                                    ("--realism", "off,-1", "realism strengths must be off or"),
+                                    ("--realism", "nan", "realism strengths must be off or"),
+                                    ("--realism", "off,1,off",
+                                     "a realism strength is listed twice: off,1,off"),
                                     ("--seeds", "0,1,0", "'0,1,0' lists a seed twice")):
         result = run_cli("tune-sampling", "--class-set", "digits", "--data",
                          f"mnist:train@{tmp_path / 'nowhere'}", "--holdout", "0.1",
