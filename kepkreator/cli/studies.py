@@ -173,8 +173,8 @@ def downstream(class_set, data, eval_data, holdout, out, settings, seeds, per_cl
               help="Settings within this much of the best CAS (0.001: 0.1 pp, about a seed's "
                    "spread) count as tied; the widest coverage among them is chosen.")
 @click.option("--update-card", is_flag=True,
-              help="Record the chosen scale (and threshold) in the generator's card: the "
-                   "pipeline's defaults.")
+              help="Record the chosen scale, threshold and realism strength in the "
+                   "generator's card: the pipeline's defaults.")
 def tune_sampling(class_set, data, eval_data, holdout, out, seeds, generator, validator,
                   min_confidence, steps, reference_classifier, scales, thresholds, realism_list,
                   reserve_holdout, min_judge_agreement, min_precision, min_density, cas_tolerance,
