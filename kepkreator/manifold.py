@@ -116,22 +116,26 @@ class ReferenceBank:
 
     def compare(self, features: np.ndarray, labels: np.ndarray) -> dict:
         """The FIGURES per class and overall (the mean over classes with samples and reference
-        images); a class needs more than k samples for recall's sample radii."""
+        images). Recall needs the samples' own k-NN radii, so a class of k samples or fewer has
+        none, and the overall recall is the mean over the classes that have one."""
         features, labels = np.asarray(features, np.float32), np.asarray(labels, np.int64)
         per_class = {}
         for c in np.unique(labels):
             real, radii = self.of_class(int(c))
-            samples = features[labels == c]
-            if not len(real) or len(samples) <= self.k:
+            if not len(real):
                 continue
-            within = squared_distances(samples, real) <= radii[None, :] ** 2
-            sample_radii = knn_radii(samples, self.k)
-            reached = squared_distances(real, samples) <= sample_radii[None, :] ** 2
-            per_class[int(c)] = {"precision": float(within.any(1).mean()),
-                                 "recall": float(reached.any(1).mean()),
+            samples = features[labels == c]
+            d2 = squared_distances(samples, real)  # (samples, real), read both ways below
+            within = d2 <= radii[None, :] ** 2
+            recall = None
+            if len(samples) > self.k:
+                recall = float((d2 <= knn_radii(samples, self.k)[:, None] ** 2).any(0).mean())
+            per_class[int(c)] = {"precision": float(within.any(1).mean()), "recall": recall,
                                  "density": float(within.sum() / (self.k * len(within))),
                                  "coverage": float(within.any(0).mean()),
                                  "samples": int(len(within)), "reference": int(len(real))}
-        overall = {key: (float(np.mean([row[key] for row in per_class.values()]))
-                         if per_class else None) for key in FIGURES}
+        overall = {}
+        for key in FIGURES:
+            values = [row[key] for row in per_class.values() if row[key] is not None]
+            overall[key] = float(np.mean(values)) if values else None
         return {**overall, "per_class": per_class}

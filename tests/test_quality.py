@@ -193,6 +193,10 @@ def test_precision_and_recall_tell_fidelity_from_diversity():
     far = bank.compare(real[1::2] + 100, labels[1::2])
     assert all(far[k] == 0 for k in FIGURES)
     assert set(other["per_class"]) == {0, 1} and other["per_class"][1]["samples"] == 200
+    # Too few samples of a class for their own k-NN radii: no recall there, the rest as before.
+    few = bank.compare(real[1:8:2], labels[1:8:2])
+    assert few["recall"] is None and few["per_class"][0]["recall"] is None
+    assert few["per_class"][0]["samples"] == 4 and few["density"] is not None
 
 
 def test_a_reference_bank_is_built_from_real_images_and_checked_at_load(tiny, tmp_path):
