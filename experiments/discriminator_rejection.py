@@ -39,7 +39,7 @@ def main(argv=None) -> None:
     import tensorflow as tf
 
     from kepkreator.data import idx
-    from kepkreator.models.bundle import load_bundle
+    from kepkreator.models.bundle import load_bundle, to_model_range
     from kepkreator.training.gan import GANHParams, build_gan
 
     gan = build_gan(GANHParams(class_set="digits", data=["unused"], out="unused",
@@ -50,13 +50,12 @@ def main(argv=None) -> None:
     judge = load_bundle("default:digits", "judge")
     bank = judge.reference_bank()
     disc, ema = gan.discriminator, gan.ema_generator
-    mnist = args.mnist
-    train_images, train_labels, _ = idx.load_idx_split(mnist, "mnist", "train")
-    test_images, test_labels, _ = idx.load_idx_split(mnist, "mnist", "test")
+    train_images, train_labels, _ = idx.load_idx_split(args.mnist, "mnist", "train")
+    test_images, test_labels, _ = idx.load_idx_split(args.mnist, "mnist", "test")
     rng = np.random.default_rng(1)
 
-    def model_range(images):
-        return (images.astype("float32") / 127.5 - 1)[..., None]
+    def model_range(images):  # what the discriminator was trained on
+        return to_model_range(images, "tanh")[..., None]
 
     def as_labels(labels):
         return np.asarray(labels, "int32").reshape(-1, 1)
