@@ -8,7 +8,7 @@ import numpy as np
 
 from kepkreator.data import Dataset
 from kepkreator.errors import KepKreatorError
-from kepkreator.manifold import FIGURES, figures_text
+from kepkreator.manifold import CHUNKS, FIGURES, figures_text
 from kepkreator.metrics import (ClassStats, class_report, copying_report, frechet_distance,
                                 nearest_distances)
 from kepkreator.models.bundle import Bundle, load_bundle, require_class_set
@@ -38,7 +38,7 @@ def shipped_judge(class_set: str) -> str | None:
 def judge_report(judge, images, labels, accepted, labels_text) -> dict:
     """The judge's agreement with the requested labels on every sample and on those the
     validator's filter keeps, per class; and where the judge has a reference bank, the manifold
-    FIGURES of both (first M per class) beside its real-vs-real yardstick."""
+    FIGURES of both (the first CHUNKS draws of M per class) beside its real-vs-real yardstick."""
     probs, features = judge.scores(images)
     report = {"judge": judge.reference}
     for name, keep in (("generated", np.ones(len(labels), bool)), ("accepted", accepted)):
@@ -50,9 +50,9 @@ def judge_report(judge, images, labels, accepted, labels_text) -> dict:
         bank = judge.reference_bank()
         if bank is not None:
             m = judge.card["reference"]["per_class"]
-            rows = np.concatenate([np.flatnonzero(keep & (labels == c))[:m]
+            rows = np.concatenate([np.flatnonzero(keep & (labels == c))[:CHUNKS * m]
                                    for c in np.unique(labels)])
-            fidelity = bank.compare(features[rows], labels[rows])
+            fidelity = bank.compare(features[rows], labels[rows], chunk=m)
             report[name].update({k: fidelity[k] for k in FIGURES})
     if judge.reference_bank() is not None:
         yardstick = judge.card["reference"]["yardstick"]

@@ -19,7 +19,8 @@ density and coverage resist; the reports give all four. The realism filter appli
 test, with the radii scaled by its strength.
 
 All four depend on the number of samples, so reports compare M' = M samples per class with the
-yardstick: M other real images per class measured against the same bank.
+yardstick: M other real images per class measured against the same bank. One draw of M moves
+precision by about 0.01, so reports average up to CHUNKS disjoint draws of M samples each.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ BANK_FILE = "reference.npz"
 NEIGHBOURS = 5  # k: Naeem et al.'s choice, stable from a few hundred images per class
 # What a comparison with the bank reports, per class and overall: one list for every report.
 FIGURES = ("precision", "recall", "density", "coverage")
+CHUNKS = 4  # disjoint M-sample draws per class that a report of generated samples averages
 
 
 def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -54,6 +56,13 @@ def figures_text(row: dict, separator: str = "  ") -> str:
     """``precision 0.931  recall 0.933 ...`` for the FIGURES a report holds (older reports
     hold density and coverage only)."""
     return separator.join(f"{key} {row[key]:.3f}" for key in FIGURES if row.get(key) is not None)
+
+
+def draws_text(fidelity: dict) -> str:
+    """``400 per class`` or ``mean of 2 draws of 400 per class`` for a pipeline's fidelity
+    report (those made before draws were averaged have no ``draws_per_class``)."""
+    draws, size = fidelity.get("draws_per_class", 1), fidelity["samples_per_class"]
+    return f"{size} per class" if draws == 1 else f"mean of {draws} draws of {size} per class"
 
 
 @dataclass
@@ -114,10 +123,12 @@ class ReferenceBank:
                 out[part] = (d2 <= (strength * radii[None, :]) ** 2).any(1)
         return out
 
-    def compare(self, features: np.ndarray, labels: np.ndarray) -> dict:
+    def compare(self, features: np.ndarray, labels: np.ndarray, chunk: int = 0) -> dict:
         """The FIGURES per class and overall (the mean over classes with samples and reference
-        images). Recall needs the samples' own k-NN radii, so a class of k samples or fewer has
-        none, and the overall recall is the mean over the classes that have one."""
+        images). ``chunk`` M > 0: each class's samples are cut, in order, into disjoint draws of
+        M (a class with fewer than M is one draw), and a class's figures are the mean over its
+        draws. Recall needs the samples' own k-NN radii, so a draw of k samples or fewer has
+        none, and a mean leaves such draws out."""
         features, labels = np.asarray(features, np.float32), np.asarray(labels, np.int64)
         per_class = {}
         for c in np.unique(labels):
@@ -125,17 +136,29 @@ class ReferenceBank:
             if not len(real):
                 continue
             samples = features[labels == c]
-            d2 = squared_distances(samples, real)  # (samples, real), read both ways below
-            within = d2 <= radii[None, :] ** 2
-            recall = None
-            if len(samples) > self.k:
-                recall = float((d2 <= knn_radii(samples, self.k)[:, None] ** 2).any(0).mean())
-            per_class[int(c)] = {"precision": float(within.any(1).mean()), "recall": recall,
-                                 "density": float(within.sum() / (self.k * len(within))),
-                                 "coverage": float(within.any(0).mean()),
-                                 "samples": int(len(within)), "reference": int(len(real))}
-        overall = {}
-        for key in FIGURES:
-            values = [row[key] for row in per_class.values() if row[key] is not None]
-            overall[key] = float(np.mean(values)) if values else None
-        return {**overall, "per_class": per_class}
+            size = chunk if 0 < chunk <= len(samples) else len(samples)
+            draws = [self._figures(samples[lo:lo + size], real, radii)
+                     for lo in range(0, len(samples) - size + 1, size)]
+            per_class[int(c)] = {**_mean_figures(draws), "samples": int(len(draws) * size),
+                                 "draws": len(draws), "reference": int(len(real))}
+        return {**_mean_figures(per_class.values()), "per_class": per_class}
+
+    def _figures(self, samples: np.ndarray, real: np.ndarray, radii: np.ndarray) -> dict:
+        d2 = squared_distances(samples, real)  # (samples, real), read both ways below
+        within = d2 <= radii[None, :] ** 2
+        recall = None
+        if len(samples) > self.k:
+            recall = float((d2 <= knn_radii(samples, self.k)[:, None] ** 2).any(0).mean())
+        return {"precision": float(within.any(1).mean()), "recall": recall,
+                "density": float(within.sum() / (self.k * len(within))),
+                "coverage": float(within.any(0).mean())}
+
+
+def _mean_figures(rows) -> dict:
+    """Each of the FIGURES averaged over the rows that have it (None where none has)."""
+    rows = list(rows)
+    out = {}
+    for key in FIGURES:
+        values = [row[key] for row in rows if row[key] is not None]
+        out[key] = float(np.mean(values)) if values else None
+    return out

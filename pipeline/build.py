@@ -9,7 +9,7 @@ import apache_beam as beam
 import numpy as np
 
 from kepkreator.errors import KepKreatorError
-from kepkreator.manifold import FIGURES
+from kepkreator.manifold import CHUNKS, FIGURES
 from pipeline import fileio, sinks
 from pipeline.handlers import (GeneratorHandler, JudgeHandler, SecondValidatorHandler,
                                ValidatorHandler)
@@ -59,9 +59,10 @@ def _other_classifier(job: JobSpec, role: str):
 
 
 def sample_fidelity(first_features: dict, job: JobSpec, judge_path: str) -> dict | None:
-    """Precision, recall, density and coverage (kepkreator.manifold) of the first M accepted
-    samples of each class against the judge's reference bank of M real images per class, with
-    the bank's yardstick (M other real images per class) beside them; None without a bank."""
+    """Precision, recall, density and coverage (kepkreator.manifold) of the first CHUNKS x M
+    accepted samples of each class, in draws of M, against the judge's reference bank of M real
+    images per class, with the bank's yardstick (M other real images per class) beside them;
+    None without a bank."""
     from kepkreator.models.bundle import load_bundle
     judge = load_bundle(judge_path, "judge")
     bank = judge.reference_bank()
@@ -69,10 +70,11 @@ def sample_fidelity(first_features: dict, job: JobSpec, judge_path: str) -> dict
         return None
     labels = np.concatenate([[c] * len(rows) for c, rows in sorted(first_features.items())])
     features = np.stack([f for _, rows in sorted(first_features.items()) for _, f in rows])
-    report = bank.compare(features, labels)
-    chars = job.classes.chars
     reference = judge.card["reference"]
+    report = bank.compare(features, labels, chunk=reference["per_class"])
+    chars = job.classes.chars
     return {**{k: report[k] for k in FIGURES}, "samples_per_class": reference["per_class"],
+            "draws_per_class": min(row["draws"] for row in report["per_class"].values()),
             "real_vs_real": {k: reference["yardstick"].get(k) for k in FIGURES},
             "per_class": {chars[c]: row for c, row in report["per_class"].items()}}
 
@@ -136,7 +138,7 @@ def build_pipeline(p, job: JobSpec, bundles: dict, staging: str, publish_root: s
         grid = accepted | f"GridPart{r}" >> FirstPerClassPart(SAMPLES_PER_CLASS_IN_GRID, "images")
         if not feature_sample:
             return fragments, grid
-        features = accepted | f"FeaturePart{r}" >> FirstPerClassPart(feature_sample,
+        features = accepted | f"FeaturePart{r}" >> FirstPerClassPart(CHUNKS * feature_sample,
                                                                       "judge_features")
         return fragments, grid, features
 
@@ -148,7 +150,7 @@ def build_pipeline(p, job: JobSpec, bundles: dict, staging: str, publish_root: s
     results = {"shards": shards | "AllShards" >> sinks.all_in_one_list(),
                "totals": metrics, "grid": grid}
     if feature_sample:
-        results["features"] = parts[2] | "FeatureSample" >> FirstPerClass(feature_sample)
+        results["features"] = parts[2] | "FeatureSample" >> FirstPerClass(CHUNKS * feature_sample)
     # One element of every result, grouped, rather than side inputs (which Beam's DaskRunner
     # recomputes with everything upstream of them wherever they are read).
     _ = ([pcoll | f"Key_{name}" >> beam.Map(_keyed, name) for name, pcoll in results.items()]
@@ -162,8 +164,8 @@ def _keyed(value, name: str):
 
 
 def _feature_sample_size(bundles: dict) -> int:
-    """M, the accepted samples per class whose judge features density and coverage compare
-    with the judge's bank of M real images per class; 0 without a judge bank."""
+    """M, the size of the draws of accepted samples per class whose judge features the manifold
+    figures compare with the judge's bank of M real images per class; 0 without a judge bank."""
     if "judge" not in bundles:
         return 0
     from kepkreator.models.card import read_card

@@ -6,11 +6,11 @@ grouping followed by the CombineFn, so every input of a global combine travels t
 before anything is combined (the FnApiRunner and Dataflow combine within each bundle first).
 This pipeline has some twenty groupings and combines, each with a handful of keys: a two-worker
 run ended with some 4,000 millisecond tasks that kept the scheduler busy, and with the judge
-features of every accepted sample sent to one worker to keep 400 per class (13 s of a 100 s
-run). Here both are tree reductions (``Bag.foldby``): one task per input partition, which
-combines what the partition holds, and a few that merge those results. The groups of a
-GroupByKey are then cut into as many partitions as the run has, so that the steps after it
-(one shard written per group) still spread over the workers.
+features of every accepted sample sent to one worker to keep the first few hundred per class
+(13 s of a 100 s run). Here both are tree reductions (``Bag.foldby``): one task per input
+partition, which combines what the partition holds, and a few that merge those results. The
+groups of a GroupByKey are then cut into as many partitions as the run has, so that the steps
+after it (one shard written per group) still spread over the workers.
 """
 from __future__ import annotations
 

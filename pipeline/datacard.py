@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from kepkreator.data.schema import FEATURES
-from kepkreator.manifold import figures_text
+from kepkreator.manifold import draws_text, figures_text
 from pipeline.job import JobSpec
 
 SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
@@ -76,7 +76,7 @@ def quality_lines(metrics: dict, bundles: dict) -> list[str]:
     if fidelity:
         real = fidelity["real_vs_real"]
         lines.append(f"Fidelity and diversity in the judge's features, against real images "
-                     f"({fidelity['samples_per_class']} per class; precision and recall: "
+                     f"({draws_text(fidelity)}; precision and recall: "
                      f"Kynkäänniemi et al. 2019, density and coverage: Naeem et al. 2020): "
                      f"{figures_text(fidelity, ', ')}; other real images score "
                      f"{figures_text(real, ', ')}.")

@@ -98,10 +98,13 @@ def test_fidelity_and_diversity_are_measured_against_real_images(defaults_run):
     judge = load_bundle("default:digits", "judge")
     assert fidelity["real_vs_real"] == {k: judge.card["reference"]["yardstick"][k]
                                         for k in FIGURES}
-    # Recomputed from the shards: the first 40 per class by sample id are all there are.
+    # Recomputed from the shards: the first 40 per class by sample id are all there are, one
+    # draw short of the bank's M.
     images, labels = images_and_labels(out)
     _, features = judge.scores(images)
-    again = judge.reference_bank().compare(features, labels)
+    again = judge.reference_bank().compare(features, labels,
+                                           chunk=judge.card["reference"]["per_class"])
+    assert fidelity["draws_per_class"] == 1
     for key in FIGURES:
         assert fidelity[key] == pytest.approx(again[key], abs=1e-6), key
         assert metrics["per_class"]["3"][key] == pytest.approx(again["per_class"][3][key]), key
@@ -197,6 +200,48 @@ def test_precision_and_recall_tell_fidelity_from_diversity():
     few = bank.compare(real[1:8:2], labels[1:8:2])
     assert few["recall"] is None and few["per_class"][0]["recall"] is None
     assert few["per_class"][0]["samples"] == 4 and few["density"] is not None
+
+
+def test_draws_of_m_samples_are_averaged_and_a_short_class_is_one_draw():
+    """Every figure depends on the sample size, so samples are compared in draws of the bank's
+    M: each class's figures are the mean over its disjoint draws, in order."""
+    rng = np.random.default_rng(1)
+    real, labels = rng.normal(size=(400, 6)), np.repeat([0, 1], 200)
+    bank = ReferenceBank.build(real, labels)
+    samples = rng.normal(size=(500, 6))
+    sample_labels = np.array([0] * 300 + [1] * 150 + [0] * 50)  # class 0: 350, class 1: 150
+    report = bank.compare(samples, sample_labels, chunk=100)
+    zeros, ones = samples[sample_labels == 0], samples[sample_labels == 1]
+    draws = [bank.compare(zeros[i:i + 100], np.zeros(100, int)) for i in (0, 100, 200)]
+    for key in FIGURES:
+        assert report["per_class"][0][key] == pytest.approx(np.mean([d[key] for d in draws]))
+    assert report["per_class"][0]["draws"] == 3 and report["per_class"][0]["samples"] == 300
+    assert report["per_class"][1]["draws"] == 1 and report["per_class"][1]["samples"] == 100
+    one = bank.compare(ones[:100], np.ones(100, int))
+    assert report["per_class"][1]["precision"] == pytest.approx(one["precision"])
+    short = bank.compare(samples[:30], np.zeros(30, int), chunk=100)
+    assert short["per_class"][0]["draws"] == 1 and short["per_class"][0]["samples"] == 30
+
+
+def test_the_pipeline_averages_draws_of_the_judges_m(tiny, tmp_path):
+    judge = tmp_path / "judge"
+    shutil.copytree(tiny[1], judge)
+    source = class_folders(tmp_path / "real", "0123456789", 40)
+    assert run_cli("reference", judge, "--data", source, "--per-class", 20).returncode == 0
+    spec = tiny_spec(tmp_path / "s.yaml", tiny, judge=str(judge), counts={"per_class": 50})
+    result = run(["--spec", str(spec), "--out", str(tmp_path / "out")])
+    fidelity = result.metrics["fidelity"]
+    assert fidelity["samples_per_class"] == 20 and fidelity["draws_per_class"] == 2
+    images, labels = images_and_labels(tmp_path / "out")  # by sample id, as the pipeline reads
+    order = np.argsort(pq.read_table(tmp_path / "out" / "data").column("sample_id").to_numpy())
+    images, labels = images[order], labels[order]
+    first = np.concatenate([np.flatnonzero(labels == c)[:40] for c in range(10)])
+    loaded = load_bundle(judge, "judge")
+    again = loaded.reference_bank().compare(loaded.scores(images[first])[1], labels[first],
+                                            chunk=20)
+    for key in FIGURES:
+        assert fidelity[key] == pytest.approx(again[key], abs=1e-6), key
+    assert "mean of 2 draws of 20 per class" in (tmp_path / "out" / "README.md").read_text()
 
 
 def test_a_reference_bank_is_built_from_real_images_and_checked_at_load(tiny, tmp_path):

@@ -9,7 +9,7 @@ import click
 
 from kepkreator.cli.group import cli
 from kepkreator.cli.options import LocalPath
-from kepkreator.manifold import figures_text
+from kepkreator.manifold import draws_text, figures_text
 
 
 @cli.command(add_help_option=False, context_settings={"ignore_unknown_options": True})
@@ -114,7 +114,7 @@ def _summary_table(metrics: dict, spec: dict | None = None) -> str:
     fidelity = metrics.get("fidelity")
     if fidelity:
         real = fidelity["real_vs_real"]
-        lines.append(f"kept vs real (judge features, {fidelity['samples_per_class']} per class): "
+        lines.append(f"kept vs real (judge features, {draws_text(fidelity)}): "
                      f"{figures_text(fidelity)}")
         lines.append(f"real vs real (as many other real images): {figures_text(real)}")
     return "\n".join(lines)
