@@ -25,6 +25,17 @@ FRACTIONS = (1.0, 0.8, 0.6, 0.45)
 SHOWN = 400  # kept samples per class measured, as the pipeline's fidelity figures
 
 
+def top_of_each_class(ranked, candidates, labels, fraction: float):
+    """Mask of the best-ranked ``fraction`` of each class's candidates, so every class loses
+    the same share and the per-class counts stay in proportion."""
+    keep = np.zeros(len(labels), bool)
+    for c in np.unique(labels):
+        rows = np.flatnonzero(candidates & (labels == c))
+        best_first = rows[np.argsort(-ranked[rows], kind="stable")]
+        keep[best_first[:int(round(fraction * len(rows)))]] = True
+    return keep
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", required=True)
@@ -113,10 +124,7 @@ def main(argv=None) -> None:
     print("| kept by D (of the confident) | kept of all | precision / recall | density / coverage "
           "| judge agrees |\n|---|---|---|---|---|")
     for fraction in FRACTIONS:
-        keep = np.zeros(len(labels), bool)
-        for c in range(10):
-            rows = np.flatnonzero(confident & (labels == c))
-            keep[rows[np.argsort(-ranked[rows])[:int(round(fraction * len(rows)))]]] = True
+        keep = top_of_each_class(ranked, confident, labels, fraction)
         shown = np.concatenate([np.random.default_rng(2).permutation(
             np.flatnonzero(keep & (labels == c)))[:SHOWN] for c in range(10)])
         f = bank.compare(features[shown], labels[shown])

@@ -232,7 +232,8 @@ def test_the_pipeline_averages_draws_of_the_judges_m(tiny, tmp_path):
     result = run(["--spec", str(spec), "--out", str(tmp_path / "out")])
     fidelity = result.metrics["fidelity"]
     assert fidelity["samples_per_class"] == 20 and fidelity["draws_per_class"] == 2
-    images, labels = images_and_labels(tmp_path / "out")  # by sample id, as the pipeline reads
+    images, labels = images_and_labels(tmp_path / "out")
+    # By sample id: the pipeline measures each class's first accepted samples in that order.
     order = np.argsort(pq.read_table(tmp_path / "out" / "data").column("sample_id").to_numpy())
     images, labels = images[order], labels[order]
     first = np.concatenate([np.flatnonzero(labels == c)[:40] for c in range(10)])
