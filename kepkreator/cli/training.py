@@ -37,7 +37,9 @@ def train_validator_cmd(class_set, data, eval_data, holdout, out, epochs, batch_
 @click.option("--generator-preset", default="default", show_default=True,
               help="default, kepkreator-2023, tiny, or warp (warp-tiny): for a few hundred "
                    "images per class, a learnt deformation of the training images themselves.")
-@click.option("--discriminator-preset", default="default", show_default=True)
+@click.option("--discriminator-preset", default="default", show_default=True,
+              help="default, kepkreator-2023, tiny, diverse (a minibatch spread channel) or "
+                   "spectral (spectral normalisation instead of dropout).")
 @click.option("--latent-dim", type=click.IntRange(1), default=None)
 @click.option("--embed-dim", type=click.IntRange(1), default=None)
 @click.option("--channels", type=click.IntRange(4), default=None)
