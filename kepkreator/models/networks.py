@@ -35,9 +35,9 @@ DISCRIMINATOR_PRESETS = {
     # The default with a minibatch standard deviation channel (Karras et al. 2018): a generator
     # whose samples vary less than real ones within a batch is told apart by it.
     "diverse": dict(channels=64, dropout=0.3, minibatch_std=4),
-    # Spectral normalisation of every weight layer (Miyato et al. 2018) in place of dropout:
-    # the discriminator stays 1-Lipschitz, so its gradients reach the generator's rarer styles
-    # instead of sharpening on the common ones.
+    # Spectral normalisation of every weight layer (Miyato et al. 2018) in place of dropout: a
+    # 1-Lipschitz critic. At one step per generator step and equal rates it is too weak a one
+    # for the digits recipe (docs/sampling.md, *Two recipes trained from scratch*).
     "spectral": dict(channels=64, dropout=0.0, spectral=True),
 }
 VALIDATOR_PRESETS = {
@@ -188,8 +188,7 @@ def build_discriminator(num_classes: int, preset: str = "default", **overrides) 
     image = keras.Input(IMAGE_SHAPE, name="image")
     label = keras.Input((1,), name="label", dtype="int32")
     ch = p["channels"]
-    weighted = ((lambda layer: layers.SpectralNormalization(layer)) if p.get("spectral")
-                else (lambda layer: layer))
+    weighted = layers.SpectralNormalization if p.get("spectral") else (lambda layer: layer)
     h = image
     for width in (ch, ch * 2):
         h = weighted(layers.Conv2D(width, 4, strides=2, padding="same"))(h)
