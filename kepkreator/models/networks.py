@@ -37,7 +37,7 @@ DISCRIMINATOR_PRESETS = {
     "diverse": dict(channels=64, dropout=0.3, minibatch_std=4),
     # Spectral normalisation of every weight layer (Miyato et al. 2018) in place of dropout: a
     # 1-Lipschitz critic. At one step per generator step and equal rates it is too weak a one
-    # for the digits recipe (docs/sampling.md, *Two recipes trained from scratch*).
+    # for the digits recipe (docs/sampling.md, *Three recipes trained from scratch*).
     "spectral": dict(channels=64, dropout=0.0, spectral=True),
 }
 VALIDATOR_PRESETS = {
