@@ -21,9 +21,6 @@ digits)
   $KK train gan --class-set digits --data mnist:train@$M --eval-data mnist:test@$M \
       --out $A/digits/generator --workdir runs/digits/generator.work --epochs 48 --seed 21 \
       --validator $A/digits/validator
-  $KK evaluate --generator $A/digits/generator --validator $A/digits/validator -n 10000 \
-      --real mnist:test@$M --train-data mnist:train@$M --latent-scale 1 --update-card \
-      --json-out runs/digits/evaluation.json
   # The independent judge: another architecture, seed and augmentation; it measures, never
   # filters. Its reference bank is MNIST test (400 per class, and 400 others for the
   # yardstick); the validator's, which the realism filter uses, is MNIST train.
@@ -32,6 +29,11 @@ digits)
       --epochs 8 --seed 1
   $KK reference $A/digits/judge --data mnist:test@$M --per-class 400 --seed 0
   $KK reference $A/digits/validator --data mnist:train@$M --per-class 500 --seed 0
+  # Measured last, so that the judge and its bank exist: at latent scale 1, the generator's own
+  # draw (the card's `sampling` defaults are measured by the README's commands).
+  $KK evaluate --generator $A/digits/generator --validator $A/digits/validator -n 10000 \
+      --real mnist:test@$M --train-data mnist:train@$M --latent-scale 1 --update-card \
+      --json-out runs/digits/evaluation.json
   ;;
 letters)
   E="$DATA/emnist"
@@ -71,6 +73,12 @@ letters)
   $KK reference $A/letters/judge $SRC --per-class 95 --seed 0
   # shellcheck disable=SC2086
   $KK reference $A/letters/validator ${SRC% --holdout 0.1} --per-class 300 --seed 0
+  # The held-out real letters are the card's holdout of the sources.
+  $KK evaluate --generator $A/letters/generator --validator $A/letters/validator -n 26000 \
+      --latent-scale 1 --train-data emnist-byclass:test@$E --train-data emnist-bymerge:test@$E \
+      --train-data emnist-letters:test@$E --train-data emnist-letters:train@$E \
+      --train-data emnist-balanced:train@$E --train-data emnist-balanced:test@$E \
+      --update-card --json-out runs/letters/evaluation.json
   ;;
 letters52)
   # The renderer's case validator: EMNIST byclass keeps the case of its letters (58,405 in the
