@@ -122,14 +122,15 @@ class DownstreamConfig(DataChoice):
     reserve_holdout: float = 0.0
 
 
-def _card_latent_scale(generator: str, class_set: str, min_confidence=None) -> float:
-    """The scale a spec with this threshold gets from the generator's card, read from the card
-    alone: no model load for one number."""
+def _card_latent_scale(generator: str, class_set: str, min_confidence=None,
+                       realism: float | None = None) -> float:
+    """The scale a spec with this threshold and realism filter gets from the generator's card,
+    read from the card alone: no model load for one number."""
     from kepkreator.models.bundle import resolve_bundle_path
     from kepkreator.models.card import card_latent_scale, read_card
     card = read_card(resolve_bundle_path(generator or f"default:{class_set}", "generator"))
     named = min_confidence if isinstance(min_confidence, (int, float)) else None
-    return card_latent_scale(card, named)
+    return card_latent_scale(card, named, realism)
 
 
 def _pipeline_spec(cfg: DownstreamConfig, class_set: ClassSet, counts, **fields) -> dict:
@@ -257,7 +258,7 @@ def run_study(cfg: DownstreamConfig, generate: GenerateFn, log=print) -> dict:
                         ": the subset GAN would have no full batch")
     out = Path(cfg.out)
     shipped_scale = cfg.latent_scale or _card_latent_scale(cfg.generator, class_set.name,
-                                                           cfg.min_confidence)
+                                                           cfg.min_confidence, cfg.realism)
     protocol = _check_same_study(cfg, out, {"b_d_latent_scale": shipped_scale})
     train, test, data_info = split_data(list(cfg.data), class_set.name, cfg.holdout,
                                         list(cfg.eval_data), cfg.split_seed)

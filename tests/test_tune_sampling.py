@@ -144,6 +144,12 @@ def test_a_named_threshold_gets_the_scale_the_cards_scan_found_best_there():
     assert card_latent_scale(card, 0.999) == 2.0
     assert card_latent_scale(card, 0.5) == 1.5  # not scanned: the card's choice
     assert card_latent_scale({}, 0.9) == 1.0
+    # A realism strength the scan did not try adds a filter to the threshold's own choice; it
+    # is not handed the card's wider scale (1.5 at 0.9 missed the judge's floor).
+    assert card_latent_scale(card, 0.9, 1.0) == 1.25
+    card["sampling"]["scan"].append({**row(1.5, 0.9, 0.9845, 0.9985), "realism": 1.0})
+    assert card_latent_scale(card, 0.9, 1.0) == 1.5  # scanned with the filter: its own rows
+    assert card_latent_scale(card, 0.9) == 1.25
 
 
 def test_settings_within_the_cas_tolerance_are_tied_and_the_widest_coverage_wins():

@@ -200,14 +200,17 @@ def card_latent_scale(card: dict, threshold: float | None = None,
     ``threshold`` the caller chose itself: the scale the card's scan chooses among its rows at
     that threshold and ``realism`` strength (``choose_setting``, under the scan's floor and CAS
     tolerance), since a widened scale that suits a strict filter hands a laxer one malformed
-    samples; the card's choice where the scan has no such row."""
+    samples. A realism strength the scan did not try gets the threshold's rows without the
+    realism filter: that filter only removes samples, so their scale stays safe. The card's
+    choice where the scan has no row at the threshold."""
     sampling = card.get("sampling") or {}
     chosen = float(sampling.get("latent_scale", 1.0))
     if threshold is None:
         return chosen
-    rows = [r for r in sampling.get("scan") or []
-            if isinstance(r, dict) and r.get("min_confidence") == threshold
-            and r.get("realism") == realism]
+    at_threshold = [r for r in sampling.get("scan") or []
+                    if isinstance(r, dict) and r.get("min_confidence") == threshold]
+    rows = ([r for r in at_threshold if r.get("realism") == realism]
+            or [r for r in at_threshold if r.get("realism") is None])
     best = choose_setting(rows, sampling.get("fidelity_floor") or {},
                           float(sampling.get("cas_tolerance", 0.0)))
     return chosen if best is None else float(best["latent_scale"])
